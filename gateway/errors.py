@@ -1,0 +1,102 @@
+"""Errors that become JSON answers.
+
+Every failure a client can cause or observe is a :class:`GatewayError` with an HTTP status
+and a stable machine ``code``; the REST layer turns it into
+``{"error", "code", "request_id"}``.  Anything else is a bug and is answered as a generic
+500 without details, so no stack trace ever leaves the process.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class BadRequest(GatewayError):
+    status, code = 400, "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidBase64(BadRequest):
+    code = "invalid_base64"
+
+
+class Unauthenticated(GatewayError):
+    status, code = 401, "unauthenticated"
+
+    def __init__(self, message: str = "missing or invalid credentials", **kw) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="gateway"')
+
+
+class Forbidden(GatewayError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(GatewayError):
+    status, code = 404, "not_found"
+
+
+class UnknownService(NotFound):
+    code = "unknown_service"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyPixels(PayloadTooLarge):
+    code = "too_many_pixels"
+
+
+class UnsupportedImage(GatewayError):
+    status, code = 415, "unsupported_image"
+
+
+class UndecodableImage(GatewayError):
+    status, code = 422, "undecodable_image"
+
+
+class QuotaExceeded(GatewayError):
+    status, code = 429, "quota_exceeded"
+
+
+class BackendBadResponse(GatewayError):
+    status, code = 502, "backend_bad_response"
+
+
+class BackendUnavailable(GatewayError):
+    status, code = 503, "backend_unavailable"
+
+
+class ServiceMisconfigured(GatewayError):
+    status, code = 503, "not_configured"
+
+
+class BackendTimeout(GatewayError):
+    status, code = 504, "backend_timeout"

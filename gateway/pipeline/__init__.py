@@ -1,0 +1,1 @@
+"""The slide pipeline: decode and check an image, cut it into tiles, merge detections."""

@@ -1,0 +1,218 @@
+"""Merging per-tile detections into one answer for the slide.
+
+SAHI adds a full-image pass and fuses overlapping boxes into their union, which fuses
+touching cells and counts a cell cut by a seam as a fragment.  StarDist's ``big.py``
+gives each object to exactly one tile.  Here tiles overlap by at least a cell's diameter
+(see :mod:`gateway.pipeline.tiling`), so every cell is seen *whole* by some tile, and:
+
+1. a detection whose box touches a tile edge that lies inside the slide is a truncated
+   view of a cell; it is set aside, because a whole view exists in a neighbouring tile;
+2. whole views seen by two tiles are the same cell when their boxes overlap strongly
+   (IoU >= ``same_cell_iou``); the view farthest from its tile's inner edges is kept, and
+   its box is the cell's box (never a union);
+3. detections from the same tile are never merged: the model already separates cells
+   within a tile, so two touching cells stay two;
+4. truncated views that no whole view accounts for (a cell larger than the overlap) are
+   grouped across tiles and reported once, with the union of the fragments as its box.
+
+Everything is vectorised with numpy; only the near-seam candidates are compared pairwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.pipeline.tiling import Tile
+
+EDGE_EPS = 1.5  # px: a box this close to an inner tile edge is treated as cut by it
+SAME_CELL_IOU = 0.5
+FRAGMENT_IOS = 0.3
+
+
+@dataclass(frozen=True)
+class TileDetections:
+    """Detections of one tile, boxes in the tile's own pixels as [x0, y0, x1, y1]."""
+
+    boxes: np.ndarray  # float (N, 4)
+    scores: np.ndarray  # float (N,)
+    classes: np.ndarray  # int (N,)
+
+
+@dataclass(frozen=True)
+class Merged:
+    boxes: np.ndarray  # float32 (N, 4), slide pixels [x0, y0, x1, y1]
+    scores: np.ndarray  # float32 (N,)
+    classes: np.ndarray  # int32 (N,)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def empty() -> Merged:
+    return Merged(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+
+def _pairwise_iou_ios(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+        ios = np.where(smaller > 0, inter / smaller, 0.0)
+    return iou, ios
+
+
+def _gather(
+    tiles: Sequence[Tile], per_tile: Sequence[TileDetections], width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate all tiles' detections in slide pixels, dropping invalid ones."""
+    boxes, scores, classes, owner = [], [], [], []
+    for tile, det in zip(tiles, per_tile, strict=True):
+        b = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+        s = np.asarray(det.scores, dtype=np.float64).reshape(-1)
+        c = np.asarray(det.classes).reshape(-1)
+        n = min(len(b), len(s), len(c))
+        if n == 0:
+            continue
+        b, s, c = b[:n], s[:n], c[:n]
+        ok = np.isfinite(b).all(axis=1) & np.isfinite(s)
+        b = np.where(np.isfinite(b), b, 0.0)
+        x0 = np.clip(np.minimum(b[:, 0], b[:, 2]), 0, tile.width) + tile.x0
+        x1 = np.clip(np.maximum(b[:, 0], b[:, 2]), 0, tile.width) + tile.x0
+        y0 = np.clip(np.minimum(b[:, 1], b[:, 3]), 0, tile.height) + tile.y0
+        y1 = np.clip(np.maximum(b[:, 1], b[:, 3]), 0, tile.height) + tile.y0
+        ok &= (x1 > x0) & (y1 > y0)
+        boxes.append(np.stack([x0, y0, x1, y1], axis=1)[ok])
+        scores.append(np.clip(s[ok], 0.0, 1.0))
+        classes.append(c[ok].astype(np.int64, copy=False))
+        owner.append(np.full(int(ok.sum()), tile.index, dtype=np.int64))
+    if not boxes:
+        z = np.zeros(0)
+        return np.zeros((0, 4)), z, z.astype(np.int64), z.astype(np.int64), z
+    B = np.concatenate(boxes)
+    S = np.concatenate(scores)
+    C = np.concatenate(classes)
+    T = np.concatenate(owner)
+    # Distance from the box to the nearest inner edge of its own tile (inf on slide borders).
+    tx0 = np.array([t.x0 for t in tiles], dtype=np.float64)[T]
+    ty0 = np.array([t.y0 for t in tiles], dtype=np.float64)[T]
+    tx1 = np.array([t.x1 for t in tiles], dtype=np.float64)[T]
+    ty1 = np.array([t.y1 for t in tiles], dtype=np.float64)[T]
+    inf = np.inf
+    margin = np.minimum.reduce(
+        [
+            np.where(tx0 > 0, B[:, 0] - tx0, inf),
+            np.where(ty0 > 0, B[:, 1] - ty0, inf),
+            np.where(tx1 < width, tx1 - B[:, 2], inf),
+            np.where(ty1 < height, ty1 - B[:, 3], inf),
+        ]
+    )
+    return B, S, C, T, margin
+
+
+def _shared_region_mask(boxes: np.ndarray, tiles: Sequence[Tile], owner: np.ndarray) -> np.ndarray:
+    """True for boxes that reach into at least one tile other than their own."""
+    if len(tiles) <= 1:
+        return np.zeros(len(boxes), dtype=bool)
+    t = np.array([[x.x0, x.y0, x.x1, x.y1] for x in tiles], dtype=np.float64)
+    inside = (
+        (boxes[:, None, 2] > t[None, :, 0])
+        & (boxes[:, None, 0] < t[None, :, 2])
+        & (boxes[:, None, 3] > t[None, :, 1])
+        & (boxes[:, None, 1] < t[None, :, 3])
+    )
+    inside[np.arange(len(boxes)), owner] = False
+    return inside.any(axis=1)
+
+
+def merge(
+    tiles: Sequence[Tile],
+    per_tile: Sequence[TileDetections],
+    width: int,
+    height: int,
+    *,
+    same_cell_iou: float = SAME_CELL_IOU,
+) -> Merged:
+    """Detections of a whole slide from its tiles' detections: each cell exactly once."""
+    if len(tiles) != len(per_tile):
+        raise ValueError("one TileDetections per tile is required")
+    B, S, C, T, margin = _gather(tiles, per_tile, width, height)
+    if len(S) == 0:
+        return empty()
+    whole = margin > EDGE_EPS
+    keep = whole.copy()
+
+    # Step 2: whole views of one cell seen by several tiles.
+    cand = np.flatnonzero(whole & _shared_region_mask(B, tiles, T))
+    if len(cand) > 1:
+        order = cand[np.lexsort((-S[cand], -margin[cand]))]
+        iou, _ = _pairwise_iou_ios(B[order], B[order])
+        same = (iou >= same_cell_iou) & (T[order][:, None] != T[order][None, :])
+        alive = np.ones(len(order), dtype=bool)
+        for i in range(len(order)):
+            if alive[i]:
+                row = same[i]
+                row[: i + 1] = False
+                alive &= ~row
+        keep[order[~alive]] = False
+
+    # Step 4: fragments not accounted for by any kept whole view.
+    frag = np.flatnonzero(~whole)
+    extra_boxes, extra_scores, extra_classes = [], [], []
+    if len(frag):
+        kept_idx = np.flatnonzero(keep)
+        if len(kept_idx):
+            _, ios = _pairwise_iou_ios(B[frag], B[kept_idx])
+            frag = frag[~(ios >= FRAGMENT_IOS).any(axis=1)]
+        if len(frag):
+            order = frag[np.argsort(-S[frag], kind="stable")]
+            _, ios = _pairwise_iou_ios(B[order], B[order])
+            linked = (ios >= FRAGMENT_IOS) & (T[order][:, None] != T[order][None, :])
+            group = np.full(len(order), -1)
+            for i in range(len(order)):
+                if group[i] < 0:
+                    members = np.flatnonzero(linked[i] & (group < 0))
+                    group[i] = i
+                    group[members] = i
+            for g in np.unique(group):
+                m = order[group == g]
+                extra_boxes.append([B[m, 0].min(), B[m, 1].min(), B[m, 2].max(), B[m, 3].max()])
+                extra_scores.append(S[m].max())
+                extra_classes.append(C[m[0]])
+
+    boxes = B[keep]
+    scores = S[keep]
+    classes = C[keep]
+    if extra_boxes:
+        boxes = np.concatenate([boxes, np.asarray(extra_boxes, dtype=np.float64)])
+        scores = np.concatenate([scores, np.asarray(extra_scores, dtype=np.float64)])
+        classes = np.concatenate([classes, np.asarray(extra_classes, dtype=np.int64)])
+    return sort_by_score(
+        Merged(
+            boxes.astype(np.float32),
+            scores.astype(np.float32),
+            classes.astype(np.int32),
+        )
+    )
+
+
+def sort_by_score(m: Merged) -> Merged:
+    """Score descending; ties by position, so answers are deterministic."""
+    if len(m) == 0:
+        return m
+    order = np.lexsort((m.boxes[:, 0], m.boxes[:, 1], -m.scores))
+    return Merged(m.boxes[order], m.scores[order], m.classes[order])
+
+
+def above(m: Merged, threshold: float) -> Merged:
+    keep = m.scores >= threshold
+    return Merged(m.boxes[keep], m.scores[keep], m.classes[keep])
