@@ -239,7 +239,7 @@ def make_slide(
         rng.shuffle(kinds)
         for kind in kinds:
             if kind == "rbc":
-                dd = scale * rng.uniform(0.45, 0.6)
+                dd = scale * rng.uniform(0.38, 0.5)
             elif kind == "lymph":
                 dd = scale * rng.uniform(0.6, 0.8)
             else:
