@@ -28,6 +28,7 @@ _BACKGROUND = (228.0, 221.0, 222.0)
 _STROMA = (222.0, 180.0, 212.0)
 _CYTOPLASM = (198.0, 92.0, 155.0)
 _GRANULE = (214.0, 78.0, 120.0)
+_CELL_RIM = (212.0, 150.0, 190.0)
 _NUCLEUS = (62.0, 24.0, 118.0)
 _RBC = (206.0, 98.0, 118.0)
 _LYMPH_NUCLEUS = (58.0, 30.0, 120.0)
@@ -111,11 +112,15 @@ def _draw_eosinophil(img, cx, cy, d, rng) -> None:
     x0, y0 = int(math.floor(cx)) - pad, int(math.floor(cy)) - pad
     size = 2 * pad + 1
     yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
-    # cytoplasm: slightly irregular round cell, filling most of the circle
+    # cytoplasm: irregular round cell (low-order wobble of the outline) filling most of
+    # the circle, with the eosin fading towards a paler rim as in the photographs
     rr = r * rng.uniform(0.9, 0.97)
-    ecc = rng.uniform(0.92, 1.0)
-    ang = rng.uniform(0, math.pi)
-    body = _ellipse(yy, xx, cy, cx, rr * ecc, rr, ang)
+    dx, dy = xx - cx, yy - cy
+    theta_px = np.arctan2(dy, dx)
+    wobble = 1.0 + 0.05 * np.sin(3 * theta_px + rng.uniform(0, 6.3)) \
+        + 0.03 * np.sin(5 * theta_px + rng.uniform(0, 6.3))
+    rad = np.sqrt(dx * dx + dy * dy) / (rr * wobble)
+    body = np.clip((1.0 - rad) * rr + 0.5, 0.0, 1.0).astype(np.float32)
     # granular texture: speckles of brighter orange-red eosin granules
     gran = rng.random((size, size)).astype(np.float32)
     gran = ndimage.gaussian_filter(gran, max(0.6, d / 60.0))
@@ -127,14 +132,16 @@ def _draw_eosinophil(img, cx, cy, d, rng) -> None:
     gmix = np.clip(0.5 + 0.35 * gran, 0, 1)[..., None]
     colour = base * (1 - gmix) + np.asarray(_GRANULE, np.float32) * gmix
     colour += (gran * 8.0)[..., None]
+    rim = np.clip((rad - rng.uniform(0.68, 0.78)) / 0.25, 0, 1)[..., None]
+    colour = colour * (1 - rim) + np.asarray(_CELL_RIM, np.float32) * rim
     _paint(img, body, y0, x0, colour)
     # bilobed nucleus: two overlapping ellipses, off-centre, random orientation
     theta = rng.uniform(0, 2 * math.pi)
     off = r * rng.uniform(0.05, 0.2)
     ncx = cx + off * math.cos(theta + 1.3)
     ncy = cy + off * math.sin(theta + 1.3)
-    sep = r * rng.uniform(0.28, 0.38)
-    lobe_r = r * rng.uniform(0.27, 0.33)
+    sep = r * rng.uniform(0.3, 0.4)
+    lobe_r = r * rng.uniform(0.3, 0.36)
     nuc = np.zeros((size, size), np.float32)
     for s in (-1.0, 1.0):
         lx = ncx + s * sep * math.cos(theta)
@@ -223,7 +230,7 @@ def make_slide(
 
     if distractors:
         area = width * height
-        n_each = max(1, int(area / (scale * scale * 40)))
+        n_each = max(1, int(area / (scale * scale * 12)))
         placed: list[tuple[float, float, float]] = []
 
         def free(x: float, y: float, rad: float) -> bool:
