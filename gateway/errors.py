@@ -98,5 +98,15 @@ class ServiceMisconfigured(GatewayError):
     status, code = 503, "not_configured"
 
 
+class AuthNotConfigured(ServiceMisconfigured):
+    code = "auth_not_configured"
+
+
+class AuthUnavailable(GatewayError):
+    """Credentials could not be checked right now (certificates or key store unreachable)."""
+
+    status, code = 503, "auth_unavailable"
+
+
 class BackendTimeout(GatewayError):
     status, code = 504, "backend_timeout"

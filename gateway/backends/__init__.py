@@ -1,0 +1,17 @@
+"""Where tiles are sent: the embedded local detector or a TF Serving REST endpoint."""
+
+from __future__ import annotations
+
+from gateway.backends.base import Backend
+from gateway.config import ServiceConfig
+
+
+def build_backend(service: ServiceConfig) -> Backend:
+    """A backend for a service entry: TF Serving when it has a URL, else the local detector."""
+    if service.backend.is_local:
+        from gateway.backends.local import LocalBackend
+
+        return LocalBackend(service)
+    from gateway.backends.tfserving import TFServingBackend
+
+    return TFServingBackend(service)

@@ -1,0 +1,53 @@
+"""What every backend takes and gives back.
+
+Backends answer per tile in the tile's own pixels, so the merge step never needs to know
+whether a detection came from TF Serving's normalized boxes or the local detector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from gateway.pipeline.merge import TileDetections
+
+
+@dataclass(frozen=True)
+class TileInput:
+    index: int
+    width: int
+    height: int
+    pixels: np.ndarray | None = None  # H x W x 3 view, for in-process backends
+    encoded: bytes | None = None  # JPEG/PNG bytes, for remote backends
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    tiles: list[TileDetections]
+    labels: tuple[str, ...]  # TileDetections.classes index into this tuple...
+    class_values: tuple[float, ...]  # ...and this one: the backend's own class number
+    model: str
+    version: str | None = None
+    backend_ms: float = 0.0
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    detail: str
+    model: str
+    version: str | None = None
+
+
+class Backend(Protocol):
+    wants_encoded: bool  # True: give it encoded tiles; False: pixel arrays
+
+    def predict(self, tiles: list[TileInput], deadline: float) -> BackendResult:
+        """Detections for each tile, in order; ``deadline`` is a ``time.monotonic()`` value."""
+        ...
+
+    def readiness(self) -> Readiness: ...

@@ -1,0 +1,61 @@
+"""The embedded backend: the local eosinophil detector, in-process.
+
+It is the default when a service has no TF Serving URL, so a fresh checkout answers
+requests without a model server.  Tiles are handed over as array views: no encoding,
+no copies.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from gateway.backends.base import BackendResult, Readiness, TileInput
+from gateway.config import ServiceConfig
+from gateway.errors import BackendTimeout
+from gateway.pipeline.merge import TileDetections
+
+LOCAL_MODEL_VERSION = "local-1"
+
+
+class LocalBackend:
+    wants_encoded = False
+
+    def __init__(self, service: ServiceConfig) -> None:
+        self.service = service
+        self.labels = service.labels
+
+    def predict(self, tiles: list[TileInput], deadline: float) -> BackendResult:
+        from gateway.detector import detect
+
+        started = time.perf_counter()
+        out: list[TileDetections] = []
+        for tile in tiles:
+            if time.monotonic() > deadline:
+                raise BackendTimeout(
+                    f"the local detector did not finish within {self.service.backend.timeout_s} s"
+                )
+            assert tile.pixels is not None
+            det = detect(tile.pixels, self.service.cell_size_px)
+            out.append(
+                TileDetections(
+                    boxes=det.boxes,
+                    scores=det.scores,
+                    classes=np.zeros(len(det.scores), dtype=np.int32),
+                )
+            )
+        return BackendResult(
+            tiles=out,
+            labels=self.labels,
+            class_values=(1.0,) * len(self.labels),
+            model=self.service.backend.model,
+            version=LOCAL_MODEL_VERSION,
+            backend_ms=(time.perf_counter() - started) * 1000.0,
+            calls=len(tiles),
+        )
+
+    def readiness(self) -> Readiness:
+        return Readiness(
+            True, "embedded local detector", self.service.backend.model, LOCAL_MODEL_VERSION
+        )

@@ -1,0 +1,228 @@
+"""The hidden TF Serving model, reached over its REST API.
+
+One pooled keep-alive connection pool per backend, tiles sent in parallel requests of up
+to ``max_batch`` tiles each, and one deadline (``timeout_s``) for the whole exchange of a
+request, retries included.  Only failures that cannot have been processed are retried:
+connection refused or reset, 503 and 429.  A tile that fails fails its whole slide.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+from gateway.backends.base import BackendResult, Readiness, TileInput
+from gateway.codecs import tfserving as wire
+from gateway.codecs.jsonio import b64encode
+from gateway.config import ServiceConfig
+from gateway.errors import (
+    BackendBadResponse,
+    BackendTimeout,
+    BackendUnavailable,
+    GatewayError,
+)
+from gateway.pipeline.merge import TileDetections
+
+RETRY_STATUSES = {429, 503}
+BACKOFF_S = 0.05
+STATUS_TTL_S = 300.0
+
+
+class _Retryable(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class TFServingBackend:
+    wants_encoded = True
+
+    def __init__(self, service: ServiceConfig) -> None:
+        self.service = service
+        cfg = service.backend
+        assert cfg.url
+        self.predict_url = f"{cfg.url}/v1/models/{cfg.model}:predict"
+        self.status_url = f"{cfg.url}/v1/models/{cfg.model}"
+        self.pool = urllib3.PoolManager(
+            num_pools=2, maxsize=max(cfg.max_parallel, 4), retries=False, block=False
+        )
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(cfg.max_parallel, 2), thread_name_prefix=f"backend-{service.name}"
+        )
+        self.labels = service.labels
+        self._version: str | None = None
+        self._version_checked = 0.0
+        self._lock = threading.Lock()
+        self._token_source = None
+        if cfg.auth == "google-id-token":
+            from gateway.auth.outbound import IdTokenSource
+
+            self._token_source = IdTokenSource(cfg.url, cfg.credentials_file)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._token_source is not None:
+            headers["Authorization"] = self._token_source.authorization_header()
+        return headers
+
+    def _timeout(self, deadline: float) -> urllib3.Timeout:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BackendTimeout(self._timeout_message())
+        return urllib3.Timeout(connect=min(remaining, 5.0), read=remaining)
+
+    def _timeout_message(self) -> str:
+        return f"the model did not answer within {self.service.backend.timeout_s:g} s"
+
+    def _call(self, method: str, url: str, body: bytes | None, deadline: float):
+        try:
+            return self.pool.request(
+                method,
+                url,
+                body=body,
+                headers=self._headers(),
+                timeout=self._timeout(deadline),
+                retries=False,
+                preload_content=True,
+            )
+        except (ReadTimeoutError, ConnectTimeoutError) as exc:
+            raise BackendTimeout(self._timeout_message()) from exc
+        except (NewConnectionError, ProtocolError, ConnectionError) as exc:
+            raise _Retryable(BackendUnavailable("the model server is unreachable")) from exc
+        except HTTPError as exc:
+            if "timed out" in str(exc).lower():
+                raise BackendTimeout(self._timeout_message()) from exc
+            raise _Retryable(BackendUnavailable("the model server is unreachable")) from exc
+
+    def _with_retries(self, method: str, url: str, body: bytes | None, deadline: float):
+        attempts = self.service.backend.retries + 1
+        for attempt in range(attempts):
+            try:
+                resp = self._call(method, url, body, deadline)
+            except _Retryable as exc:
+                error = exc.error
+            else:
+                if resp.status not in RETRY_STATUSES:
+                    return resp
+                error = self._status_error(resp)
+            if attempt + 1 == attempts:
+                raise error
+            pause = BACKOFF_S * (2**attempt) * (0.5 + random.random())
+            if time.monotonic() + pause >= deadline:
+                raise error
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _status_error(self, resp) -> GatewayError:
+        detail = wire.backend_error_message(resp.data)
+        status = resp.status
+        if status in (429, 503):
+            return BackendUnavailable(
+                f"the model is unavailable or overloaded ({status}: {detail})"
+            )
+        if status == 404:
+            return BackendUnavailable(
+                f"the model {self.service.backend.model!r} is not available on its server "
+                f"({detail})",
+                code="model_not_available",
+            )
+        if status == 504:
+            return BackendTimeout(f"the model server timed out ({detail})")
+        if status == 400:
+            return BackendBadResponse(
+                f"the model rejected a tile ({detail})", code="backend_rejected"
+            )
+        return BackendBadResponse(f"the model failed with HTTP {status} ({detail})")
+
+    # -- Backend ---------------------------------------------------------------------------
+
+    def _predict_batch(
+        self, batch: list[TileInput], deadline: float, table: wire.LabelTable
+    ) -> list[TileDetections]:
+        body = wire.backend_request(
+            [b64encode(t.encoded or b"") for t in batch], [f"tile-{t.index}" for t in batch]
+        )
+        resp = self._with_retries("POST", self.predict_url, body, deadline)
+        if resp.status != 200:
+            raise self._status_error(resp)
+        with self._lock:  # the label table is shared by the batches of one request
+            return wire.parse_backend_predictions(
+                resp.data, len(batch), [(t.width, t.height) for t in batch], table
+            )
+
+    def predict(self, tiles: list[TileInput], deadline: float) -> BackendResult:
+        started = time.perf_counter()
+        size = self.service.backend.max_batch
+        batches = [tiles[i : i + size] for i in range(0, len(tiles), size)]
+        table = wire.LabelTable(self.labels)
+        refresh = self._version is None and time.monotonic() - self._version_checked > 30
+        status_future = self.executor.submit(self._refresh_version, deadline) if refresh else None
+        if len(batches) == 1:
+            results = [self._predict_batch(batches[0], deadline, table)]
+        else:
+            futures = [
+                self.executor.submit(self._predict_batch, b, deadline, table) for b in batches
+            ]
+            results = []
+            try:
+                for f in futures:
+                    results.append(f.result(timeout=max(deadline - time.monotonic(), 0) + 1.0))
+            except TimeoutError as exc:
+                raise BackendTimeout(self._timeout_message()) from exc
+            finally:
+                for f in futures:
+                    f.cancel()
+        if status_future is not None:
+            try:
+                status_future.result(timeout=max(min(deadline - time.monotonic(), 0.5), 0))
+            except Exception:
+                pass
+        per_tile = [d for batch in results for d in batch]
+        return BackendResult(
+            tiles=per_tile,
+            labels=tuple(table.labels),
+            class_values=tuple(table.values),
+            model=self.service.backend.model,
+            version=self._version,
+            backend_ms=(time.perf_counter() - started) * 1000.0,
+            calls=len(batches),
+        )
+
+    def _refresh_version(self, deadline: float) -> None:
+        self._version_checked = time.monotonic()
+        try:
+            self.readiness(deadline=min(deadline, time.monotonic() + 2.0))
+        except Exception:
+            pass
+
+    def readiness(self, deadline: float | None = None) -> Readiness:
+        model = self.service.backend.model
+        deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
+        try:
+            resp = self._call("GET", self.status_url, None, deadline)
+        except _Retryable as exc:
+            return Readiness(False, exc.error.message, model)
+        except GatewayError as exc:
+            return Readiness(False, exc.message, model)
+        if resp.status != 200:
+            return Readiness(
+                False, f"HTTP {resp.status}: {wire.backend_error_message(resp.data)}", model
+            )
+        ok, version, detail = wire.model_status(resp.data)
+        if ok:
+            self._version = version
+            self._version_checked = time.monotonic()
+        return Readiness(ok, detail, model, version)

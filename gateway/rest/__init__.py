@@ -1,0 +1,1 @@
+"""HTTP transport: routing and JSON responses only; the work is in ``gateway.handlers``."""

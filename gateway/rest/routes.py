@@ -1,0 +1,55 @@
+"""The route table: method + path pattern -> handler."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import MethodNotAllowed, NotFound
+from gateway.handlers import detect, health, predict, services
+
+NAME = r"(?P<service>[A-Za-z0-9][A-Za-z0-9_-]{0,62})"
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    methods: tuple[str, ...]
+    pattern: re.Pattern[str]
+    handler: Callable
+    records_usage: bool = False
+
+
+ROUTES: list[Route] = [
+    Route("predict", ("POST",), re.compile(rf"^/v1/models/{NAME}:predict$"), predict.handle, True),
+    Route("detect", ("POST",), re.compile(rf"^/v1/services/{NAME}:detect$"), detect.handle, True),
+    Route("model_status", ("GET",), re.compile(rf"^/v1/models/{NAME}$"), health.model_status),
+    Route("services", ("GET",), re.compile(r"^/v1/services$"), services.list_services),
+    Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), services.get_service),
+    Route("healthz", ("GET",), re.compile(r"^/healthz$"), health.healthz),
+    Route("readyz", ("GET",), re.compile(r"^/readyz$"), health.readyz),
+]
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    params: dict[str, str]
+
+
+def match(method: str, path: str) -> Match:
+    allowed: list[str] = []
+    for route in ROUTES:
+        m = route.pattern.match(path)
+        if m is None:
+            continue
+        if method in route.methods or (method == "HEAD" and "GET" in route.methods):
+            return Match(route, m.groupdict())
+        allowed.extend(route.methods)
+    if allowed:
+        methods = ", ".join(sorted(set(allowed) | {"OPTIONS"}))
+        raise MethodNotAllowed(
+            f"{method} is not allowed on {path}; use {methods}", headers={"Allow": methods}
+        )
+    raise NotFound(f"no route for {path}")
