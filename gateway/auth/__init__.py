@@ -2,20 +2,56 @@
 
 Interface used by the REST layer (kept stable): ``build_authenticator(config)`` returns an
 object with ``authenticate(request, ctx)`` (sets ``ctx.principal`` and
-``ctx.auth_method`` or raises :class:`~gateway.errors.Unauthenticated`) and
+``ctx.auth_method`` or raises :class:`~gateway.errors.Unauthenticated`, or
+:class:`~gateway.errors.AuthNotConfigured` when failing closed) and
 ``authorize(ctx, service)`` (raises :class:`~gateway.errors.Forbidden`).
+
+Credentials accepted: ``Authorization: Bearer <Firebase or Google ID token>``, or an API
+key in ``X-API-Key`` (or the ``key`` query parameter).  Nothing from google-auth is
+imported until a bearer token has to be verified, so a gateway without ``auth`` keeps its
+cold start short.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
-from gateway.config import Config, ServiceConfig
+from gateway.auth.api_keys import ApiKey, ApiKeyStore, is_key_hash
+from gateway.auth.certs import FIREBASE_CERTS_URL, GOOGLE_CERTS_URL, CertCache
+from gateway.auth.tokens import FirebaseRules, GoogleRules, TokenVerifier
+from gateway.config import Config, ConfigError, ServiceConfig, on_google_cloud
 from gateway.context import RequestContext
+from gateway.errors import AuthNotConfigured, Forbidden, Unauthenticated
+from gateway.firestore_client import firestore_target, get_client
+
+log = logging.getLogger(__name__)
+
+_announced: set[str] = set()
+
+CREDENTIALS_HINT = "send 'Authorization: Bearer <ID token>' or 'X-API-Key: <key>'"
+
+
+def _announce(level: int, message: str) -> None:
+    """Log a start-up notice once per process, however often the app is rebuilt."""
+    if message not in _announced:
+        _announced.add(message)
+        log.log(level, message)
+
+
+def principal_matches(pattern: str, principal: str) -> bool:
+    """``*`` matches any run of characters; everything else is literal and case-sensitive."""
+    if "*" not in pattern:
+        return pattern == principal
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, principal, flags=re.DOTALL) is not None
 
 
 class OpenAuthenticator:
-    """No ``auth`` section: every caller is ``anonymous`` (the local embedded default)."""
+    """No ``auth`` section, locally: every caller is ``anonymous`` (the embedded default)."""
 
     open = True
 
@@ -26,5 +62,188 @@ class OpenAuthenticator:
         return None
 
 
-def build_authenticator(config: Config) -> OpenAuthenticator:
-    return OpenAuthenticator()
+class FailClosedAuthenticator:
+    """Auth is missing where it must not be: detection routes answer 503, never open."""
+
+    open = False
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def authenticate(self, request: Any, ctx: RequestContext) -> None:
+        raise AuthNotConfigured(self.message)
+
+    def authorize(self, ctx: RequestContext, service: ServiceConfig) -> None:
+        raise AuthNotConfigured(self.message)
+
+
+class Authenticator:
+    """Checks the credentials a request presents; with ``required`` false they are optional."""
+
+    open = False
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenVerifier | None,
+        keys: ApiKeyStore | None,
+        required: bool = True,
+    ) -> None:
+        self.tokens = tokens
+        self.keys = keys
+        self.required = required
+
+    def authenticate(self, request: Any, ctx: RequestContext) -> None:
+        authorization = (request.headers.get("Authorization") or "").strip()
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(f"unsupported Authorization header; {CREDENTIALS_HINT}")
+            if self.tokens is None:
+                raise Unauthenticated("bearer tokens are not accepted here; use an API key")
+            identity = self.tokens.verify(token.strip())
+            ctx.principal, ctx.auth_method = identity.principal, identity.method
+            return
+        key = request.headers.get("X-API-Key")
+        if key is None:
+            key = request.args.get("key")
+        if key is not None:
+            if self.keys is None:
+                raise Unauthenticated("API keys are not accepted here; use a bearer token")
+            ctx.principal, ctx.auth_method = f"key:{self.keys.lookup(key.strip())}", "api_key"
+            return
+        if self.required:
+            raise Unauthenticated(f"credentials required: {CREDENTIALS_HINT}")
+        ctx.principal, ctx.auth_method = "anonymous", "none"
+
+    def authorize(self, ctx: RequestContext, service: ServiceConfig) -> None:
+        if service.allow is None:
+            return
+        if any(principal_matches(p, ctx.principal) for p in service.allow):
+            return
+        raise Forbidden(f"{ctx.principal} is not allowed to use service '{service.name}'")
+
+
+def _strings(value: Any, where: str, *, allow_empty: bool = False) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of non-empty strings")
+    if not value and not allow_empty:
+        raise ConfigError(f"{where} must not be empty")
+    return value
+
+
+def _section(value: Any, where: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    return value
+
+
+def _seconds(auth: Mapping[str, Any], key: str, default: float, hi: float) -> float:
+    value = auth.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= hi:
+        raise ConfigError(f"auth.{key} must be a number between 0 and {hi}")
+    return float(value)
+
+
+def _api_keys(raw: Any) -> list[ApiKey]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError("auth.api_keys must be a list of {id, sha256}")
+    keys = []
+    for i, entry in enumerate(raw):
+        where = f"auth.api_keys[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a mapping with id and sha256")
+        key_id, digest = entry.get("id"), entry.get("sha256")
+        if not isinstance(key_id, str) or not key_id:
+            raise ConfigError(f"{where}.id must be a non-empty string")
+        if isinstance(digest, str):
+            digest = digest.strip().lower()
+        if not is_key_hash(digest):
+            raise ConfigError(
+                f"{where}.sha256 must be the 64-character hex SHA-256 of the key (never the key)"
+            )
+        keys.append(ApiKey(id=key_id, sha256=digest, disabled=bool(entry.get("disabled"))))
+    return keys
+
+
+def build_authenticator(
+    config: Config,
+) -> Authenticator | OpenAuthenticator | FailClosedAuthenticator:
+    """The authenticator the configuration asks for; fails closed on Google Cloud."""
+    auth = config.auth
+    if auth is None:
+        if on_google_cloud():
+            message = (
+                "authentication is not configured: add an 'auth' section to GATEWAY_CONFIG "
+                "(or write 'auth: {required: false}' to serve without authentication)"
+            )
+            _announce(logging.ERROR, message)
+            return FailClosedAuthenticator(message)
+        _announce(
+            logging.WARNING,
+            "auth is not configured: detection routes are open to anyone "
+            "(local default; configure 'auth' before deploying)",
+        )
+        return OpenAuthenticator()
+
+    required = auth.get("required", True)
+    if not isinstance(required, bool):
+        raise ConfigError("auth.required must be true or false")
+    skew = _seconds(auth, "clock_skew_s", 10, 300)
+    certs_urls = _section(auth.get("certs_urls"), "auth.certs_urls") or {}
+
+    firebase = None
+    fb = _section(auth.get("firebase"), "auth.firebase")
+    if fb is not None:
+        project = fb.get("project_id")
+        if not isinstance(project, str) or not project:
+            raise ConfigError("auth.firebase.project_id must be the Firebase project id")
+        url = certs_urls.get("firebase") or FIREBASE_CERTS_URL
+        firebase = FirebaseRules(project_id=project, certs=CertCache(str(url)))
+
+    google = None
+    gg = _section(auth.get("google"), "auth.google")
+    if gg is not None:
+        audiences = _strings(gg.get("audiences"), "auth.google.audiences")
+        emails = gg.get("emails")
+        if emails is not None:
+            emails = frozenset(e.lower() for e in _strings(emails, "auth.google.emails"))
+        url = certs_urls.get("google") or GOOGLE_CERTS_URL
+        google = GoogleRules(
+            audiences=frozenset(audiences), emails=emails, certs=CertCache(str(url))
+        )
+
+    keys = _api_keys(auth.get("api_keys"))
+    firestore = None
+    if auth.get("api_keys_firestore", True) is not False and firestore_target(config):
+        firestore = functools.partial(get_client, config)
+
+    store = None
+    if keys or firestore is not None:
+        store = ApiKeyStore(
+            keys,
+            firestore=firestore,
+            cache_s=_seconds(auth, "api_key_cache_s", 60, 3600),
+            timeout_s=_seconds(auth, "firestore_timeout_s", 2, 30),
+        )
+    tokens = None
+    if firebase is not None or google is not None:
+        tokens = TokenVerifier(firebase=firebase, google=google, clock_skew_s=skew)
+
+    if not required:
+        _announce(
+            logging.WARNING,
+            "auth.required is false: detection routes accept callers without credentials",
+        )
+    elif tokens is None and store is None:
+        message = (
+            "auth is required but no method is configured: set auth.firebase, auth.google "
+            "or auth.api_keys in GATEWAY_CONFIG"
+        )
+        _announce(logging.ERROR, message)
+        return FailClosedAuthenticator(message)
+    return Authenticator(tokens=tokens, keys=store, required=required)
