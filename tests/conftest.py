@@ -1,0 +1,47 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from firestore_emulator import EmulatorError, FirestoreEmulator
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator():
+    """One Firestore emulator process for the whole run (npm ``@firestore-emulator/server``).
+
+    ``.host`` ("127.0.0.1:PORT"), ``.project``, ``.env()`` (FIRESTORE_EMULATOR_HOST and
+    GOOGLE_CLOUD_PROJECT for a gateway process), ``.client()``, ``.stop()`` / ``.start()`` /
+    ``.restart()`` (an outage that keeps the data), ``.pause()`` / ``.resume()`` (a hung
+    server) and ``.clear()``.  A test that stops it must start it again.
+    """
+    emulator = FirestoreEmulator()
+    try:
+        emulator.launch()
+    except EmulatorError as exc:
+        pytest.fail(f"cannot start the Firestore emulator: {exc}")
+    yield emulator
+    emulator.close()
+
+
+@pytest.fixture
+def firestore_project(firestore_emulator, monkeypatch) -> str:
+    """A fresh, empty project on the shared emulator for one test, set in this process's env.
+
+    Data of other tests lives in other projects, so nothing needs wiping; pass
+    ``firestore_emulator.env(firestore_project)`` to gateway processes.
+    """
+    project = f"test-{uuid.uuid4().hex[:12]}"
+    for name, value in firestore_emulator.env(project).items():
+        monkeypatch.setenv(name, value)
+    from gateway import firestore_client
+
+    firestore_client.reset_clients()
+    yield project
+    if not firestore_emulator.running:
+        return
+    firestore_emulator.resume()
+    firestore_emulator.start()  # a test that stopped it must not break the next one
+    firestore_client.reset_clients()
