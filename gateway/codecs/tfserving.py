@@ -287,6 +287,9 @@ def model_status(body: bytes) -> tuple[bool, str | None, str]:
         doc = loads(body)
     except Exception:
         return False, None, "model status is not JSON"
+    if isinstance(doc, Mapping) and isinstance(doc.get("ready"), bool):
+        # KServe's V1 protocol answers the same route with {"name": ..., "ready": true}.
+        return doc["ready"], None, "ready" if doc["ready"] else "not ready"
     rows = doc.get("model_version_status") if isinstance(doc, Mapping) else None
     if not isinstance(rows, list) or not rows:
         return False, None, "model status lists no versions"
