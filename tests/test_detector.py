@@ -186,3 +186,62 @@ def test_real_slide_dev_strip_agreement():
         pytest.fail(f"shared data folder missing: {DATA}")
     f1, p, r = _strip_f1("real-slide.jpg", 15.0)
     assert f1 >= 0.75, (f1, p, r)
+
+
+def test_large_slide_dev_strip_agreement():
+    # same slide, 3196 px wide: cells ~73 px, tolerance a third of that
+    f1, p, r = _strip_f1("real-slide-large.jpg", 15.0 * 3196 / 1920)
+    assert f1 >= 0.75, (f1, p, r)
+
+
+def test_magnification_consistency_on_real_slides():
+    """real-slide-1920x1440.jpg is the left 1392 px of real-slide.jpg scaled by 1440/1044:
+    the cells found must be the same cells (scale worked out independently)."""
+    from PIL import Image
+
+    a = np.asarray(Image.open(DATA / "real-slide.jpg").convert("RGB"))
+    b = np.asarray(Image.open(DATA / "real-slide-1920x1440.jpg").convert("RGB"))
+    da, db = detect(a), detect(b)
+    s = 1440 / 1044
+    ca = centres(da)[da.scores >= THRESHOLD]
+    cb = centres(db)[db.scores >= THRESHOLD] / s
+    ca = ca[ca[:, 0] < 1920 / s - 15]  # away from the crop edge
+    cb = cb[cb[:, 0] < 1920 / s - 15]
+    tp = match_count(ca, cb, 15.0)
+    f1 = 2 * tp / (len(ca) + len(cb))
+    assert f1 >= 0.85, (f1, len(ca), len(cb))
+    wa = np.median(da.boxes[:, 2] - da.boxes[:, 0])
+    wb = np.median(db.boxes[:, 2] - db.boxes[:, 0])
+    assert abs(wb / wa - s) < 0.2 * s, (wa, wb)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("diameter", [40.0, 70.0])
+def test_dense_touching_cells(seed, diameter):
+    w, h = int(diameter * 8), int(diameter * 7)
+    cells = random_cells(w, h, 18, diameter=diameter, seed=seed, min_gap=0.0)
+    img = make_slide(w, h, cells, seed=seed)
+    assert_finds_exactly(img, cells)
+
+
+def test_cells_straddling_a_four_tile_corner():
+    d = 50.0
+    cells = [(200.0 - d / 2, 200.0 - d / 2, d), (200.0 + d / 2, 200.0 - d / 2, d),
+             (200.0 - d / 2, 200.0 + d / 2, d), (200.0 + d / 2, 200.0 + d / 2, d)]
+    img = make_slide(400, 400, cells, seed=9)
+    assert_finds_exactly(img, cells)
+    assert_finds_exactly(img, cells, d)
+
+
+def test_random_cells_contract():
+    cells = random_cells(600, 400, 15, diameter=40.0, seed=1, min_gap=10.0)
+    assert len(cells) == 15
+    for i, (x, y, dia) in enumerate(cells):
+        assert dia == 40.0 and 20 <= x <= 580 and 20 <= y <= 380
+        for x2, y2, _ in cells[i + 1 :]:
+            assert np.hypot(x - x2, y - y2) >= 50.0 - 1e-9
+    assert random_cells(600, 400, 15, diameter=40.0, seed=1, min_gap=10.0) == cells
+    with pytest.raises(ValueError):
+        random_cells(100, 100, 50, diameter=40.0)
+    img = make_slide(64, 48, cells[:1], seed=0)
+    assert img.shape == (48, 64, 3) and img.dtype == np.uint8

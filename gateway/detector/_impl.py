@@ -16,7 +16,7 @@ from . import candidates, colour, scale, scoring
 _CELL_AT_WORK_PX = 14.0
 # Box half-size as a fraction of the diameter: the box covers the whole cell plus a
 # small margin for cells that are not perfectly round.
-_BOX_HALF = 0.6
+_BOX_HALF = 0.55
 # Minimum distance between two cell centres, as a fraction of the diameter.
 _MIN_SEPARATION = 0.55
 # Centre-finding smoothing: sigma = diameter / _PEAK_SIGMA_DIV.

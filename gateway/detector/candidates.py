@@ -17,12 +17,15 @@ from scipy import ndimage
 def local_maxima(score: np.ndarray, min_distance: float, floor: float) -> np.ndarray:
     """Return (K, 2) float array of (y, x) local maxima of ``score`` above ``floor``.
 
-    Maxima are taken over a square window of half-size ``min_distance``; plateaus
-    (several equal maxima side by side) count once, at their centre of mass.
+    Maxima are first taken over the square *inscribed* in the circle of radius
+    ``min_distance`` (a square of half-size ``min_distance`` would reach 1.41 times
+    further along its diagonals and swallow a diagonal neighbour), then maxima closer
+    than ``min_distance`` are thinned by :func:`suppress_close`.  Plateaus (several
+    equal maxima side by side) count once, at their centre of mass.
     """
     if score.size == 0:
         return np.zeros((0, 2), np.float64)
-    size = max(3, int(2 * round(min_distance) + 1))
+    size = max(3, int(2 * int(min_distance / np.sqrt(2.0)) + 1))
     mx = ndimage.maximum_filter(score, size=size, mode="constant", cval=-1.0)
     peaks = (score >= mx) & (score > floor)
     if not peaks.any():
