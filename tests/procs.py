@@ -1,0 +1,195 @@
+"""Real processes for integration tests: the gateway under functions-framework and the
+KServe model server, each on a free loopback port, with logs kept for failure reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Until ``url`` answers anything over HTTP (any status)."""
+    end = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
+
+
+class Proc:
+    """A server process on a loopback port; ``stop()`` sends SIGTERM, then SIGKILL."""
+
+    def __init__(
+        self, argv: list[str], port: int, env: dict[str, str], cwd: Path, ready_path: str, name: str
+    ) -> None:
+        self.argv, self.port, self.env, self.cwd = argv, port, env, cwd
+        self.ready_path, self.name = ready_path, name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        self.popen: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> Proc:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_http(self.url + self.ready_path, timeout, self.popen)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(
+                f"{self.name} did not start: {exc}\n{self.log_text()[-3000:]}"
+            ) from exc
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def restart(self, timeout: float = 60.0) -> Proc:
+        self.stop()
+        return self.start(timeout)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def start_model_server(
+    port: int | None = None,
+    control_file: str | Path | None = None,
+    model: str = "eos",
+    extra: list[str] | None = None,
+) -> Proc:
+    """KServe's ModelServer hosting the local detector: TF Serving's REST protocol."""
+    port = port or free_port()
+    argv = [
+        str(VENV_BIN / "python"),
+        str(REPO / "tools" / "model_server.py"),
+        "--http_port",
+        str(port),
+        "--grpc_port",
+        str(free_port()),
+        "--enable_grpc",
+        "false",
+        "--model_name",
+        model,
+        "--configure_logging",
+        "false",
+        "--enable_latency_logging",
+        "false",
+    ]
+    if control_file is not None:
+        argv += ["--control-file", str(control_file)]
+    argv += extra or []
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return Proc(argv, port, env, REPO, f"/v1/models/{model}", "model-server").start()
+
+
+def write_config(config: dict[str, Any] | None, directory: Path) -> Path | None:
+    if config is None:
+        return None
+    path = directory / "gateway-config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def start_gateway(
+    config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    workdir: Path | None = None,
+    start: bool = True,
+) -> Proc:
+    """The gateway served by ``functions-framework --target gateway`` (gunicorn inside).
+
+    It runs in its own working directory, so the embedded SQLite usage store and the
+    spool land in a temporary folder, never in the checkout.
+    """
+    port = port or free_port()
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="gateway-"))
+    cfg = write_config(config, workdir)
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GATEWAY_CONFIG", "K_SERVICE", "FIRESTORE_EMULATOR_HOST")
+    }
+    full_env.update({"PYTHONPATH": str(REPO), "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    if cfg is not None:
+        full_env["GATEWAY_CONFIG"] = str(cfg)
+    full_env.update(env or {})
+    argv = [
+        str(VENV_BIN / "functions-framework"),
+        "--target",
+        "gateway",
+        "--source",
+        str(REPO / "main.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = Proc(argv, port, full_env, workdir, "/healthz", "gateway")
+    proc.workdir = workdir  # type: ignore[attr-defined]
+    return proc.start() if start else proc
