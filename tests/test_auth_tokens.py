@@ -12,7 +12,13 @@ import json
 import time
 
 import pytest
-from certserver import (
+from werkzeug.test import EnvironBuilder
+
+from gateway.auth import build_authenticator
+from gateway.config import parse_config
+from gateway.context import RequestContext
+from gateway.errors import Unauthenticated
+from tests.certserver import (
     FIREBASE_PROJECT,
     GATEWAY_AUDIENCE,
     SA_EMAIL,
@@ -23,12 +29,6 @@ from certserver import (
     google_claims,
     jws,
 )
-from werkzeug.test import EnvironBuilder
-
-from gateway.auth import build_authenticator
-from gateway.config import parse_config
-from gateway.context import RequestContext
-from gateway.errors import Unauthenticated
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ cold start short.
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from gateway import logs
 from gateway.auth.api_keys import ApiKey, ApiKeyStore, is_key_hash
 from gateway.auth.certs import FIREBASE_CERTS_URL, GOOGLE_CERTS_URL, CertCache
 from gateway.auth.tokens import FirebaseRules, GoogleRules, TokenVerifier
@@ -28,18 +28,16 @@ from gateway.context import RequestContext
 from gateway.errors import AuthNotConfigured, Forbidden, Unauthenticated
 from gateway.firestore_client import firestore_target, get_client
 
-log = logging.getLogger(__name__)
-
 _announced: set[str] = set()
 
 CREDENTIALS_HINT = "send 'Authorization: Bearer <ID token>' or 'X-API-Key: <key>'"
 
 
-def _announce(level: int, message: str) -> None:
+def _announce(severity: str, message: str) -> None:
     """Log a start-up notice once per process, however often the app is rebuilt."""
     if message not in _announced:
         _announced.add(message)
-        log.log(level, message)
+        logs.emit(severity, message)
 
 
 def principal_matches(pattern: str, principal: str) -> bool:
@@ -181,10 +179,10 @@ def build_authenticator(
                 "authentication is not configured: add an 'auth' section to GATEWAY_CONFIG "
                 "(or write 'auth: {required: false}' to serve without authentication)"
             )
-            _announce(logging.ERROR, message)
+            _announce("ERROR", message)
             return FailClosedAuthenticator(message)
         _announce(
-            logging.WARNING,
+            "WARNING",
             "auth is not configured: detection routes are open to anyone "
             "(local default; configure 'auth' before deploying)",
         )
@@ -236,7 +234,7 @@ def build_authenticator(
 
     if not required:
         _announce(
-            logging.WARNING,
+            "WARNING",
             "auth.required is false: detection routes accept callers without credentials",
         )
     elif tokens is None and store is None:
@@ -244,6 +242,6 @@ def build_authenticator(
             "auth is required but no method is configured: set auth.firebase, auth.google "
             "or auth.api_keys in GATEWAY_CONFIG"
         )
-        _announce(logging.ERROR, message)
+        _announce("ERROR", message)
         return FailClosedAuthenticator(message)
     return Authenticator(tokens=tokens, keys=store, required=required)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import re
 import threading
 import time
@@ -20,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import logs
 from gateway.errors import AuthUnavailable, Unauthenticated
-
-log = logging.getLogger(__name__)
 
 COLLECTION = "api_keys"
 MAX_KEY_CHARS = 512
@@ -115,14 +113,14 @@ class ApiKeyStore:
                 .get(timeout=self.timeout_s, retry=None)
             )
         except Exception as exc:  # deadline, unavailable, permission: cannot decide now
-            log.warning("API key lookup in Firestore failed: %s", type(exc).__name__)
+            logs.emit("WARNING", "API key lookup in Firestore failed", error=type(exc).__name__)
             raise AuthUnavailable("could not check the API key right now; try again") from None
         if not snap.exists:
             return None
         data = snap.to_dict() or {}
         key_id = data.get("id")
         if not isinstance(key_id, str) or not key_id:
-            log.warning("Firestore api_keys document without an 'id' field is ignored")
+            logs.emit("WARNING", "a Firestore api_keys document has no 'id' field; ignored")
             return None
         if not hmac.compare_digest(snap.id, digest):
             return None

@@ -11,7 +11,6 @@ made-up key ids cannot make the gateway fetch per request.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 import time
@@ -19,9 +18,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from gateway import logs
 from gateway.errors import AuthUnavailable
-
-log = logging.getLogger(__name__)
 
 FIREBASE_CERTS_URL = (
     "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
@@ -116,7 +114,12 @@ class CertCache:
                 raise ValueError("certificate document is not a non-empty JSON object")
             verifiers = {str(kid): _rs256_verifier(pem) for kid, pem in certs.items()}
         except Exception as exc:  # network, JSON or PEM trouble: all mean "no new keys"
-            log.warning("could not refresh signing certificates from %s: %s", self.url, exc)
+            logs.emit(
+                "WARNING",
+                "could not refresh token signing certificates",
+                url=self.url,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
             if not self._verifiers:
                 raise AuthUnavailable(_UNAVAILABLE) from None
             # Keep the previous keys, retry after min_refetch_s.

@@ -13,15 +13,13 @@ from __future__ import annotations
 import base64
 import calendar
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway import logs
 from gateway.errors import BackendUnavailable
-
-log = logging.getLogger(__name__)
 
 
 def _token_exp(token: str) -> float | None:
@@ -90,11 +88,11 @@ class IdTokenSource:
                 self._refresh(now)
             except Exception as exc:  # transport, credentials, malformed answers
                 self._failed_until = now + self.retry_after_failure_s
-                log.warning(
-                    "could not obtain an ID token for %s: %s: %s",
-                    self.audience,
-                    type(exc).__name__,
-                    exc,
+                logs.emit(
+                    "WARNING",
+                    "could not obtain an ID token for the backend",
+                    audience=self.audience,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
                 )
                 if usable:
                     return self._token
