@@ -25,7 +25,7 @@ _PEAK_SIGMA_DIV = 6.0
 
 def _factor(d: float, h: int, w: int) -> int:
     f = int(max(1, round(d / _CELL_AT_WORK_PX)))
-    return max(1, min(f, h, w))
+    return max(1, min(f, h, w, colour.MAX_FACTOR))
 
 
 def run(rgb: np.ndarray, cell_diameter_px: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -27,27 +27,54 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_FACTOR = 16
+"""Largest block size: 16 * 16 * 255 still fits the uint16 accumulators."""
+
 
 def block_mean(rgb: np.ndarray, f: int) -> np.ndarray:
     """Average ``f x f`` blocks of an H x W x 3 uint8 image into float32 in 0..1.
 
-    The last ``H % f`` rows / ``W % f`` columns are folded into the last block row/column
-    by edge-padding, so nothing at the border is lost.  Works on non-contiguous views.
+    Trailing rows/columns that do not fill a block form a last, partial block (its mean
+    is over the pixels it has), so nothing at the border is lost.  Works on
+    non-contiguous views.  Implemented as strided uint16 additions of whole rows, which
+    is ~8x faster than ``reshape(...).sum(axis=(1, 3))`` (a strided reduction).
     """
-    h, w = rgb.shape[:2]
-    f = max(1, int(f))
-    hb, wb = -(-h // f), -(-w // f)
-    ph, pw = hb * f - h, wb * f - w
-    if ph or pw:
-        rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    f = int(min(max(1, f), MAX_FACTOR))
     if f == 1:
         return rgb.astype(np.float32) * np.float32(1 / 255)
-    out = np.empty((hb, wb, 3), np.float32)
-    for k in range(3):
-        ch = rgb[:, :, k].reshape(hb, f, wb, f)
-        # uint8 -> uint32 sums are exact and faster than float means
-        out[:, :, k] = ch.sum(axis=(1, 3), dtype=np.uint32)
-    out *= np.float32(1.0 / (255.0 * f * f))
+    h, w = rgb.shape[:2]
+    hb, hr = divmod(h, f)
+    wb, wr = divmod(w, f)
+    # rows: (H, W, 3) -> (Hb, W, 3)
+    parts = []
+    if hb:
+        m = rgb[: hb * f].reshape(hb, f, w, 3)
+        acc = m[:, 0].astype(np.uint16)
+        for i in range(1, f):
+            acc += m[:, i]
+        parts.append(acc)
+    if hr:
+        parts.append(rgb[hb * f :].sum(axis=0, dtype=np.uint16)[None])
+    rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    # columns: (Hb, W, 3) -> (Hb, Wb, 3)
+    cols = []
+    if wb:
+        m = rows[:, : wb * f].reshape(rows.shape[0], wb, f, 3)
+        acc = m[:, :, 0].astype(np.float32)
+        for j in range(1, f):
+            acc += m[:, :, j]
+        cols.append(acc)
+    if wr:
+        cols.append(rows[:, wb * f :].sum(axis=1, dtype=np.float32)[:, None])
+    out = cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1)
+    ny = np.full(out.shape[0], f, np.float32)
+    nx = np.full(out.shape[1], f, np.float32)
+    if hr:
+        ny[-1] = hr
+    if wr:
+        nx[-1] = wr
+    out *= (1.0 / (255.0 * ny))[:, None, None]
+    out *= (1.0 / nx)[None, :, None]
     return out
 
 
