@@ -6,7 +6,8 @@ One threaded HTTP server on 127.0.0.1 plays, over a real socket:
   ``Cache-Control: public, max-age=...`` as Google sends it);
 * the metadata server's identity endpoint (reached through ``GCE_METADATA_HOST``);
 * the OAuth token endpoint a service-account key file's ``token_uri`` points at;
-* a backend that records the ``Authorization`` headers it receives.
+* a backend that records the ``Authorization`` headers it receives and passes the request
+  on to a real model server (``forward_to``).
 
 Every endpoint counts its hits so tests can assert how often the gateway called out.
 Keys are real RSA keys and certificates made with ``cryptography``; tokens are signed with
@@ -20,7 +21,9 @@ import datetime as dt
 import json
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +39,7 @@ from google.auth import jwt as google_jwt
 FIREBASE_PROJECT = "my-project"
 GATEWAY_AUDIENCE = "https://my-gateway-url"
 SA_EMAIL = "web-backend@my-project.iam.gserviceaccount.com"
+METADATA_EMAIL = "gateway@my-project.iam.gserviceaccount.com"
 
 
 @dataclass
@@ -143,6 +147,7 @@ class StandIn:
     service_accounts: dict[str, KeyPair] = field(default_factory=dict)  # email -> key
     hits: Counter = field(default_factory=Counter)
     seen_authorization: list[str] = field(default_factory=list)
+    forward_to: str | None = None  # backend requests are passed on to this URL when set
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def issue_id_token(self, audience: str, email: str) -> str:
@@ -192,20 +197,48 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path in ("", "/"):  # metadata server ping (GCE_METADATA_IP)
             self._count("metadata:ping")
             self._send(200, b"ok", {"Metadata-Flavor": "Google"})
+        elif url.path == "/computeMetadata/v1/instance/service-accounts/default/":
+            self._count("metadata:info")
+            info = {"email": METADATA_EMAIL, "aliases": ["default"], "scopes": []}
+            self._send(
+                200,
+                json.dumps(info).encode(),
+                {"Metadata-Flavor": "Google", "Content-Type": "application/json"},
+            )
         elif url.path == "/computeMetadata/v1/instance/service-accounts/default/identity":
             if self.headers.get("Metadata-Flavor") != "Google":
                 self._send(403, b"missing Metadata-Flavor", {})
                 return
             self._count("metadata:identity")
-            token = state.issue_id_token(query.get("audience", ""), "gateway@my-project.iam")
-            self._send(200, token.encode(), {"Metadata-Flavor": "Google"})
+            token = state.issue_id_token(query.get("audience", ""), METADATA_EMAIL)
+            self._send(
+                200,
+                token.encode(),
+                {"Metadata-Flavor": "Google", "Content-Type": "application/text"},
+            )
         elif url.path.startswith("/backend"):
-            self._count("backend")
-            with state.lock:
-                state.seen_authorization.append(self.headers.get("Authorization") or "")
-            self._send(200, b"{}", {"Content-Type": "application/json"})
+            self._backend(None)
         else:
             self._send(404, b"not found", {})
+
+    def _backend(self, body: bytes | None) -> None:
+        """Record the caller's Authorization header, then answer as the real backend would."""
+        state = self.server.state
+        self._count("backend")
+        with state.lock:
+            state.seen_authorization.append(self.headers.get("Authorization") or "")
+        if state.forward_to is None:
+            self._send(200, b"{}", {"Content-Type": "application/json"})
+            return
+        target = state.forward_to + self.path.removeprefix("/backend")
+        headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+        req = urllib.request.Request(target, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, data = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, data = exc.code, exc.read()
+        self._send(status, data, {"Content-Type": "application/json"})
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -227,10 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
                 200, json.dumps({"id_token": token}).encode(), {"Content-Type": "application/json"}
             )
         elif self.path.startswith("/backend"):
-            self._count("backend")
-            with state.lock:
-                state.seen_authorization.append(self.headers.get("Authorization") or "")
-            self._send(200, b"{}", {"Content-Type": "application/json"})
+            self._backend(body)
         else:
             self._send(404, b"not found", {})
 
