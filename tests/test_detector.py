@@ -226,8 +226,12 @@ def test_dense_touching_cells(seed, diameter):
 
 def test_cells_straddling_a_four_tile_corner():
     d = 50.0
-    cells = [(200.0 - d / 2, 200.0 - d / 2, d), (200.0 + d / 2, 200.0 - d / 2, d),
-             (200.0 - d / 2, 200.0 + d / 2, d), (200.0 + d / 2, 200.0 + d / 2, d)]
+    cells = [
+        (200.0 - d / 2, 200.0 - d / 2, d),
+        (200.0 + d / 2, 200.0 - d / 2, d),
+        (200.0 - d / 2, 200.0 + d / 2, d),
+        (200.0 + d / 2, 200.0 + d / 2, d),
+    ]
     img = make_slide(400, 400, cells, seed=9)
     assert_finds_exactly(img, cells)
     assert_finds_exactly(img, cells, d)
@@ -245,3 +249,13 @@ def test_random_cells_contract():
         random_cells(100, 100, 50, diameter=40.0)
     img = make_slide(64, 48, cells[:1], seed=0)
     assert img.shape == (48, 64, 3) and img.dtype == np.uint8
+
+
+@pytest.mark.parametrize("diameter", [35.0, 50.0, 75.0])
+def test_estimate_cell_diameter_on_synthetic(diameter):
+    from gateway.detector import estimate_cell_diameter
+
+    w, h = int(diameter * 14), int(diameter * 10)
+    img = make_slide(w, h, random_cells(w, h, 12, diameter=diameter, seed=4), seed=4)
+    assert abs(estimate_cell_diameter(img) / diameter - 1.0) < 0.15
+    assert estimate_cell_diameter(np.full((50, 50, 3), 255, np.uint8)) == 45.0

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Detections", "detect", "MIN_SCORE"]
+__all__ = ["Detections", "detect", "estimate_cell_diameter", "MIN_SCORE"]
 
 MIN_SCORE = 0.05
 """Candidates scoring below this are dropped inside the detector (they are never
@@ -68,3 +68,21 @@ def detect(rgb: np.ndarray, cell_diameter_px: float | None = None) -> Detections
     if len(scores) == 0:
         return _empty()
     return Detections(boxes.astype(np.float32), scores.astype(np.float32))
+
+
+def estimate_cell_diameter(rgb: np.ndarray) -> float:
+    """The cell diameter (px) that :func:`detect` would work out for this image.
+
+    Useful to a tiling caller: estimate once on the whole (or a downscaled) slide and
+    pass the result as ``cell_diameter_px`` to every tile, so that small tiles with few
+    cells do not each estimate their own scale.  Returns the default (45 px) when the
+    image has no eosinophil-like object to measure.
+    """
+    from ._impl import estimate
+
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] < 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        from .scale import DEFAULT_DIAMETER_PX
+
+        return DEFAULT_DIAMETER_PX
+    return estimate(arr[:, :, :3].astype(np.uint8, copy=False))

@@ -28,6 +28,14 @@ def _factor(d: float, h: int, w: int) -> int:
     return max(1, min(f, h, w, colour.MAX_FACTOR))
 
 
+def estimate(rgb: np.ndarray) -> float:
+    """Cell diameter in px estimated from the image (see :mod:`.scale`)."""
+    h, w = rgb.shape[:2]
+    f0 = _factor(scale.DEFAULT_DIAMETER_PX, h, w)
+    eos, nuc = colour.stain_maps(colour.white_balance(colour.block_mean(rgb, f0)))
+    return scale.estimate_diameter(eos, nuc, f0)
+
+
 def run(rgb: np.ndarray, cell_diameter_px: float | None) -> tuple[np.ndarray, np.ndarray]:
     h, w = rgb.shape[:2]
     if cell_diameter_px is None:
