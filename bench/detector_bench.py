@@ -104,38 +104,57 @@ def main(argv: list[str] | None = None) -> int:
         mem = json.loads(
             subprocess.run(
                 [sys.executable, "-c", _MEM_CHILD, str(ROOT), str(path)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
         )
-        rows.append({
-            "slide": name, "width": arr.shape[1], "height": arr.shape[0],
-            "decode_ms": t_dec * 1e3, "detect_ms": t_det * 1e3, "ratio": t_det / t_dec,
-            "detections_at_0.3": n_cut, **mem,
-        })
+        rows.append(
+            {
+                "slide": name,
+                "width": arr.shape[1],
+                "height": arr.shape[0],
+                "decode_ms": t_dec * 1e3,
+                "detect_ms": t_det * 1e3,
+                "ratio": t_det / t_dec,
+                "detections_at_0.3": n_cut,
+                **mem,
+            }
+        )
 
     result = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"nproc": os.cpu_count(), "cpu": _cpu_model(),
-                    "python": platform.python_version(),
-                    "numpy": np.__version__, "pillow": Image.__version__},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pillow": Image.__version__,
+        },
         "import_and_first_call_ms": import_s * 1e3,
         "repeat": args.repeat,
         "rows": rows,
     }
-    hdr = f"{'slide':26s} {'size':>10s} {'decode':>8s} {'detect':>8s} {'ratio':>6s} " \
-          f"{'peak MB':>8s} {'RSS MB':>7s} {'n@0.3':>6s}"
+    hdr = (
+        f"{'slide':26s} {'size':>10s} {'decode':>8s} {'detect':>8s} {'ratio':>6s} "
+        f"{'peak MB':>8s} {'RSS MB':>7s} {'n@0.3':>6s}"
+    )
     print(f"{result['date']}  nproc={os.cpu_count()}  cpu={_cpu_model()}")
     print(hdr)
     for r in rows:
-        print(f"{r['slide']:26s} {r['width']:>5d}x{r['height']:<4d} {r['decode_ms']:7.1f}ms "
-              f"{r['detect_ms']:7.1f}ms {r['ratio']:6.2f} {r['tracemalloc_peak_mb']:8.1f} "
-              f"{r['rss_total_mb']:7.1f} {r['detections_at_0.3']:6d}")
+        print(
+            f"{r['slide']:26s} {r['width']:>5d}x{r['height']:<4d} {r['decode_ms']:7.1f}ms "
+            f"{r['detect_ms']:7.1f}ms {r['ratio']:6.2f} {r['tracemalloc_peak_mb']:8.1f} "
+            f"{r['rss_total_mb']:7.1f} {r['detections_at_0.3']:6d}"
+        )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"detector-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(result, indent=1))
-    print("peak MB: tracemalloc peak of detect(); RSS MB: max RSS of a fresh process that "
-          "decoded the slide and ran detect (interpreter and libraries included)")
+    print(
+        "peak MB: tracemalloc peak of detect(); RSS MB: max RSS of a fresh process that "
+        "decoded the slide and ran detect (interpreter and libraries included)"
+    )
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 

@@ -117,8 +117,11 @@ def _draw_eosinophil(img, cx, cy, d, rng) -> None:
     rr = r * rng.uniform(0.9, 0.97)
     dx, dy = xx - cx, yy - cy
     theta_px = np.arctan2(dy, dx)
-    wobble = 1.0 + 0.05 * np.sin(3 * theta_px + rng.uniform(0, 6.3)) \
+    wobble = (
+        1.0
+        + 0.05 * np.sin(3 * theta_px + rng.uniform(0, 6.3))
         + 0.03 * np.sin(5 * theta_px + rng.uniform(0, 6.3))
+    )
     rad = np.sqrt(dx * dx + dy * dy) / (rr * wobble)
     body = np.clip((1.0 - rad) * rr + 0.5, 0.0, 1.0).astype(np.float32)
     # granular texture: speckles of brighter orange-red eosin granules
@@ -175,8 +178,13 @@ def _draw_lymphocyte(img, cx, cy, d, rng) -> None:
     yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
     _paint(img, _ellipse(yy, xx, cy, cx, r, r, 0.0) * 0.8, y0, x0, _LYMPH_RIM)
     nr = r * rng.uniform(0.75, 0.85)
-    _paint(img, _ellipse(yy, xx, cy, cx, nr, nr * rng.uniform(0.9, 1.0), rng.uniform(0, 3.14)),
-           y0, x0, _LYMPH_NUCLEUS)
+    _paint(
+        img,
+        _ellipse(yy, xx, cy, cx, nr, nr * rng.uniform(0.9, 1.0), rng.uniform(0, 3.14)),
+        y0,
+        x0,
+        _LYMPH_NUCLEUS,
+    )
 
 
 def _draw_spindle(img, cx, cy, length, rng) -> None:
@@ -184,8 +192,9 @@ def _draw_spindle(img, cx, cy, length, rng) -> None:
     x0, y0 = int(math.floor(cx)) - pad, int(math.floor(cy)) - pad
     size = 2 * pad + 1
     yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
-    a = _ellipse(yy, xx, cy, cx, length * rng.uniform(0.08, 0.14), length / 2,
-                 rng.uniform(0, math.pi))
+    a = _ellipse(
+        yy, xx, cy, cx, length * rng.uniform(0.08, 0.14), length / 2, rng.uniform(0, math.pi)
+    )
     _paint(img, a * 0.85, y0, x0, _SPINDLE)
 
 
@@ -197,8 +206,9 @@ def _stroma(height: int, width: int, scale: float, rng) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.random(small).astype(np.float32), 1.0)
     field = ndimage.zoom(field, (height / small[0], width / small[1]), order=1)[:height, :width]
     if field.shape != (height, width):
-        field = np.pad(field, ((0, height - field.shape[0]), (0, width - field.shape[1])),
-                       mode="edge")
+        field = np.pad(
+            field, ((0, height - field.shape[0]), (0, width - field.shape[1])), mode="edge"
+        )
     lo, hi = float(field.min()), float(field.max())
     field = (field - lo) / (hi - lo + 1e-6)
     fib = rng.random((height, width)).astype(np.float32)

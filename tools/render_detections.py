@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("input")
     ap.add_argument("output")
     ap.add_argument("--threshold", type=float, default=0.3)
-    ap.add_argument("--diameter", type=float, default=None,
-                    help="cell diameter in px (default: estimated from the image)")
+    ap.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        help="cell diameter in px (default: estimated from the image)",
+    )
     args = ap.parse_args(argv)
     img = Image.open(args.input).convert("RGB")
     det = detect(np.asarray(img), args.diameter)
