@@ -8,8 +8,8 @@ gives each object to exactly one tile.  Here tiles overlap by at least a cell's 
 1. a detection whose box touches a tile edge that lies inside the slide is a truncated
    view of a cell; it is set aside, because a whole view exists in a neighbouring tile;
 2. whole views seen by two tiles are the same cell when their boxes overlap strongly
-   (IoU >= ``same_cell_iou``); the view farthest from its tile's inner edges is kept, and
-   its box is the cell's box (never a union);
+   (IoU >= ``same_cell_iou``, or one box lies mostly inside the other); the view farthest
+   from its tile's inner edges is kept, and its box is the cell's box (never a union);
 3. detections from the same tile are never merged: the model already separates cells
    within a tile, so two touching cells stay two;
 4. truncated views that no whole view accounts for (a cell larger than the overlap) are
@@ -27,8 +27,9 @@ import numpy as np
 
 from gateway.pipeline.tiling import Tile
 
-EDGE_EPS = 1.5  # px: a box this close to an inner tile edge is treated as cut by it
+EDGE_EPS = 3.0  # px: a box this close to an inner tile edge is treated as cut by it
 SAME_CELL_IOU = 0.5
+SAME_CELL_IOS = 0.7  # intersection over the smaller box
 FRAGMENT_IOS = 0.3
 
 
@@ -155,8 +156,10 @@ def merge(
     cand = np.flatnonzero(whole & _shared_region_mask(B, tiles, T))
     if len(cand) > 1:
         order = cand[np.lexsort((-S[cand], -margin[cand]))]
-        iou, _ = _pairwise_iou_ios(B[order], B[order])
-        same = (iou >= same_cell_iou) & (T[order][:, None] != T[order][None, :])
+        iou, ios = _pairwise_iou_ios(B[order], B[order])
+        same = ((iou >= same_cell_iou) | (ios >= SAME_CELL_IOS)) & (
+            T[order][:, None] != T[order][None, :]
+        )
         alive = np.ones(len(order), dtype=bool)
         for i in range(len(order)):
             if alive[i]:

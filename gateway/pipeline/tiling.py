@@ -65,7 +65,8 @@ def axis_spans(length: int, size: int, overlap: int, align: int = 1) -> list[tup
         n += 1
     span = min(max(needed, size), usable)
     step = (length - span) / (n - 1)
-    starts = [(math.floor(i * step) // align) * align for i in range(n)]
+    starts = [(math.floor(i * step) // align) * align for i in range(n - 1)]
+    starts.append(((length - span) // align) * align)  # exact: no floating-point drift
     spans = [(s, s + span) for s in starts[:-1]]
     spans.append((starts[-1], length))
     return spans
