@@ -46,8 +46,14 @@ class Readiness:
 class Backend(Protocol):
     wants_encoded: bool  # True: give it encoded tiles; False: pixel arrays
 
-    def predict(self, tiles: list[TileInput], deadline: float) -> BackendResult:
-        """Detections for each tile, in order; ``deadline`` is a ``time.monotonic()`` value."""
+    def predict(
+        self, tiles: list[TileInput], deadline: float, slide_pixels: np.ndarray | None = None
+    ) -> BackendResult:
+        """Detections for each tile, in order; ``deadline`` is a ``time.monotonic()`` value.
+
+        ``slide_pixels`` is the whole decoded slide when the backend runs in-process, so it
+        can work out slide-wide facts (the cell scale) once instead of per tile.
+        """
         ...
 
     def readiness(self) -> Readiness: ...

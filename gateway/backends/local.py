@@ -26,10 +26,16 @@ class LocalBackend:
         self.service = service
         self.labels = service.labels
 
-    def predict(self, tiles: list[TileInput], deadline: float) -> BackendResult:
-        from gateway.detector import detect
+    def predict(
+        self, tiles: list[TileInput], deadline: float, slide_pixels: np.ndarray | None = None
+    ) -> BackendResult:
+        from gateway.detector import detect, estimate_cell_diameter
 
         started = time.perf_counter()
+        cell_px = self.service.cell_size_px
+        if cell_px is None and slide_pixels is not None and len(tiles) > 1:
+            # One scale for the whole slide: a tile with few cells misjudges it alone.
+            cell_px = estimate_cell_diameter(slide_pixels)
         out: list[TileDetections] = []
         for tile in tiles:
             if time.monotonic() > deadline:
@@ -37,7 +43,7 @@ class LocalBackend:
                     f"the local detector did not finish within {self.service.backend.timeout_s} s"
                 )
             assert tile.pixels is not None
-            det = detect(tile.pixels, self.service.cell_size_px)
+            det = detect(tile.pixels, cell_px)
             out.append(
                 TileDetections(
                     boxes=det.boxes,

@@ -163,7 +163,9 @@ class TFServingBackend:
                 resp.data, len(batch), [(t.width, t.height) for t in batch], table
             )
 
-    def predict(self, tiles: list[TileInput], deadline: float) -> BackendResult:
+    def predict(
+        self, tiles: list[TileInput], deadline: float, slide_pixels: object = None
+    ) -> BackendResult:
         started = time.perf_counter()
         size = self.service.backend.max_batch
         batches = [tiles[i : i + size] for i in range(0, len(tiles), size)]

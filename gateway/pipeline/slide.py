@@ -42,7 +42,9 @@ def detect_slide(
 ) -> SlideResult:
     tiles = tiles_for(service, image.width, image.height)
     inputs = tile_inputs(image, tiles, encoded=backend.wants_encoded)
-    result = backend.predict(inputs, deadline)
+    result = backend.predict(
+        inputs, deadline, slide_pixels=None if backend.wants_encoded else image.rgb
+    )
     merged = merging.merge(tiles, result.tiles, image.width, image.height)
     return SlideResult(
         width=image.width,
