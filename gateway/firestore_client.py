@@ -33,6 +33,48 @@ def firestore_target(config: Config) -> tuple[str, str] | None:
     return None
 
 
+# gRPC shares connections between channels to the same address process-wide, and a
+# connection that failed waits out an exponential backoff (up to minutes) before it tries
+# again, so even a new client stays cut off long after Firestore is back.  Each client gets
+# its own connections and a short backoff instead.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+def new_client(project: str, database: str = "(default)") -> Any:
+    """A ``firestore.Client`` whose gRPC channel uses :data:`CHANNEL_OPTIONS`."""
+    import grpc
+    from google.cloud import firestore  # deferred: heavy import
+    from google.cloud.firestore_v1.services.firestore import client as gapic_client
+    from google.cloud.firestore_v1.services.firestore.transports import grpc as gapic_grpc
+
+    class Transport(gapic_grpc.FirestoreGrpcTransport):
+        @classmethod
+        def create_channel(cls, host, credentials=None, options=None, **kwargs):
+            options = [*(options or ()), *CHANNEL_OPTIONS]
+            return super().create_channel(host, credentials=credentials, options=options, **kwargs)
+
+    class Client(firestore.Client):
+        @property
+        def _firestore_api(self):  # the stock property, with the transport above
+            return self._firestore_api_helper(Transport, gapic_client.FirestoreClient, gapic_client)
+
+        def _emulator_channel(self, transport):
+            options = [
+                ("Authorization", "Bearer owner"),  # what the stock client sends the emulator
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_receive_message_length", -1),
+                *CHANNEL_OPTIONS,
+            ]
+            return grpc.insecure_channel(self._emulator_host, options=options)
+
+    return Client(project=project, database=database)
+
+
 def get_client(config: Config) -> Any | None:
     """The shared ``google.cloud.firestore.Client``, or None when Firestore is not configured."""
     target = firestore_target(config)
@@ -44,9 +86,7 @@ def get_client(config: Config) -> Any | None:
     with _lock:
         client = _clients.get(target)
         if client is None:
-            from google.cloud import firestore  # deferred: heavy import
-
-            client = firestore.Client(project=target[0], database=target[1])
+            client = new_client(project=target[0], database=target[1])
             _clients[target] = client
     return client
 
@@ -55,3 +95,18 @@ def reset_clients() -> None:
     """Drop cached clients (tests; or after a channel is known to be broken)."""
     with _lock:
         _clients.clear()
+
+
+def discard_client(config: Config, client: Any) -> None:
+    """Forget ``client`` if it is still the shared one, so the next caller builds a new one.
+
+    After Firestore was unreachable, the old gRPC channel can take many seconds to notice
+    that the server is back; a new client connects at once.  Only the failed client is
+    dropped, so concurrent callers that already replaced it are not disturbed.
+    """
+    target = firestore_target(config)
+    if target is None:
+        return
+    with _lock:
+        if _clients.get(target) is client:
+            del _clients[target]

@@ -207,11 +207,8 @@ class FirestoreEmulator:
             yield
 
     def client(self, project: str | None = None) -> Any:
-        """A new ``google.cloud.firestore.Client`` talking to this emulator."""
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import firestore
+        """A new Firestore client talking to this emulator (built like the gateway's own)."""
+        from gateway.firestore_client import new_client
 
         with self.environment(project):
-            return firestore.Client(
-                project=project or self.project, credentials=AnonymousCredentials()
-            )
+            return new_client(project or self.project)

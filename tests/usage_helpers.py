@@ -1,0 +1,55 @@
+"""Drive a usage recorder the way the REST layer does, for in-process tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import parse_config
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.usage import build_usage
+
+
+def make_recorder(raw: dict[str, Any]):
+    return build_usage(parse_config(raw))
+
+
+def serve(
+    recorder,
+    *,
+    principal: str = "anonymous",
+    auth_method: str = "none",
+    service: str = "eos",
+    images: int = 1,
+    status: int = 200,
+    error_code: str | None = None,
+    detections: int = 3,
+) -> RequestContext:
+    """One request through begin / check_quota / (pipeline) / finish; quota refusals too."""
+    ctx = RequestContext(method="POST", path=f"/v1/services/{service}:detect")
+    ctx.route = "detect"
+    ctx.service = service
+    ctx.principal = principal
+    ctx.auth_method = auth_method
+    recorder.begin(ctx)
+    try:
+        ctx.instances = images
+        recorder.check_quota(ctx, images=images)
+        ctx.image = {"bytes": 1234, "width": 64, "height": 48, "format": "jpeg"}
+        ctx.threshold = 0.3
+        if status < 400:
+            ctx.tiles = images
+            ctx.detections = detections * images
+            ctx.backend_ms = 5.0
+            ctx.backend_model = "eos"
+            ctx.backend_version = "1"
+        ctx.status = status
+        ctx.error_code = error_code
+    except GatewayError as exc:
+        ctx.status = exc.status
+        ctx.error_code = exc.code
+        ctx.error_message = exc.message
+        ctx.retry_after = exc.headers.get("Retry-After")  # type: ignore[attr-defined]
+    finally:
+        recorder.finish(ctx)
+    return ctx
