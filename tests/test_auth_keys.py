@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -409,9 +410,11 @@ def test_open_default_warns_once_and_never_imports_google_auth():
         {"LOG_FORMAT": "json"},
     )
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if '"severity":"WARNING"' in line]
-    assert len(lines) == 1 and "open to anyone" in lines[0], done.stdout
-    assert done.stdout.strip().endswith("NOT-IMPORTED anonymous")
+    *log_lines, last = done.stdout.strip().splitlines()
+    warnings = [json.loads(line) for line in log_lines]
+    warnings = [w for w in warnings if w["severity"] == "WARNING"]
+    assert len(warnings) == 1 and "open to anyone" in warnings[0]["message"], done.stdout
+    assert last == "NOT-IMPORTED anonymous"
 
 
 def test_hung_firestore_does_not_hang_the_request(
