@@ -57,8 +57,8 @@ def check(cells, merged, width, height):
     assert len(merged) == len(cells), (len(merged), len(cells))
     truth = np.array(
         [
-            [max(cx - d / 2, 0), max(cy - d / 2, 0), min(cx + d / 2, width), min(cy + d / 2, height)]
-            for cx, cy, d in cells
+            [max(cx - r, 0), max(cy - r, 0), min(cx + r, width), min(cy + r, height)]
+            for cx, cy, r in ((x, y, e / 2) for x, y, e in cells)
         ]
     ).reshape(-1, 4)
     used = set()

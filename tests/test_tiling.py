@@ -43,7 +43,8 @@ def test_axis_spans_cover_overlap_and_keep_scale(length, size, overlap_frac, ali
 @given(length=st.integers(1, 20000), size=st.integers(64, 1200))
 def test_origins_are_aligned_when_there_is_room(length, size):
     spans = axis_spans(length, size, 64, 16)
-    if math.floor(MAX_SCALE * size) - 2 * 15 - 64 >= 1 and math.floor(MAX_SCALE * size) - 15 >= size:
+    cap = math.floor(MAX_SCALE * size)
+    if cap - 2 * 15 - 64 >= 1 and cap - 15 >= size:
         assert all(a % 16 == 0 for a, _ in spans)
 
 

@@ -98,10 +98,11 @@ class TFServingBackend:
                 retries=False,
                 preload_content=True,
             )
+        except (NewConnectionError, ProtocolError, ConnectionError) as exc:
+            # Before the timeouts: urllib3 2 makes NewConnectionError a ConnectTimeoutError.
+            raise _Retryable(BackendUnavailable("the model server is unreachable")) from exc
         except (ReadTimeoutError, ConnectTimeoutError) as exc:
             raise BackendTimeout(self._timeout_message()) from exc
-        except (NewConnectionError, ProtocolError, ConnectionError) as exc:
-            raise _Retryable(BackendUnavailable("the model server is unreachable")) from exc
         except HTTPError as exc:
             if "timed out" in str(exc).lower():
                 raise BackendTimeout(self._timeout_message()) from exc

@@ -1,0 +1,223 @@
+"""The TF Serving / AutoML wire format and the :detect codec, both directions."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.codecs import tfserving as wire
+from gateway.codecs.detect import parse_json
+from gateway.codecs.jsonio import b64decode_strict
+from gateway.errors import (
+    BackendBadResponse,
+    BadRequest,
+    GatewayError,
+    InvalidBase64,
+    InvalidJSON,
+    PayloadTooLarge,
+)
+from gateway.pipeline.merge import Merged
+
+IMG = b"\xff\xd8\xff\xe0fake-jpeg-bytes"
+B64 = base64.b64encode(IMG).decode()
+
+
+def parse(doc, query=None, max_instances=16):
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return wire.parse_predict_request(body, query_threshold=query, max_instances=max_instances)
+
+
+def test_the_web_apps_exact_request():
+    req = parse({"instances": [{"image_bytes": {"b64": B64}, "key": "eos"}]})
+    assert [(i.image, i.key) for i in req.instances] == [(IMG, "eos")]
+    assert req.threshold is None and not req.columnar
+
+
+def test_several_instances_keep_their_order_and_keys():
+    req = parse({"instances": [{"image_bytes": {"b64": B64}, "key": k} for k in "abc"]})
+    assert [i.key for i in req.instances] == ["a", "b", "c"]
+
+
+def test_columnar_inputs_are_supported():
+    req = parse({"inputs": {"image_bytes": [{"b64": B64}, {"b64": B64}], "key": ["x", "y"]}})
+    assert req.columnar and [i.key for i in req.instances] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "doc,query,expected",
+    [
+        ({"threshold": 0.5}, None, 0.5),
+        ({}, "0.25", 0.25),
+        ({"threshold": 0.7}, "0.2", 0.7),  # the body wins
+        ({"threshold": 0}, None, 0.0),
+        ({"threshold": 1}, None, 1.0),
+    ],
+)
+def test_threshold_from_body_or_query(doc, query, expected):
+    req = parse({"instances": [{"image_bytes": {"b64": B64}}], **doc}, query)
+    assert req.threshold == expected
+
+
+@pytest.mark.parametrize(
+    "doc,error",
+    [
+        (b"{not json", InvalidJSON),
+        (b"", InvalidJSON),
+        ([1, 2], BadRequest),
+        ({}, BadRequest),
+        ({"instances": []}, BadRequest),
+        ({"instances": "x"}, BadRequest),
+        ({"instances": [{"image_bytes": "abc"}]}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": 5}}]}, InvalidBase64),
+        ({"instances": [{"image_bytes": {"b64": "abc"}}]}, InvalidBase64),
+        ({"instances": [{"image_bytes": {"b64": "ab$="}}]}, InvalidBase64),
+        ({"instances": [{"image_bytes": {"b64": B64 + "\n"}}]}, InvalidBase64),
+        ({"instances": [{"image_bytes": {"b64": B64}, "extra": 1}]}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": B64}}], "inputs": {}}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": B64}}], "threshold": 1.5}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": B64}}], "threshold": "high"}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": B64}}], "threshold": True}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": B64}}], "signature_name": "x"}, BadRequest),
+        ({"inputs": {"image_bytes": [{"b64": B64}], "key": ["a", "b"]}}, BadRequest),
+        ({"instances": [{"image_bytes": {"b64": B64}}] * 17}, PayloadTooLarge),
+    ],
+)
+def test_malformed_requests_are_client_errors(doc, error):
+    with pytest.raises(error) as info:
+        parse(doc)
+    assert 400 <= info.value.status < 500 and info.value.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["instances", "inputs", "image_bytes", "b64", "key", "threshold"])
+                | st.text(max_size=8),
+                children,
+                max_size=4,
+            )
+        ),
+        max_leaves=20,
+    )
+)
+def test_any_json_shape_is_parsed_or_refused_cleanly(doc):
+    try:
+        parse(json.dumps(doc).encode())
+    except GatewayError as exc:
+        assert 400 <= exc.status < 500
+    except ValueError:  # json.dumps of NaN etc. is outside this test
+        pass
+
+
+def test_strict_base64_refuses_urlsafe_and_whitespace():
+    assert b64decode_strict(base64.b64encode(b"\xfb\xff").decode(), "x") == b"\xfb\xff"
+    for bad in ["-_8=", "+/8", " +/8=", "+/8=\n", "é==="]:
+        with pytest.raises(InvalidBase64):
+            b64decode_strict(bad, "x")
+
+
+def test_prediction_normalizes_boxes_to_the_submitted_image():
+    merged = Merged(
+        np.array([[100, 50, 200, 150], [0, 0, 10, 10]], np.float32),
+        np.array([0.9, 0.4], np.float32),
+        np.array([0, 0], np.int32),
+    )
+    p = wire.prediction(merged, 1000, 500, ("eos",), (1.0,), "eos")
+    assert p["detection_boxes"][0] == [0.1, 0.1, 0.3, 0.2]  # [ymin, xmin, ymax, xmax]
+    assert p["detection_scores"] == pytest.approx([0.9, 0.4])
+    assert p["detection_classes_as_text"] == ["eos", "eos"]
+    assert p["num_detections"] == 2 and p["key"] == "eos"
+
+
+def test_backend_request_is_valid_tf_serving_json():
+    body = wire.backend_request([b"QUJD", b"REVG"], ["tile-0", "tile-1"])
+    doc = json.loads(body)
+    assert doc == {
+        "instances": [
+            {"image_bytes": {"b64": "QUJD"}, "key": "tile-0"},
+            {"image_bytes": {"b64": "REVG"}, "key": "tile-1"},
+        ]
+    }
+
+
+def automl(boxes, scores, n=None, texts=None):
+    return {
+        "detection_boxes": boxes,
+        "detection_scores": scores,
+        "detection_classes": [1.0] * len(scores),
+        "detection_classes_as_text": texts or ["eos"] * len(scores),
+        "num_detections": float(len(scores) if n is None else n),
+        "key": "tile-0",
+    }
+
+
+def test_backend_predictions_become_tile_pixels():
+    body = json.dumps({"predictions": [automl([[0.5, 0.25, 1.0, 0.5]], [0.8])]}).encode()
+    table = wire.LabelTable(("eos",))
+    (det,) = wire.parse_backend_predictions(body, 1, [(960, 720)], table)
+    assert det.boxes.tolist() == [[240.0, 360.0, 480.0, 720.0]]
+    assert table.labels[det.classes[0]] == "eos"
+
+
+def test_num_detections_is_read_not_assumed():
+    boxes = [[0.1, 0.1, 0.2, 0.2]] * 40
+    body = json.dumps({"predictions": [automl(boxes, [0.9] * 40, n=3)]}).encode()
+    (det,) = wire.parse_backend_predictions(body, 1, [(100, 100)], wire.LabelTable(("eos",)))
+    assert len(det.scores) == 3
+    body = json.dumps({"predictions": [automl(boxes[:5], [0.9] * 5, n=40)]}).encode()
+    (det,) = wire.parse_backend_predictions(body, 1, [(100, 100)], wire.LabelTable(("eos",)))
+    assert len(det.scores) == 5
+
+
+def test_unknown_labels_from_the_model_are_kept():
+    body = json.dumps(
+        {"predictions": [automl([[0, 0, 1, 1]] * 2, [0.9, 0.8], texts=["eos", "neutrophil"])]}
+    ).encode()
+    table = wire.LabelTable(("eos",))
+    (det,) = wire.parse_backend_predictions(body, 1, [(10, 10)], table)
+    assert [table.labels[c] for c in det.classes] == ["eos", "neutrophil"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>oops</html>",
+        b"{}",
+        b'{"predictions": []}',
+        b'{"predictions": [1]}',
+        b'{"predictions": [{"detection_boxes": "x", "detection_scores": []}]}',
+        b'{"predictions": [{"detection_boxes": [[1, 2, 3]], "detection_scores": [0.5]}]}',
+        b'{"predictions": [{"detection_boxes": [[0,0,1,1]], "detection_scores": ["a"]}]}',
+    ],
+)
+def test_garbage_from_the_backend_is_a_502(body):
+    with pytest.raises(BackendBadResponse) as info:
+        wire.parse_backend_predictions(body, 1, [(10, 10)], wire.LabelTable(("eos",)))
+    assert info.value.status == 502
+
+
+def test_model_status_of_tf_serving_and_kserve():
+    tfs = {"model_version_status": [{"version": "3", "state": "AVAILABLE"}]}
+    assert wire.model_status(json.dumps(tfs).encode())[:2] == (True, "3")
+    loading = {"model_version_status": [{"version": "3", "state": "LOADING"}]}
+    assert wire.model_status(json.dumps(loading).encode())[0] is False
+    assert wire.model_status(b'{"name": "eos", "ready": true}')[0] is True
+    assert wire.model_status(b"garbage")[0] is False
+
+
+def test_detect_json_request():
+    req = parse_json(json.dumps({"image": B64, "threshold": 0.4, "key": "k"}).encode(), {})
+    assert (req.image, req.threshold, req.key, req.render) == (IMG, 0.4, "k", None)
+    with pytest.raises(BadRequest):
+        parse_json(b'{"img": "x"}', {})
+    with pytest.raises(BadRequest):
+        parse_json(json.dumps({"image": B64, "render": "gif"}).encode(), {})

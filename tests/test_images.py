@@ -1,0 +1,128 @@
+"""Image intake: formats, conversions, EXIF orientation, and limits checked before decoding."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
+from gateway.pipeline.images import decode, probe
+
+LIMIT = 40_000_000
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def rgb_image(w=64, h=48) -> Image.Image:
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[:, : w // 2] = (200, 40, 40)
+    arr[:, w // 2 :] = (40, 40, 200)
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("RGB", "JPEG"),
+        ("RGB", "PNG"),
+        ("RGB", "TIFF"),
+        ("RGB", "WEBP"),
+        ("L", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+        ("1", "PNG"),
+        ("RGB", "BMP"),
+        ("P", "GIF"),
+    ],
+)
+def test_formats_and_modes_become_rgb(mode, fmt):
+    img = rgb_image().convert(mode) if mode != "I;16" else Image.new("I;16", (64, 48), 30000)
+    out = decode(encode(img, fmt), LIMIT)
+    assert out.rgb.shape == (48, 64, 3) and out.rgb.dtype == np.uint8
+    assert out.info.format == fmt
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    img = Image.new("I;16", (8, 8), 65535)
+    assert decode(encode(img, "PNG"), LIMIT).rgb.max() == 255
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation):
+    img = rgb_image(64, 48)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(img, "JPEG", exif=exif.tobytes(), quality=95)
+    info = probe(data, LIMIT)
+    out = decode(data, LIMIT)
+    swapped = orientation in (5, 6, 7, 8)
+    assert (info.width, info.height) == ((48, 64) if swapped else (64, 48))
+    assert out.rgb.shape[:2] == (info.height, info.width)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_too_many_pixels_is_refused_from_the_header_without_allocating():
+    data = png_claiming(50_000, 50_000)
+    tracemalloc.start()
+    with pytest.raises(TooManyPixels) as info:
+        decode(data, LIMIT)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert info.value.status == 413
+    assert peak < 5_000_000  # 50k x 50k RGB would be 7.5 GB
+
+
+@pytest.mark.parametrize(
+    "data,error",
+    [
+        (b"", UnsupportedImage),
+        (b"hello world, not an image", UnsupportedImage),
+        (b"%PDF-1.4 not an image", UnsupportedImage),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, UndecodableImage),
+    ],
+)
+def test_not_images_and_broken_images(data, error):
+    with pytest.raises(error):
+        decode(data, LIMIT)
+
+
+def test_truncated_jpeg_is_422():
+    arr = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(arr), "JPEG", quality=90)
+    with pytest.raises(UndecodableImage) as info:
+        decode(data[: len(data) // 2], LIMIT)
+    assert info.value.status == 422
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (20, 10), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    out = decode(buf.getvalue(), LIMIT)
+    assert out.rgb.shape == (10, 20, 3)
+    assert out.rgb[0, 0, 0] > 200 and out.rgb[0, 0, 1] < 50
