@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libturbojpeg: lossless JPEG tile cutting (gateway/codecs/jpegcut.py); the gateway falls
+# back to decoding without it, but the tests of that fast path need it.
+if ! ldconfig -p 2>/dev/null | grep -q libturbojpeg.so.0 && command -v apt-get >/dev/null; then
+  (apt-get install -y -qq libturbojpeg0 >/dev/null 2>&1 \
+    || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libturbojpeg0 >/dev/null 2>&1)) \
+    || echo "warning: could not install libturbojpeg0; lossless tile tests will fail" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -7,10 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.context import RequestContext
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    UndecodableImage,
+    UnsupportedImage,
+)
 from gateway.pipeline import merge as merging
-from gateway.pipeline.images import ImageInfo, decode, probe
-from gateway.pipeline.slide import SlideResult, detect_slide
+from gateway.pipeline.images import ImageInfo, probe
+from gateway.pipeline.slide import SlideResult, detect_slide_bytes
 from gateway.registry import Service
 from gateway.runtime import Gateway
 
@@ -80,11 +86,11 @@ def run_slides(
     out = []
     for i, data in enumerate(images):
         try:
-            image = decode(data, gw.config.limits.max_pixels)
-        except GatewayError as exc:
-            raise _for_instance(exc, i, len(images)) from exc
-        result = detect_slide(image, svc.config, svc.backend, deadline)
-        del image
+            result = detect_slide_bytes(
+                data, gw.config.limits.max_pixels, svc.config, svc.backend, deadline
+            )
+        except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
+            raise _for_instance(exc, i, len(images)) from exc  # the image's fault, not the model's
         kept = merging.above(result.detections, threshold)
         ctx.tiles += len(result.tiles)
         ctx.backend_ms += result.backend_ms

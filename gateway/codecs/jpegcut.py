@@ -1,0 +1,181 @@
+"""Lossless JPEG tiles: cut a JPEG into tiles in one pass without decoding its pixels.
+
+libjpeg-turbo's transform reads the slide's DCT coefficients once and writes each tile's
+blocks unchanged (``jpegtran -crop``), so cutting costs a fraction of a decode plus an
+encode, and the model sees the submitted pixels, without a second generation of JPEG
+loss.  It applies only where the result is certain to match the decoded slide: baseline
+Huffman YCbCr JPEGs whose MCU divides the 16-px tile grid, with no EXIF rotation.
+Anything else, or a library that is missing or fails, returns ``None`` and the caller
+takes the plain path (decode, crop, encode), which also decides whether a broken image is
+a 422.
+
+The TurboJPEG C API is called through ctypes (the calls release the GIL), so nothing is
+needed beyond the system's ``libturbojpeg.so.0`` (Debian: ``libturbojpeg0``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from collections.abc import Sequence
+
+# TurboJPEG constants (turbojpeg.h, stable since 1.2).
+_TJXOP_NONE = 0
+_TJXOPT_PERFECT = 1
+_TJXOPT_CROP = 4
+_TJXOPT_COPYNONE = 64
+_TJFLAG_STOPONWARNING = 8192
+_TJCS_YCbCr = 1
+# MCU size per chroma subsampling (TJSAMP_444, 422, 420, GRAY, 440, 411).
+_MCU = {0: (8, 8), 1: (16, 8), 2: (16, 16), 4: (8, 16)}
+
+GRID = 16  # tile origins are multiples of this (see gateway.pipeline.tiling)
+
+
+class _Region(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("w", ctypes.c_int), ("h", ctypes.c_int)]
+
+
+class _Transform(ctypes.Structure):
+    _fields_ = [
+        ("r", _Region),
+        ("op", ctypes.c_int),
+        ("options", ctypes.c_int),
+        ("data", ctypes.c_void_p),
+        ("customFilter", ctypes.c_void_p),
+    ]
+
+
+_lib: ctypes.CDLL | None = None
+_lib_tried = False
+_lib_lock = threading.Lock()
+_local = threading.local()
+
+
+def _load() -> ctypes.CDLL | None:
+    """The library, loaded at first use; ``None`` (for good) when it is not installed."""
+    global _lib, _lib_tried
+    if _lib_tried:
+        return _lib
+    with _lib_lock:
+        if _lib_tried:
+            return _lib
+        lib = None
+        for name in ("libturbojpeg.so.0", ctypes.util.find_library("turbojpeg")):
+            if not name:
+                continue
+            try:
+                lib = ctypes.CDLL(name)
+                lib.tjInitTransform.restype = ctypes.c_void_p
+                lib.tjInitTransform.argtypes = []
+                lib.tjDecompressHeader3.restype = ctypes.c_int
+                lib.tjDecompressHeader3.argtypes = [
+                    ctypes.c_void_p,
+                    ctypes.c_char_p,
+                    ctypes.c_ulong,
+                    ctypes.POINTER(ctypes.c_int),
+                    ctypes.POINTER(ctypes.c_int),
+                    ctypes.POINTER(ctypes.c_int),
+                    ctypes.POINTER(ctypes.c_int),
+                ]
+                lib.tjTransform.restype = ctypes.c_int
+                lib.tjTransform.argtypes = [
+                    ctypes.c_void_p,
+                    ctypes.c_char_p,
+                    ctypes.c_ulong,
+                    ctypes.c_int,
+                    ctypes.POINTER(ctypes.c_void_p),
+                    ctypes.POINTER(ctypes.c_ulong),
+                    ctypes.POINTER(_Transform),
+                    ctypes.c_int,
+                ]
+                lib.tjFree.restype = None
+                lib.tjFree.argtypes = [ctypes.c_void_p]
+                break
+            except (OSError, AttributeError):
+                lib = None
+        _lib, _lib_tried = lib, True
+        return lib
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def _handle(lib: ctypes.CDLL) -> int | None:
+    """One TurboJPEG handle per thread: handles are not thread-safe, and cheap to keep."""
+    h = getattr(_local, "handle", None)
+    if h is None:
+        h = lib.tjInitTransform()
+        _local.handle = h
+    return h or None
+
+
+def _baseline_frame(data: bytes) -> bool:
+    """True when the first frame header is baseline or extended sequential Huffman, 8-bit.
+
+    Progressive and arithmetic-coded JPEGs take the plain path: their tiles would be
+    correct, but the rules for them are not worth the risk.
+    """
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker in (0xC0, 0xC1):
+            return i + 4 < n and data[i + 4] == 8
+        if 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return False  # progressive, lossless or arithmetic
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before a frame
+            return False
+        i += 2 + length
+    return False
+
+
+def cut(data: bytes, boxes: Sequence[tuple[int, int, int, int]]) -> list[bytes] | None:
+    """Tiles ``(x0, y0, x1, y1)`` of the JPEG ``data`` as JPEGs, or ``None`` to decode instead.
+
+    ``data`` must already have passed the header checks (format JPEG, pixel limit, EXIF
+    orientation 1).  Any warning from libjpeg (corrupt or truncated data) is an error here.
+    """
+    lib = _load()
+    if lib is None or not boxes or not _baseline_frame(data):
+        return None
+    handle = _handle(lib)
+    if handle is None:
+        return None
+    w, h, samp, cs = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    size = len(data)
+    if lib.tjDecompressHeader3(
+        handle, data, size, ctypes.byref(w), ctypes.byref(h), ctypes.byref(samp), ctypes.byref(cs)
+    ):
+        return None
+    mcu = _MCU.get(samp.value)
+    if mcu is None or cs.value != _TJCS_YCbCr or GRID % mcu[0] or GRID % mcu[1]:
+        return None
+    n = len(boxes)
+    transforms = (_Transform * n)()
+    for t, (x0, y0, x1, y1) in zip(transforms, boxes, strict=True):
+        if x0 % mcu[0] or y0 % mcu[1] or x0 < 0 or y0 < 0 or x1 > w.value or y1 > h.value:
+            return None
+        if x1 <= x0 or y1 <= y0:
+            return None
+        t.r.x, t.r.y, t.r.w, t.r.h = x0, y0, x1 - x0, y1 - y0
+        t.op = _TJXOP_NONE
+        t.options = _TJXOPT_CROP | _TJXOPT_PERFECT | _TJXOPT_COPYNONE
+    bufs = (ctypes.c_void_p * n)()
+    sizes = (ctypes.c_ulong * n)()
+    try:
+        rc = lib.tjTransform(handle, data, size, n, bufs, sizes, transforms, _TJFLAG_STOPONWARNING)
+        if rc != 0:
+            return None
+        return [ctypes.string_at(bufs[i], sizes[i]) for i in range(n)]
+    finally:
+        for i in range(n):
+            if bufs[i]:
+                lib.tjFree(bufs[i])
