@@ -3,6 +3,9 @@
 import functions_framework
 
 from gateway.rest.app import handle
+from gateway.serving import configure_gunicorn
+
+configure_gunicorn()  # graceful SIGTERM within the platform's 10 s; see gateway/serving.py
 
 
 @functions_framework.http

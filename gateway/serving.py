@@ -1,0 +1,77 @@
+"""How gunicorn (started by functions-framework) stops the gateway.
+
+Cloud Run and Cloud Functions send SIGTERM and kill the instance 10 s later.  gunicorn's
+threaded worker finishes the requests in flight, but it keeps the listening socket open
+until it exits: connections made meanwhile sit in the kernel's backlog and are reset only
+when the process is gone, so their clients hang for the whole grace period.  The worker
+here stops listening at SIGTERM, so new connections are refused at once (and retried
+elsewhere), and gunicorn's grace period (30 s by default) is cut to fit the platform's.
+
+functions-framework takes no gunicorn options, so :func:`configure_gunicorn` adds them to
+its application class; ``main.py`` calls it at import, before the server is built.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from gunicorn.workers.gthread import ThreadWorker
+
+GRACEFUL_TIMEOUT_S = 8  # below the platform's 10 s, so the process exits on its own
+
+
+class GatewayWorker(ThreadWorker):
+    """gunicorn's threaded worker that stops listening as soon as it is told to stop."""
+
+    _listening_shut = False
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.alive:
+            self._stop_listening()
+        super().handle_exit(sig, frame)
+
+    def _stop_listening(self) -> None:
+        self._listening_shut = True
+        self.set_accept_enabled(False)
+        for listener in self.sockets:
+            try:
+                # On the shared socket, not just this process's descriptor: every worker
+                # and the arbiter stop listening, and queued connections are reset now.
+                listener.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled and not self._listening_shut)
+
+    def accept(self, listener) -> None:
+        try:
+            super().accept(listener)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # Another worker shut the shared socket down first: this one is stopping too.
+            self._listening_shut = True
+            self.set_accept_enabled(False)
+
+
+def configure_gunicorn() -> None:
+    """Make functions-framework's gunicorn use :class:`GatewayWorker` and a short grace."""
+    try:
+        from functions_framework._http import gunicorn as ff_gunicorn
+    except ImportError:  # functions-framework without gunicorn: nothing to configure
+        return
+    app_class = ff_gunicorn.GunicornApplication
+    if getattr(app_class, "_gateway_configured", False):
+        return
+    original = app_class.load_config
+
+    def load_config(self) -> None:
+        original(self)
+        if self.cfg.threads > 1 and "worker_class" not in self.options:
+            self.cfg.set("worker_class", GatewayWorker)
+        self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_S)
+
+    app_class.load_config = load_config
+    app_class._gateway_configured = True
