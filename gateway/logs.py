@@ -5,7 +5,13 @@ One access line per request and one line per error, each a JSON object with
 ``X-Cloud-Trace-Context`` or ``traceparent`` goes into ``logging.googleapis.com/trace``
 so a request's lines are grouped in the console.  Locally (``LOG_FORMAT=text``, or
 stdout a terminal) the same facts print as one readable line.  Tokens, API keys and
-image bytes never reach a log line.
+image bytes never reach a log line: only the principal (``key:<id>``, ``firebase:<uid>``,
+``google:<email>``) and the sizes of bodies are written.
+
+Cloud Logging links a line to its trace only when the trace field names the project
+(``projects/<project>/traces/<id>``).  The project comes from ``GOOGLE_CLOUD_PROJECT``
+(or ``GCP_PROJECT``); Cloud Functions (2nd gen) does not set it, and asking the metadata
+server would cost a request at cold start, so the deploy guide sets it explicitly.
 """
 
 from __future__ import annotations
@@ -20,8 +26,19 @@ from gateway.codecs.jsonio import dumps
 from gateway.context import RequestContext
 
 _write_lock = threading.Lock()
+_SEVERITIES = {"DEBUG": 100, "INFO": 200, "NOTICE": 300, "WARNING": 400, "ERROR": 500}
+_stream: Any = None  # None: sys.stdout at the time of writing
+_min_level = 0
+_warned_no_project = False
 _TRACE_CTX = re.compile(r"^([0-9a-fA-F]{32})(?:/\d+)?(?:;o=\d)?$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def configure(stream: Any = None, min_severity: str | None = None) -> None:
+    """Where lines go and which are dropped; the CLI sends them to stderr, quieter."""
+    global _stream, _min_level
+    _stream = stream
+    _min_level = _SEVERITIES.get((min_severity or "").upper(), 0)
 
 
 def text_format() -> bool:
@@ -29,7 +46,7 @@ def text_format() -> bool:
     if fmt:
         return fmt == "text"
     try:
-        return sys.stdout.isatty()
+        return (_stream or sys.stdout).isatty()
     except (AttributeError, ValueError):
         return False
 
@@ -53,27 +70,52 @@ def _project() -> str | None:
     return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCP_PROJECT")
 
 
+def _warn_no_project() -> None:
+    """Once per process on Google Cloud: traces cannot be linked without the project id."""
+    global _warned_no_project
+    if _warned_no_project or not os.environ.get("K_SERVICE"):
+        return
+    _warned_no_project = True
+    emit(
+        "WARNING",
+        "GOOGLE_CLOUD_PROJECT is not set: log lines carry bare trace ids that Cloud Logging "
+        "cannot link to traces; set it with --set-env-vars (see deploy/README.md)",
+    )
+
+
+def _text_line(severity: str, message: str, fields: dict[str, Any]) -> str:
+    """``INFO    POST /v1/... 200 0.412s 1.2MB->3.4kB request_id=... principal=...``."""
+    parts = [f"{severity:<7}", message]
+    http = fields.get("httpRequest")
+    if http:
+        parts.append(str(http.get("latency")))
+        parts.append(f"{http.get('requestSize')}B->{http.get('responseSize')}B")
+    for k, v in fields.items():
+        if v is None or k in ("httpRequest", "stack_trace"):
+            continue
+        k = "trace" if k == "logging.googleapis.com/trace" else k
+        parts.append(f"{k}={v}")
+    line = " ".join(parts)
+    if fields.get("stack_trace"):
+        line += "\n" + str(fields["stack_trace"]).rstrip()
+    return line + "\n"
+
+
 def emit(severity: str, message: str, **fields: Any) -> None:
     """Write one log line; never raises (logging must not fail a request)."""
+    if _SEVERITIES.get(severity, 0) < _min_level:
+        return
     try:
         if text_format():
-            extras = " ".join(
-                f"{k}={v}" for k, v in fields.items() if v is not None and k != "httpRequest"
-            )
-            http = fields.get("httpRequest")
-            if http:
-                extras = (
-                    f"{http.get('requestMethod')} {http.get('requestUrl')} "
-                    f"{http.get('status')} {http.get('latency')} " + extras
-                )
-            line = f"{severity:<7} {message} {extras}".rstrip() + "\n"
+            line = _text_line(severity, message, fields)
         else:
             record = {"severity": severity, "message": message}
             record.update({k: v for k, v in fields.items() if v is not None})
             line = dumps(record).decode() + "\n"
+        stream = _stream or sys.stdout
         with _write_lock:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            stream.write(line)
+            stream.flush()
     except Exception:  # pragma: no cover - a broken stdout must not break requests
         pass
 
@@ -82,6 +124,8 @@ def _trace_fields(ctx: RequestContext) -> dict[str, Any]:
     if not ctx.trace:
         return {}
     project = _project()
+    if not project:
+        _warn_no_project()
     trace = f"projects/{project}/traces/{ctx.trace}" if project else ctx.trace
     return {"logging.googleapis.com/trace": trace}
 
@@ -97,6 +141,7 @@ def access(ctx: RequestContext, remote_ip: str | None = None) -> None:
         principal=ctx.principal,
         route=ctx.route,
         error_code=ctx.error_code,
+        error=ctx.error_message if ctx.status >= 400 else None,
         detections=ctx.detections if ctx.route in ("predict", "detect") else None,
         tiles=ctx.tiles or None,
         httpRequest={

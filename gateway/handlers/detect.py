@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from flask import Response
+from PIL import Image
 
 from gateway.codecs import detect as wire
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge
 from gateway.handlers.common import admit, check_images, read_body, run_slides
+from gateway.pipeline.images import decode
+from gateway.pipeline.merge import Merged
+from gateway.render import draw_detections
 from gateway.rest.responses import json_response
 from gateway.runtime import Gateway
 
@@ -33,6 +38,32 @@ def _parse(gw: Gateway, request: Any, ctx: RequestContext) -> wire.DetectRequest
     raise wire.unsupported_content_type(content_type)
 
 
+def wants_jpeg(request: Any, req: wire.DetectRequest) -> bool:
+    """``"render": "jpeg"`` in the body, or an ``Accept`` header that prefers JPEG to JSON."""
+    if req.render == "jpeg":
+        return True
+    accept = request.accept_mimetypes
+    if not accept or accept.quality("image/jpeg") <= 0:
+        return False
+    return accept.best_match(["application/json", "image/jpeg"]) == "image/jpeg"
+
+
+def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
+    """The oriented slide at its own size with every kept box and the count drawn on it.
+
+    The slide is decoded a second time here: the pipeline drops its pixels as soon as the
+    tiles are cut, and only rendered answers need them again.
+    """
+    image = decode(data, gw.config.limits.max_pixels)
+    annotated = draw_detections(
+        Image.fromarray(image.rgb), kept.boxes.tolist(), kept.scores.tolist(), count_text=True
+    )
+    del image
+    out = io.BytesIO()
+    annotated.save(out, format="JPEG", quality=88)
+    return out.getvalue()
+
+
 def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
     svc = admit(gw, request, ctx, service)
     req = _parse(gw, request, ctx)
@@ -41,6 +72,13 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Resp
     ctx.threshold = threshold
     (info,) = check_images(gw, ctx, [req.image])
     ((result, kept),) = run_slides(gw, ctx, svc, [req.image], threshold)
+    if wants_jpeg(request, req):
+        return Response(
+            rendered_jpeg(gw, req.image, kept),
+            status=200,
+            mimetype="image/jpeg",
+            headers={"X-Detections-Count": str(len(kept))},
+        )
     body = {
         "service": svc.config.name,
         "key": req.key,

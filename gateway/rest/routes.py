@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.handlers import detect, health, predict, services
+from gateway.handlers import demo, detect, health, predict, services
 
-NAME = r"(?P<service>[A-Za-z0-9][A-Za-z0-9_-]{0,62})"
+NAME = r"(?P<service>[^/:]{1,200})"  # unknown names get 404 unknown_service
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ ROUTES: list[Route] = [
     Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), services.get_service),
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), health.healthz),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), health.readyz),
+    Route("demo", ("GET",), re.compile(r"^/$"), demo.page),
 ]
 
 

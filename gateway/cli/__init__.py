@@ -1,0 +1,1 @@
+"""Command-line tools: ``python -m gateway detect ...`` (see docs/cli.md)."""
