@@ -12,6 +12,12 @@ if ! ldconfig -p 2>/dev/null | grep -q libturbojpeg.so.0 && command -v apt-get >
     || echo "warning: could not install libturbojpeg0; lossless tile tests will fail" >&2
 fi
 
+# Headless Chromium for the demo page's browser test (Debian packages).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

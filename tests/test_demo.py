@@ -1,0 +1,195 @@
+"""The demo page at ``/``: served when enabled, a JSON 404 when not, and working in a real
+headless Chromium against a real gateway: upload a slide, see the API's count."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from procs import DATA, REPO, start_gateway
+
+SLIDE = DATA / "real-slide.jpg"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def _api_count(url: str, data: bytes, threshold: float | None = None) -> int:
+    query = "" if threshold is None else f"?threshold={threshold}"
+    req = urllib.request.Request(
+        f"{url}/v1/services/eos:detect{query}",
+        data=data,
+        headers={"Content-Type": "image/jpeg"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())["count"]
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    proc = start_gateway()  # no config: demo on (not on Google Cloud)
+    yield proc
+    proc.stop()
+
+
+def test_page_is_self_contained(gateway) -> None:
+    status, headers, body = _get(gateway.url + "/")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    html = body.decode()
+    # Nothing loaded from elsewhere: no external scripts, styles, fonts or images.
+    for marker in ("<script src", '<link rel="stylesheet"', "@import", "url(http", "//fonts."):
+        assert marker not in html
+    assert "http://" not in html and "https://" not in html
+    assert ":detect" in html and 'id="file"' in html and 'id="threshold"' in html
+
+
+def test_page_is_off_when_configured_off() -> None:
+    proc = start_gateway({"demo": False})
+    try:
+        status, headers, body = _get(proc.url + "/")
+    finally:
+        proc.stop()
+    assert status == 404
+    assert headers["Content-Type"] == "application/json"
+    doc = json.loads(body)
+    assert doc["code"] == "not_found" and doc["request_id"] == headers["X-Request-Id"]
+
+
+def test_page_is_off_on_google_cloud_by_default() -> None:
+    proc = start_gateway(env={"K_SERVICE": "eos-gateway", "GOOGLE_CLOUD_PROJECT": "demo-test"})
+    try:
+        status, _, body = _get(proc.url + "/")
+        on = start_gateway({"demo": True}, env={"K_SERVICE": "eos-gateway"})
+        try:
+            on_status, _, _ = _get(on.url + "/")
+        finally:
+            on.stop()
+    finally:
+        proc.stop()
+    assert status == 404 and json.loads(body)["code"] == "not_found"
+    assert on_status == 200  # demo: true wins
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail(
+            "chromium and chromium-driver are not installed (scripts/test.sh installs them)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for_result(driver, timeout: float = 120.0) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    body = driver.find_element(By.TAG_NAME, "body")
+    WebDriverWait(driver, timeout).until(
+        lambda d: body.get_attribute("data-state") in ("done", "error")
+    )
+    return body.get_attribute("data-state")
+
+
+def test_upload_shows_the_api_count(gateway, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    expected = _api_count(gateway.url, SLIDE.read_bytes())
+    assert expected > 0
+    browser.get(gateway.url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+    state = _wait_for_result(browser)
+    status = browser.find_element(By.ID, "status").text
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "demo-page.png"))
+    assert state == "done", status
+    assert int(browser.find_element(By.ID, "count").text) == expected
+    assert browser.find_element(By.ID, "threshold").get_attribute("value") == "0.3"
+
+    # Moving the slider re-filters in the page, without another request, and agrees with
+    # the API at that threshold too.
+    requests_before = gateway.log_text().count('"route":"detect"')
+    browser.execute_script(
+        "const s = document.getElementById('threshold'); s.value = '0.6';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    shown = int(browser.find_element(By.ID, "count").text)
+    assert gateway.log_text().count('"route":"detect"') == requests_before
+    assert shown == _api_count(gateway.url, SLIDE.read_bytes(), threshold=0.6)
+    assert shown < expected
+    browser.save_screenshot(str(ARTIFACTS / "demo-page-threshold-0.6.png"))
+
+
+def test_errors_are_shown_with_their_reason(gateway, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    bogus = tmp_path / "notes.png"
+    bogus.write_bytes(b"this is not an image at all")
+    browser.get(gateway.url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(bogus))
+    assert _wait_for_result(browser) == "error"
+    assert "unsupported_image" in browser.find_element(By.ID, "status").text
+
+
+def test_api_key_field_is_sent(browser) -> None:
+    import hashlib
+
+    key = "demo-page-key-0123456789"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    proc = start_gateway({"demo": True, "auth": {"api_keys": [{"id": "demo", "sha256": digest}]}})
+    try:
+        from selenium.webdriver.common.by import By
+
+        browser.get(proc.url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        assert _wait_for_result(browser) == "error"
+        assert "unauthenticated" in browser.find_element(By.ID, "status").text
+        browser.find_element(By.TAG_NAME, "summary").click()
+        browser.find_element(By.ID, "api-key").send_keys(key)
+        browser.execute_script("document.body.dataset.state = 'idle'")
+        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        assert _wait_for_result(browser) == "done"
+        assert int(browser.find_element(By.ID, "count").text) > 0
+        log = proc.log_text()
+    finally:
+        proc.stop()
+    assert '"principal":"key:demo"' in log
+    assert key not in log
