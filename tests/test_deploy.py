@@ -1,0 +1,165 @@
+"""The deploy kit agrees with the code: entry point, environment names, ports, model name,
+and example configurations that load.  (No Docker engine here: nothing is built.)"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from procs import REPO
+
+from gateway.auth import build_authenticator
+from gateway.auth.cors import Cors
+from gateway.config import load_config
+from gateway.firestore_client import firestore_target
+
+DEPLOY = REPO / "deploy"
+README = (DEPLOY / "README.md").read_text()
+COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+K8S = list(yaml.safe_load_all((DEPLOY / "k8s" / "tf-serving.yaml").read_text()))
+TF_DOCKERFILE = (DEPLOY / "tf-serving" / "Dockerfile").read_text()
+GW_DOCKERFILE = (DEPLOY / "gateway" / "Dockerfile").read_text()
+CONFIGS = ("gateway.yaml", "gateway.compose.yaml")
+
+
+def _dockerfile_env(text: str) -> dict[str, str]:
+    """``ENV A=1 \\ B=2`` lines of a Dockerfile."""
+    joined = text.replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in joined.splitlines():
+        if line.startswith("ENV "):
+            env.update(re.findall(r"([A-Z_]+)=(\S+)", line))
+    return env
+
+
+def _code_text() -> str:
+    return "\n".join(p.read_text() for p in (REPO / "gateway").rglob("*.py"))
+
+
+def test_every_yaml_parses() -> None:
+    files = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
+    assert len(files) >= 4
+    for f in files:
+        docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
+        assert docs, f
+
+
+def test_entry_point_exists_in_main() -> None:
+    tree = ast.parse((REPO / "main.py").read_text())
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "gateway" in functions
+    decorators = [ast.unparse(d) for d in functions["gateway"].decorator_list]
+    assert "functions_framework.http" in decorators
+    assert "--entry-point=gateway" in README and "--target=gateway" in GW_DOCKERFILE
+
+
+def test_deploy_command_flags() -> None:
+    command = README[README.index("gcloud functions deploy eos-gateway") :].split("```")[0]
+    for flag in (
+        "--gen2",
+        "--runtime=python312",
+        "--region=",
+        "--source=.",
+        "--entry-point=gateway",
+        "--trigger-http",
+        "--allow-unauthenticated",
+        "GATEWAY_CONFIG=",
+        "GOOGLE_CLOUD_PROJECT=",
+    ):
+        assert flag in command, flag
+    run = README[README.index("gcloud run deploy eos-model") :].split("```")[0]
+    assert "--no-allow-unauthenticated" in run
+    assert "roles/run.invoker" in README and "google-id-token" in README
+
+
+def test_environment_names_are_the_ones_the_code_reads() -> None:
+    code = _code_text()
+    gw_env = COMPOSE["services"]["gateway"]["environment"]
+    for name in ("GATEWAY_CONFIG", "FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
+        assert f'"{name}"' in code, f"the code no longer reads {name}"
+        assert name in gw_env, name
+        assert name in README, name
+    # PORT is read by functions-framework: the gateway's image passes it on.
+    assert "PORT" in gw_env and "--port=${PORT}" in GW_DOCKERFILE
+    assert _dockerfile_env(GW_DOCKERFILE)["GATEWAY_CONFIG"] == gw_env["GATEWAY_CONFIG"]
+    config_in_image = gw_env["GATEWAY_CONFIG"].removeprefix("/app/")
+    assert (REPO / config_in_image).is_file()
+    assert f"COPY {config_in_image}" in GW_DOCKERFILE or "COPY deploy/gateway.compose.yaml" in (
+        GW_DOCKERFILE
+    )
+    host, port = gw_env["FIRESTORE_EMULATOR_HOST"].split(":")
+    assert host == "firestore" and f"{port}:{port}" in COMPOSE["services"]["firestore"]["ports"]
+    assert f"--host-port=0.0.0.0:{port}" in COMPOSE["services"]["firestore"]["command"]
+    gw_port = gw_env["PORT"]
+    assert f"{gw_port}:{gw_port}" in COMPOSE["services"]["gateway"]["ports"]
+
+
+def test_tf_serving_port_and_model_name_agree_everywhere() -> None:
+    env = _dockerfile_env(TF_DOCKERFILE)
+    port, model = env["PORT"], env["MODEL_NAME"]
+    assert "--rest_api_port=${PORT}" in TF_DOCKERFILE
+    assert "--model_name=${MODEL_NAME}" in TF_DOCKERFILE
+    assert "--model_base_path=/models/${MODEL_NAME}" in TF_DOCKERFILE
+    assert "COPY model/ /models/${MODEL_NAME}/1/" in TF_DOCKERFILE  # .../1/saved_model.pb
+    assert re.search(r"^FROM tensorflow/serving:\d", TF_DOCKERFILE, re.M)
+
+    tf = COMPOSE["services"]["tf-serving"]
+    assert tf["environment"] == {"MODEL_NAME": model, "PORT": port}
+    assert f"{port}:{port}" in tf["ports"]
+
+    deployment = next(d for d in K8S if d["kind"] == "Deployment")
+    service = next(d for d in K8S if d["kind"] == "Service")
+    assert deployment["apiVersion"] == "apps/v1" and service["apiVersion"] == "v1"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    k8s_env = {e["name"]: e["value"] for e in container["env"]}
+    assert k8s_env == {"MODEL_NAME": model, "PORT": port}
+    assert [p["containerPort"] for p in container["ports"]] == [int(port)]
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": f"/v1/models/{model}",
+        "port": int(port),
+    }
+    assert service["spec"]["ports"][0]["targetPort"] == int(port)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+
+    compose_cfg = load_config(DEPLOY / "gateway.compose.yaml")
+    url = urlsplit(compose_cfg.services["eos"].backend.url)
+    assert (url.hostname, url.port) == ("tf-serving", int(port))
+    assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}" in README
+    for name in CONFIGS:
+        cfg = load_config(DEPLOY / name)
+        assert cfg.services["eos"].backend.model == model, name
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_example_configs_load(name: str, monkeypatch) -> None:
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    cfg = load_config(DEPLOY / name)
+    assert set(cfg.services) == {"eos"}
+    Cors(cfg)
+    build_authenticator(cfg)  # raises ConfigError on a bad auth section
+    assert firestore_target(cfg) is not None
+
+
+def test_cloud_config_is_fit_for_google_cloud() -> None:
+    cfg = load_config(DEPLOY / "gateway.yaml")
+    backend = cfg.services["eos"].backend
+    assert backend.url.startswith("https://") and backend.auth == "google-id-token"
+    assert cfg.auth and cfg.auth.get("required", True) is True
+    assert cfg.cors["origins"] and all(o.startswith("https://") for o in cfg.cors["origins"])
+    assert cfg.demo is False
+    for key in cfg.auth.get("api_keys", []):
+        assert re.fullmatch(r"[0-9a-f]{64}", key["sha256"])  # hashes only, never keys
+
+
+def test_deploy_folder_is_not_uploaded_so_the_guide_copies_the_config() -> None:
+    ignored = (REPO / ".gcloudignore").read_text().split()
+    assert "deploy/" in ignored
+    assert "cp deploy/gateway.yaml gateway.yaml" in README
+    assert "GATEWAY_CONFIG=gateway.yaml" in README
+    assert not any(Path(p).suffix == ".yaml" for p in ignored if p.startswith("*"))
