@@ -16,7 +16,6 @@ needed beyond the system's ``libturbojpeg.so.0`` (Debian: ``libturbojpeg0``).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from collections.abc import Sequence
 
@@ -62,10 +61,14 @@ def _load() -> ctypes.CDLL | None:
         if _lib_tried:
             return _lib
         lib = None
-        for name in ("libturbojpeg.so.0", ctypes.util.find_library("turbojpeg")):
-            if not name:
-                continue
+        for name in ("libturbojpeg.so.0", "find"):
             try:
+                if name == "find":  # other systems' names; ctypes.util is slow to import
+                    from ctypes.util import find_library
+
+                    name = find_library("turbojpeg")
+                    if not name:
+                        break
                 lib = ctypes.CDLL(name)
                 lib.tjInitTransform.restype = ctypes.c_void_p
                 lib.tjInitTransform.argtypes = []

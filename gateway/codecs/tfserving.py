@@ -178,11 +178,12 @@ def predict_response(predictions: list[dict[str, Any]], columnar: bool) -> dict[
 
 def backend_request(encoded_b64: Sequence[bytes], keys: Sequence[str]) -> bytes:
     """The body for ``:predict``, written directly so megabytes of base64 are not re-escaped."""
-    parts = [
-        b'{"image_bytes":{"b64":"' + b64 + b'"},"key":"' + key.encode() + b'"}'
-        for b64, key in zip(encoded_b64, keys, strict=True)
-    ]
-    return b'{"instances":[' + b",".join(parts) + b"]}"
+    pieces = [b'{"instances":[']
+    for i, (b64, key) in enumerate(zip(encoded_b64, keys, strict=True)):
+        pieces += [b',{"image_bytes":{"b64":"' if i else b'{"image_bytes":{"b64":"', b64]
+        pieces.append(b'"},"key":"' + key.encode() + b'"}')
+    pieces.append(b"]}")
+    return b"".join(pieces)  # one copy of the payload, not one per nesting level
 
 
 def _numbers(value: Any, where: str) -> np.ndarray:
