@@ -30,7 +30,12 @@ METHODS = ("get", "post", "put", "patch", "delete", "options", "head")
 
 
 def _routable(service: object) -> bool:
-    return isinstance(service, str) and re.fullmatch(routes.NAME, service) is not None
+    """A name the router takes as it is sent (a literal '%' may be decoded on the way)."""
+    return (
+        isinstance(service, str)
+        and "%" not in service
+        and re.fullmatch(routes.NAME, service) is not None
+    )
 
 
 def _concrete(template: str) -> str:
