@@ -1,11 +1,18 @@
 """Cloud Functions entry point: ``--entry-point=gateway`` / ``--target gateway``."""
 
 import functions_framework
+from werkzeug.exceptions import HTTPException
 
-from gateway.rest.app import handle
-from gateway.serving import configure_gunicorn
+from gateway.rest.app import framework_error, handle
+from gateway.serving import configure_gunicorn, limit_heap_growth
 
 configure_gunicorn()  # graceful SIGTERM within the platform's 10 s; see gateway/serving.py
+limit_heap_growth()  # idle memory back to its level after large slides
+
+
+@functions_framework.errorhandler(HTTPException)
+def _framework_error(exc):
+    return framework_error(exc)
 
 
 @functions_framework.http

@@ -27,6 +27,35 @@ def _client_ip(request: Any) -> str | None:
     return ".".join(parts[:3] + ["0"]) if len(parts) == 4 else None
 
 
+_FRAMEWORK_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    431: "headers_too_large",
+}
+
+
+def framework_error(exc: Any) -> Response:
+    """JSON for errors raised by Flask/werkzeug before :func:`handle` runs.
+
+    functions-framework's own URL rules refuse some paths (a ``%0A`` in it, ``/robots.txt``)
+    with an HTML page; this keeps the one error shape on every route.
+    """
+    from flask import request
+
+    status = int(getattr(exc, "code", None) or 500)
+    ctx = RequestContext(method=request.method, path=request.path)
+    ctx.route = "unrouted"
+    message = "no route for this path" if status == 404 else str(getattr(exc, "name", "error"))
+    code = _FRAMEWORK_CODES.get(status, "internal" if status >= 500 else "bad_request")
+    response = error_response(ctx, GatewayError(message, status=status, code=code))
+    response.headers["X-Request-Id"] = ctx.request_id
+    ctx.status = status
+    logs.access(ctx, _client_ip(request))
+    return response
+
+
 def handle(request: Any) -> Response:
     ctx = RequestContext(method=request.method, path=request.path)
     ctx.trace = logs.trace_id(request.headers)
