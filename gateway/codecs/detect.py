@@ -87,7 +87,7 @@ def parse_raw(body: bytes, query: Mapping[str, str]) -> DetectRequest:
     return DetectRequest(
         image=body,
         threshold=parse_threshold(query.get("threshold"), "the threshold query parameter"),
-        key=_key(query.get("key")),
+        key=None,  # ?key= is the API key (auth), never the slide's label
         render=_render(query.get("render")),
     )
 
