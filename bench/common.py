@@ -1,0 +1,93 @@
+"""Shared pieces of the benchmarks: slides, request bodies, helper processes, statistics."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the integration tests' process helpers
+
+from procs import DATA, VENV_BIN, Proc, free_port, start_gateway  # noqa: E402
+
+__all__ = [
+    "DATA",
+    "VENV_BIN",
+    "Proc",
+    "free_port",
+    "start_gateway",
+    "start_stub",
+    "start_bare",
+]
+
+_PNG_CACHE = Path(tempfile.gettempdir()) / "eos-bench"
+
+
+def slide_bytes(path: Path, png: bool = False) -> bytes:
+    """The slide's bytes, or the same pixels as a PNG (made once, kept in /tmp)."""
+    if not png:
+        return path.read_bytes()
+    _PNG_CACHE.mkdir(exist_ok=True)
+    out = _PNG_CACHE / (path.stem + ".png")
+    if not out.exists():
+        with Image.open(path) as im:
+            im.convert("RGB").save(out, format="PNG")
+    return out.read_bytes()
+
+
+def decode_once(data: bytes) -> None:
+    """The reference: Pillow decoding the slide once (no conversion, no array copy)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+
+
+def predict_body(data: bytes, key: str = "slide") -> bytes:
+    b64 = base64.b64encode(data)
+    return b'{"instances":[{"image_bytes":{"b64":"' + b64 + b'"},"key":"' + key.encode() + b'"}]}'
+
+
+def start_stub(delay_s: float) -> Proc:
+    """The TF Serving stub (bench/stub_backend.py) answering after ``delay_s``."""
+    port = free_port()
+    argv = [
+        str(VENV_BIN / "python"),
+        "-m",
+        "bench.stub_backend",
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_s * 1000.0),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return Proc(argv, port, env, ROOT, "/v1/models/eos", "stub-backend").start()
+
+
+def start_bare(target: str = "read_body", port: int | None = None, start: bool = True) -> Proc:
+    """A bare functions-framework function (bench/bare_function.py), started like the gateway."""
+    port = port or free_port()
+    argv = [
+        str(VENV_BIN / "functions-framework"),
+        "--target",
+        target,
+        "--source",
+        str(ROOT / "bench" / "bare_function.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("K_SERVICE", "GATEWAY_CONFIG")}
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = Proc(argv, port, env, ROOT, "/", f"bare-{target}")
+    return proc.start() if start else proc
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

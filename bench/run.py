@@ -1,0 +1,570 @@
+"""The gateway's benchmark harness: one command, figures as ratios against side-by-side references.
+
+    .venv/bin/python -m bench [--quick] [--only overhead,fanout,...]
+
+It starts what it needs on loopback: the gateway under ``functions-framework`` (gunicorn
+inside) as deployed, stub TF Serving backends (bench/stub_backend.py) with a set latency,
+and bare ``functions-framework`` functions (bench/bare_function.py) as references.  On a
+shared machine absolute times drift, so every figure is a ratio against a reference
+measured in the same run, interleaved with it, repeated, and summarised by the median.
+It prints a table and writes ``bench/results/gateway-<UTC time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import io
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.common import (
+    DATA,
+    ROOT,
+    decode_once,
+    free_port,
+    median,
+    predict_body,
+    slide_bytes,
+    start_bare,
+    start_gateway,
+    start_stub,
+)
+
+RESULTS = ROOT / "bench" / "results"
+SLOW_MS = 200.0
+GOALS = {
+    "overhead": 1.5,  # gateway's own cost / one Pillow decode, 1920x1440 JPEG
+    "fanout": 1.15,  # (latency at L - latency at 0) / L
+    "throughput": 0.8,  # slides/s at concurrency 8 / (2 / CPU s per slide)
+    "cold_start": 2.0,  # first :predict answer / bare hello-world's first answer
+    "memory": 3.0,  # peak RSS above idle / body size
+    "merge_ms": 20.0,  # 5,000 raw detections from 9 tiles
+}
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 60.0) -> tuple[int, bytes, float]:
+    """One POST on a fresh connection: (status, body, seconds)."""
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, data, time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def predict(port: int, body: bytes, service: str = "eos") -> float:
+    status, data, seconds = post(port, f"/v1/models/{service}:predict", body)
+    if status != 200:
+        raise RuntimeError(f"gateway answered {status}: {data[:300]!r}")
+    return seconds
+
+
+def bare(port: int, body: bytes) -> float:
+    status, data, seconds = post(port, "/", body)
+    if status != 200:
+        raise RuntimeError(f"bare function answered {status}: {data[:300]!r}")
+    return seconds
+
+
+# --- /proc --------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (each helper runs in its own session)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid:  # field 5 (pgrp), counted after the command name
+            out.append(int(entry))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / _TICK
+
+
+def status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_mb(pids: list[int]) -> float:
+    return sum(status_kb(p, "VmRSS") for p in pids) / 1024.0
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Each function once per round, in a new random order every round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    rng = random.Random(1)
+    for _ in range(rounds):
+        order = list(fns)
+        rng.shuffle(order)
+        for k in order:
+            times[k].append(fns[k]())
+    return times
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def small_jpeg() -> bytes:
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def gateway_config(fast_url: str, slow_url: str) -> dict:
+    backend = {"max_parallel": 16, "timeout_s": 30}
+    return {
+        "services": {
+            "eos": {"backend": {"url": fast_url, "model": "eos", **backend}},
+            "slow": {"backend": {"url": slow_url, "model": "eos", **backend}},
+        }
+    }
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def slides() -> list[tuple[str, bytes]]:
+    return [
+        ("real-slide-1920x1440.jpg", slide_bytes(DATA / "real-slide-1920x1440.jpg")),
+        ("real-slide-large.jpg", slide_bytes(DATA / "real-slide-large.jpg")),
+        ("real-slide-1920x1440.png", slide_bytes(DATA / "real-slide-1920x1440.jpg", png=True)),
+    ]
+
+
+def measure_overhead(gw_port: int, bare_port: int, rounds: int) -> list[dict]:
+    rows = []
+    for name, data in slides():
+        body = predict_body(data)
+        predict(gw_port, body)  # warm: backend pool, lazily loaded modules
+        bare(bare_port, body)
+        t = interleaved(
+            {
+                "gateway": lambda b=body: predict(gw_port, b),
+                "bare": lambda b=body: bare(bare_port, b),
+                "decode": timed(lambda d=data: decode_once(d)),
+            },
+            rounds,
+        )
+        gw, tr, dec = median(t["gateway"]), median(t["bare"]), median(t["decode"])
+        own = gw - tr  # the stub answers at once: its own time is part of the gateway's
+        rows.append(
+            {
+                "slide": name,
+                "body_bytes": len(body),
+                "gateway_ms": gw * 1e3,
+                "transport_ms": tr * 1e3,
+                "overhead_ms": own * 1e3,
+                "decode_ms": dec * 1e3,
+                "ratio": own / dec,
+                "rounds": rounds,
+            }
+        )
+    return rows
+
+
+def measure_fanout(gw_port: int, rounds: int) -> list[dict]:
+    rows = []
+    for name, data in slides()[:2]:
+        body = predict_body(data)
+        predict(gw_port, body, "slow")
+        t = interleaved(
+            {
+                "slow": lambda b=body: predict(gw_port, b, "slow"),
+                "fast": lambda b=body: predict(gw_port, b, "eos"),
+            },
+            rounds,
+        )
+        slow, fast = median(t["slow"]), median(t["fast"])
+        rows.append(
+            {
+                "slide": name,
+                "latency_ms": slow * 1e3,
+                "latency_at_zero_ms": fast * 1e3,
+                "backend_ms": SLOW_MS,
+                "ratio": (slow - fast) * 1e3 / SLOW_MS,
+                "rounds": rounds,
+            }
+        )
+    return rows
+
+
+def measure_throughput(gw, stub, n_seq: int, n_conc: int, concurrency: int = 8) -> dict:
+    """Slides/s at ``concurrency`` against 2 / (CPU s one slide costs on this machine).
+
+    A slide's CPU cost is what the gateway's processes and the stub backend spend on it,
+    served one at a time; both run on the same two cores during the concurrent run.
+    """
+    name, data = slides()[0]
+    body = predict_body(data)
+    pids = group_pids(gw.pid) + group_pids(stub.pid)
+    for _ in range(3):
+        predict(gw.port, body)
+    c0, t0 = cpu_seconds(pids), time.perf_counter()
+    for _ in range(n_seq):
+        predict(gw.port, body)
+    seq_wall = time.perf_counter() - t0
+    cpu_per_slide = (cpu_seconds(pids) - c0) / n_seq
+    c0, t0 = cpu_seconds(pids), time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda _: predict(gw.port, body), range(n_conc)))
+    wall = time.perf_counter() - t0
+    conc_cpu = (cpu_seconds(pids) - c0) / n_conc
+    rate = n_conc / wall
+    ideal = (os.cpu_count() or 2) / cpu_per_slide
+    return {
+        "slide": name,
+        "concurrency": concurrency,
+        "slides": n_conc,
+        "slides_per_s": rate,
+        "cpu_s_per_slide": cpu_per_slide,
+        "cpu_s_per_slide_concurrent": conc_cpu,
+        "sequential_slides_per_s": n_seq / seq_wall,
+        "ideal_slides_per_s": ideal,
+        "ratio": rate / ideal,
+    }
+
+
+def _first_answer(argv_proc, probe: Callable[[int], bool], timeout: float = 60.0) -> float:
+    """Seconds from spawning the process to the first successful ``probe``."""
+    proc = argv_proc
+    t0 = time.perf_counter()
+    popen = subprocess.Popen(
+        proc.argv,
+        cwd=proc.cwd,
+        env=proc.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while time.perf_counter() - t0 < timeout:
+            if popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited with {popen.returncode}")
+            try:
+                if probe(proc.port):
+                    return time.perf_counter() - t0
+            except OSError:
+                pass
+            time.sleep(0.005)
+        raise TimeoutError(f"{proc.name} gave no answer within {timeout} s")
+    finally:
+        os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(5)
+
+
+def measure_cold_start(stub_url: str, rounds: int) -> dict:
+    body = predict_body(small_jpeg())
+
+    def gateway_ok(port: int) -> bool:
+        status, _, _ = post(port, "/v1/models/eos:predict", body, timeout=30)
+        return status == 200
+
+    def hello_ok(port: int) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+        finally:
+            conn.close()
+
+    config = gateway_config(stub_url, stub_url)
+
+    def gateway_once() -> float:
+        proc = start_gateway(config, port=free_port(), start=False)
+        return _first_answer(proc, gateway_ok)
+
+    def hello_once() -> float:
+        proc = start_bare("hello", port=free_port(), start=False)
+        return _first_answer(proc, hello_ok)
+
+    t = interleaved({"gateway": gateway_once, "hello": hello_once}, rounds)
+    gw, hello = median(t["gateway"]), median(t["hello"])
+    return {
+        "gateway_ms": gw * 1e3,
+        "hello_ms": hello * 1e3,
+        "ratio": gw / hello,
+        "rounds": rounds,
+        "gateway_all_ms": [round(x * 1e3, 1) for x in t["gateway"]],
+        "hello_all_ms": [round(x * 1e3, 1) for x in t["hello"]],
+    }
+
+
+def big_image(kind: str, target_bytes: int) -> bytes:
+    """Noise (incompressible) as JPEG or PNG of about ``target_bytes``."""
+    rng = np.random.default_rng(7)
+    per_px = 3.0 if kind == "PNG" else 2.6  # measured bytes per pixel of noise
+    side = int((target_bytes / per_px) ** 0.5) // 16 * 16
+    for _ in range(4):
+        img = Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+        buf = io.BytesIO()
+        if kind == "PNG":
+            img.save(buf, format="PNG", compress_level=1)
+        else:
+            img.save(buf, format="JPEG", quality=95, subsampling=0)
+        data = buf.getvalue()
+        if abs(len(data) - target_bytes) < 0.05 * target_bytes:
+            break
+        side = int(side * (target_bytes / len(data)) ** 0.5) // 16 * 16
+    return data
+
+
+def measure_memory(config: dict, body_mb: float = 30.0) -> list[dict]:
+    """Peak RSS growth of a fresh gateway (warmed by one small slide) serving one big body."""
+    rows = []
+    image_bytes = int(body_mb * 1e6 * 3 / 4) - 200
+    for kind in ("JPEG", "PNG"):
+        data = big_image(kind, image_bytes)
+        body = predict_body(data)
+        gw = start_gateway(config)
+        try:
+            rows.append(_memory_once(gw, kind, data, body))
+        finally:
+            gw.stop()
+    return rows
+
+
+def _memory_once(gw, kind: str, data: bytes, body: bytes) -> dict:
+    predict(gw.port, predict_body(small_jpeg()))
+    pids = group_pids(gw.pid)
+    for pid in pids:  # reset each process's peak RSS (VmHWM) to its current RSS
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+    idle = rss_mb(pids)
+    idle_each = {p: status_kb(p, "VmRSS") for p in pids}
+    peak = [idle]
+    done = threading.Event()
+
+    def sample(pids=pids, peak=peak, done=done) -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb(pids))
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        seconds = predict(gw.port, body)
+    finally:
+        done.set()
+        sampler.join()
+    hwm_growth = max((status_kb(p, "VmHWM") - idle_each.get(p, 0)) / 1024.0 for p in pids)
+    growth = max(peak[0] - idle, hwm_growth)
+    size_mb = len(body) / 2**20
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+    return {
+        "image": f"{kind} noise {w}x{h}",
+        "body_mb": size_mb,
+        "idle_rss_mb": idle,
+        "peak_growth_mb": growth,
+        "sampled_growth_mb": peak[0] - idle,
+        "hwm_growth_mb": hwm_growth,
+        "seconds": seconds,
+        "ratio": growth / size_mb,
+    }
+
+
+def measure_merge(rounds: int) -> dict:
+    from bench.merge_data import nine_tiles
+    from gateway.pipeline.merge import merge
+
+    tiles, per_tile, w, h = nine_tiles(5000)
+    merge(tiles, per_tile, w, h)
+    times = [timed(lambda: merge(tiles, per_tile, w, h))() for _ in range(rounds)]
+    ms = median(times) * 1e3
+    return {
+        "detections": int(sum(len(d.scores) for d in per_tile)),
+        "tiles": len(tiles),
+        "merged": len(merge(tiles, per_tile, w, h)),
+        "median_ms": ms,
+    }
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gb": round(ram_gb, 1)}
+
+
+def verdict(value: float, goal: float) -> str:
+    return "met" if value <= goal else "NOT met"
+
+
+def table(result: dict) -> str:
+    lines = ["| measure | figure | reference | ratio | goal | |", "|---|---|---|---|---|---|"]
+    for r in result.get("overhead", []):
+        lines.append(
+            f"| overhead, {r['slide']} | {r['overhead_ms']:.1f} ms (gateway "
+            f"{r['gateway_ms']:.1f} - transport {r['transport_ms']:.1f}) | "
+            f"Pillow decode {r['decode_ms']:.1f} ms | {r['ratio']:.2f}x | "
+            f"{'<= 1.5x' if r['slide'] == 'real-slide-1920x1440.jpg' else '-'} | "
+            f"{verdict(r['ratio'], 1.5) if r['slide'] == 'real-slide-1920x1440.jpg' else ''} |"
+        )
+    for r in result.get("fanout", []):
+        lines.append(
+            f"| fan-out, {r['slide']} | {r['latency_ms']:.0f} ms at L=200 | "
+            f"{r['latency_at_zero_ms']:.0f} ms at L=0 | {r['ratio']:.2f} x L | <= 1.15 x L | "
+            f"{verdict(r['ratio'], 1.15)} |"
+        )
+    t = result.get("throughput")
+    if t:
+        lines.append(
+            f"| throughput, concurrency {t['concurrency']} | {t['slides_per_s']:.1f} slides/s | "
+            f"2 / {t['cpu_s_per_slide'] * 1e3:.0f} ms CPU = {t['ideal_slides_per_s']:.1f} "
+            f"slides/s | {t['ratio']:.2f} | >= 0.8 | "
+            f"{'met' if t['ratio'] >= 0.8 else 'NOT met'} |"
+        )
+    c = result.get("cold_start")
+    if c:
+        lines.append(
+            f"| cold start to first :predict | {c['gateway_ms']:.0f} ms | hello-world "
+            f"{c['hello_ms']:.0f} ms | {c['ratio']:.2f}x | <= 2.0x | {verdict(c['ratio'], 2.0)} |"
+        )
+    for r in result.get("memory", []):
+        lines.append(
+            f"| peak RSS, {r['body_mb']:.1f} MB body ({r['image']}) | +{r['peak_growth_mb']:.0f} "
+            f"MB | idle {r['idle_rss_mb']:.0f} MB | {r['ratio']:.2f}x body | < 3x | "
+            f"{'met' if r['ratio'] < 3.0 else 'NOT met'} |"
+        )
+    m = result.get("merge")
+    if m:
+        lines.append(
+            f"| merge, {m['detections']:,} detections / {m['tiles']} tiles | "
+            f"{m['median_ms']:.1f} ms | - | - | <= 20 ms | {verdict(m['median_ms'], 20.0)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="gateway benchmarks")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    ap.add_argument(
+        "--only",
+        default="overhead,fanout,throughput,cold_start,memory,merge",
+        help="comma-separated subset",
+    )
+    args = ap.parse_args(argv)
+    only = set(args.only.split(","))
+    rounds = 5 if args.quick else 15
+    result: dict = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "command": "python -m bench " + " ".join(argv if argv is not None else []),
+        "goals": GOALS,
+    }
+    started = time.perf_counter()
+    procs = []
+    try:
+        if only & {"overhead", "fanout", "throughput", "memory", "cold_start"}:
+            fast = start_stub(0.0)
+            slow = start_stub(SLOW_MS / 1000.0)
+            procs += [fast, slow]
+        if only & {"overhead", "fanout", "throughput", "memory"}:
+            gw = start_gateway(gateway_config(fast.url, slow.url))
+            procs.append(gw)
+        if "overhead" in only:
+            bare_fn = start_bare("read_body")
+            procs.append(bare_fn)
+            result["overhead"] = measure_overhead(gw.port, bare_fn.port, rounds)
+        if "fanout" in only:
+            result["fanout"] = measure_fanout(gw.port, max(rounds // 2, 3))
+        if "throughput" in only:
+            n = 12 if args.quick else 40
+            result["throughput"] = measure_throughput(gw, fast, n // 2, n)
+        if "memory" in only:
+            result["memory"] = measure_memory(gateway_config(fast.url, slow.url))
+        if "cold_start" in only:
+            result["cold_start"] = measure_cold_start(fast.url, 3 if args.quick else 7)
+        if "merge" in only:
+            result["merge"] = measure_merge(rounds * 2)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    text = table(result)
+    print(text)
+    detector = ROOT / "docs" / "detector.md"
+    if detector.exists():
+        result["detector_doc"] = str(detector.relative_to(ROOT))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"gateway-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\n{result['seconds']} s; results in {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
