@@ -130,7 +130,7 @@ def record_from_context(ctx: RequestContext, now: datetime | None = None) -> Usa
             "bytes": _int_or_none(image.get("bytes")),
             "width": _int_or_none(image.get("width")),
             "height": _int_or_none(image.get("height")),
-            "format": image.get("format"),
+            "format": str(image["format"]).lower() if image.get("format") else None,
         },
         "instances": int(ctx.instances),
         "images": counted_images(ctx),

@@ -1,0 +1,302 @@
+"""Usage records, counters, quotas and the report through a running gateway process.
+
+Real parts over real sockets: functions-framework serving the gateway, the Firestore
+emulator, the embedded SQLite store, and ``python -m gateway usage`` as its own process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+from PIL import Image
+
+from gateway.usage.records import daily_doc_id
+from gateway.usage.report import percentile
+from gateway.usage.sqlite_store import SQLiteStore
+from tests.procs import REPO, start_gateway
+from tests.synthetic import make_slide
+
+LAB_KEY = "lab-key-0f9e8d7c6b5a"
+CAM_KEY = "cam-key-1a2b3c4d5e6f"
+
+
+def _sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+AUTH = {
+    "required": True,
+    "api_keys": [
+        {"id": "lab-script", "sha256": _sha(LAB_KEY)},
+        {"id": "cam", "sha256": _sha(CAM_KEY)},
+    ],
+    "api_keys_firestore": False,
+}
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    img = make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5)
+    out = io.BytesIO()
+    Image.fromarray(img).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def post(url: str, body: bytes, key: str | None, content_type: str = "image/jpeg"):
+    """(status, headers, json body) of one detect request; never raises for HTTP errors."""
+    headers = {"Content-Type": content_type}
+    if key is not None:
+        headers["X-API-Key"] = key
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def detect_url(gw, service: str = "eos") -> str:
+    return f"{gw.url}/v1/services/{service}:detect"
+
+
+def usage_docs(client, prefix: str = "") -> dict[str, dict]:
+    return {s.id: s.to_dict() for s in client.collection(f"{prefix}usage").stream()}
+
+
+def daily_doc(client, principal: str, service: str = "eos") -> dict:
+    snap = (
+        client.collection("usage_daily").document(daily_doc_id(principal, service, _today())).get()
+    )
+    assert snap.exists, f"no usage_daily for {principal}/{service}"
+    return snap.to_dict()
+
+
+def run_report(env: dict[str, str], *args: str, cwd=None) -> dict:
+    full = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST",)}
+    full.update(env)
+    full["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "usage", "--json", *args],
+        cwd=cwd or REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def fs_config(**usage) -> dict:
+    return {
+        "auth": AUTH,
+        "usage": {"firestore": {"retry_after_s": 0.5, "write_timeout_s": 2}} | usage,
+    }
+
+
+def test_mixed_requests_records_counters_and_report(firestore_emulator, firestore_project, jpeg):
+    env = firestore_emulator.env(firestore_project)
+    gw = start_gateway(fs_config(), env=env)
+    try:
+        sent: dict[str, int] = {}
+        for key, body in [
+            (LAB_KEY, jpeg),
+            (LAB_KEY, jpeg),
+            (CAM_KEY, jpeg),
+            (LAB_KEY, b"definitely not an image"),
+            ("wrong-key", jpeg),
+            (None, jpeg),
+        ]:
+            status, headers, _ = post(detect_url(gw), body, key)
+            sent[headers["X-Request-Id"]] = status
+        status, headers, _ = post(detect_url(gw, "nope"), jpeg, LAB_KEY)
+        sent[headers["X-Request-Id"]] = status
+    finally:
+        gw.stop()
+    statuses = sorted(sent.values())
+    assert statuses.count(200) == 3 and 401 in statuses and 404 in statuses
+
+    client = firestore_emulator.client(firestore_project)
+    docs = usage_docs(client)
+    assert set(docs) == set(sent)
+    for rid, status in sent.items():
+        assert docs[rid]["status"] == status
+    good = [d for d in docs.values() if d["status"] == 200]
+    for d in good:
+        assert d["image"]["format"] == "jpeg"
+        assert (d["image"]["width"], d["image"]["height"]) == (200, 150)
+        assert d["image"]["bytes"] == len(jpeg)
+        assert d["instances"] == 1 and d["tiles"] >= 1
+        assert d["backend"]["model"]
+    bad_image = next(d for d in docs.values() if d["principal"] == "key:lab-script"
+                     and 400 <= d["status"] < 500 and d["service"] == "eos")  # fmt: skip
+    assert bad_image["error_code"] and bad_image["images"] == 0
+    unauth = [d for d in docs.values() if d["status"] == 401]
+    assert len(unauth) == 2 and all(d["principal"] == "anonymous" for d in unauth)
+    assert all(d["error_code"] == "unauthenticated" for d in unauth)
+    # no secrets or addresses anywhere in what was stored
+    text = json.dumps(docs, default=str)
+    for secret in (LAB_KEY, CAM_KEY, "wrong-key", "127.0.0.1"):
+        assert secret not in text
+
+    lab = daily_doc(client, "key:lab-script")
+    lab_good = [d for d in good if d["principal"] == "key:lab-script"]
+    assert (lab["requests"], lab["errors"], lab["images"]) == (3, 1, 2)
+    assert lab["detections"] == sum(d["detections"] for d in lab_good)
+    assert daily_doc(client, "key:cam")["requests"] == 1
+    assert daily_doc(client, "anonymous")["errors"] == 2
+    assert daily_doc(client, "key:lab-script", "nope")["errors"] == 1
+
+    report = run_report(env)
+    assert report["source"].startswith(f"firestore:{firestore_project}/")
+    rows = {(r["principal"], r["service"]): r for r in report["rows"]}
+    row = rows[("key:lab-script", "eos")]
+    assert row["day"] == _today()
+    assert (row["requests"], row["images"], row["errors"]) == (3, 2, 1)
+    assert row["detections"] == lab["detections"]
+    lab_latency = [d["latency_ms"]["total"] for d in docs.values()
+                   if d["principal"] == "key:lab-script" and d["service"] == "eos"]  # fmt: skip
+    assert row["p50_ms"] == percentile(lab_latency, 50)
+    assert row["p95_ms"] == percentile(lab_latency, 95)
+    only = run_report(env, "--principal", "key:cam", "--since", _today())
+    assert [(r["principal"], r["requests"]) for r in only["rows"]] == [("key:cam", 1)]
+    assert run_report(env, "--since", "2999-01-01")["rows"] == []
+
+
+def test_concurrent_requests_keep_counters_exact(firestore_emulator, firestore_project, jpeg):
+    gw = start_gateway(fs_config(), env=firestore_emulator.env(firestore_project))
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def client_loop(key: str) -> None:
+        for _ in range(5):
+            status, headers, _ = post(detect_url(gw), jpeg, key)
+            assert status == 200
+            with lock:
+                ids.append(headers["X-Request-Id"])
+
+    try:
+        threads = [threading.Thread(target=client_loop, args=(k,)) for k in [LAB_KEY] * 4]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+    finally:
+        gw.stop()
+    assert len(ids) == 20
+    client = firestore_emulator.client(firestore_project)
+    assert set(usage_docs(client)) == set(ids)
+    lab = daily_doc(client, "key:lab-script")
+    assert (lab["requests"], lab["images"], lab["errors"]) == (20, 20, 0)
+
+
+def test_quota_refusal_is_429_with_retry_after(firestore_emulator, firestore_project, jpeg):
+    config = fs_config()
+    config["quotas"] = {
+        "default": {"daily_images": 2},
+        "principals": {"key:lab-script": {"daily_images": 3}},
+    }
+    gw = start_gateway(config, env=firestore_emulator.env(firestore_project))
+    try:
+        lab = [post(detect_url(gw), jpeg, LAB_KEY) for _ in range(4)]
+        cam = [post(detect_url(gw), jpeg, CAM_KEY) for _ in range(3)]
+    finally:
+        gw.stop()
+    assert [s for s, _, _ in lab] == [200, 200, 200, 429]
+    assert [s for s, _, _ in cam] == [200, 200, 429]
+    status, headers, body = lab[3]
+    assert body["code"] == "quota_exceeded"
+    assert body["request_id"] == headers["X-Request-Id"]
+    now = datetime.now(UTC)
+    to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
+    assert abs(int(headers["Retry-After"]) - to_midnight) <= 120
+    client = firestore_emulator.client(firestore_project)
+    daily = daily_doc(client, "key:lab-script")
+    assert (daily["requests"], daily["errors"], daily["images"]) == (4, 1, 3)
+    refused = usage_docs(client)[headers["X-Request-Id"]]
+    assert (refused["status"], refused["error_code"], refused["images"]) == (
+        429,
+        "quota_exceeded",
+        0,
+    )
+
+
+def test_firestore_outage_loses_no_record_and_counts_each_once(
+    firestore_emulator, firestore_project, jpeg
+):
+    gw = start_gateway(fs_config(), env=firestore_emulator.env(firestore_project))
+    ids: list[str] = []
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            status, headers, _ = post(detect_url(gw), jpeg, LAB_KEY)
+            assert status == 200, "requests must be served while Firestore is away"
+            ids.append(headers["X-Request-Id"])
+
+    client = firestore_emulator.client(firestore_project)
+    try:
+        send(3)
+        firestore_emulator.stop()
+        send(6)
+        firestore_emulator.start()
+        deadline = time.monotonic() + 60
+        while set(usage_docs(client)) != set(ids) and time.monotonic() < deadline:
+            send(1)  # later requests flush the spool
+            time.sleep(0.3)
+        log = gw.log_text()
+    finally:
+        gw.stop()
+    docs = usage_docs(client)
+    assert set(docs) == set(ids)
+    assert sum(1 for d in docs.values() if d.get("spooled")) >= 6
+    daily = daily_doc(client, "key:lab-script")
+    assert daily["requests"] == len(ids)
+    assert daily["images"] == len(ids)
+    warned = [
+        json.loads(line)
+        for line in log.splitlines()
+        if line.startswith("{") and '"usage_record"' in line
+    ]
+    assert warned and all(w["severity"] == "WARNING" for w in warned)
+    assert {w["usage_record"]["request_id"] for w in warned} <= set(ids)
+    assert LAB_KEY not in log
+
+
+def test_sqlite_default_and_report(tmp_path, jpeg):
+    config = {"auth": AUTH, "quotas": {"default": {"daily_images": 3}}}
+    gw = start_gateway(config, workdir=tmp_path)
+    try:
+        results = [post(detect_url(gw), jpeg, LAB_KEY) for _ in range(4)]
+        results.append(post(detect_url(gw), b"junk", CAM_KEY))
+    finally:
+        gw.stop()
+    assert [s for s, _, _ in results][:4] == [200, 200, 200, 429]
+    store = SQLiteStore(tmp_path / ".gateway" / "usage.sqlite3")
+    records = {r["request_id"]: r for r in store.records()}
+    assert set(records) == {h["X-Request-Id"] for _, h, _ in results}
+    daily = store.daily("key:lab-script", "eos", _today())
+    assert (daily["requests"], daily["errors"], daily["images"]) == (4, 1, 3)
+    assert store.daily("key:cam", "eos", _today())["errors"] == 1
+
+    env = {"GATEWAY_CONFIG": str(tmp_path / "gateway-config.json")}
+    report = run_report(env, cwd=tmp_path)
+    assert report["source"].startswith("sqlite:")
+    rows = {r["principal"]: r for r in report["rows"]}
+    assert (rows["key:lab-script"]["requests"], rows["key:lab-script"]["images"]) == (4, 3)
+    assert rows["key:lab-script"]["errors"] == 1
+    assert rows["key:cam"]["errors"] == 1

@@ -1,0 +1,117 @@
+"""The embedded SQLite default: exact counters with many threads and many processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from usage_helpers import make_recorder, serve
+
+from gateway.context import RequestContext
+from gateway.usage.records import record_from_context
+from gateway.usage.sqlite_store import SQLiteStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def _config(path: Path, **extra) -> dict:
+    return {"usage": {"sqlite": {"path": str(path)}}, **extra}
+
+
+def test_records_and_counters(tmp_path, monkeypatch):
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    db = tmp_path / "usage.sqlite3"
+    recorder = make_recorder(_config(db))
+    ok = serve(recorder, principal="key:lab", images=2)
+    bad = serve(recorder, principal="key:lab", status=503, error_code="backend_unavailable")
+    store = SQLiteStore(db)
+    records = {r["request_id"]: r for r in store.records()}
+    assert set(records) == {ok.request_id, bad.request_id}
+    good = records[ok.request_id]
+    assert good["image"] == {"bytes": 1234, "width": 64, "height": 48, "format": "jpeg"}
+    assert good["backend"] == {"model": "eos", "version": "1"}
+    assert good["latency_ms"]["backend"] == 5.0 and good["day"] == _today()
+    assert records[bad.request_id]["error_code"] == "backend_unavailable"
+    daily = store.daily("key:lab", "eos", _today())
+    assert (daily["requests"], daily["errors"], daily["images"], daily["detections"]) == (
+        2,
+        1,
+        2,
+        6,
+    )
+
+
+def test_same_record_twice_counts_once(tmp_path):
+    store = SQLiteStore(tmp_path / "u.sqlite3")
+    ctx = RequestContext(method="POST", path="/")
+    ctx.principal, ctx.service, ctx.instances = "key:x", "eos", 3
+    rec = record_from_context(ctx)
+    assert store.commit(rec) is True
+    assert store.commit(rec) is False
+    assert store.daily("key:x", "eos", rec.day)["images"] == 3
+
+
+def test_quota_with_config_and_override_table(tmp_path, monkeypatch):
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    db = tmp_path / "usage.sqlite3"
+    raw = _config(db, quotas={"default": {"daily_images": 2}})
+    recorder = make_recorder(raw)
+    assert [serve(recorder, principal="key:a").status for _ in range(3)] == [200, 200, 429]
+    SQLiteStore(db).set_quota("key:b", 1)
+    fresh = make_recorder(raw)
+    assert [serve(fresh, principal="key:b").status for _ in range(2)] == [200, 429]
+    assert serve(fresh, principal="key:a").status == 429  # counted by the first recorder
+
+
+def test_many_threads(tmp_path, monkeypatch):
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    db = tmp_path / "usage.sqlite3"
+    recorder = make_recorder(_config(db))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(25):
+                serve(recorder, principal="key:t")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    store = SQLiteStore(db)
+    assert len(list(store.records())) == 200
+    assert store.daily("key:t", "eos", _today())["requests"] == 200
+
+
+_WORKER = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from usage_helpers import make_recorder, serve
+recorder = make_recorder({{"usage": {{"sqlite": {{"path": {db!r}}}}}}})
+for _ in range(40):
+    serve(recorder, principal="key:p")
+"""
+
+
+def test_many_processes(tmp_path):
+    db = tmp_path / "usage.sqlite3"
+    code = _WORKER.format(repo=str(REPO), tests=str(REPO / "tests"), db=str(db))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env) for _ in range(4)
+    ]
+    assert [p.wait(timeout=180) for p in procs] == [0, 0, 0, 0]
+    store = SQLiteStore(db)
+    assert len(list(store.records())) == 160
+    assert store.daily("key:p", "eos", _today())["requests"] == 160
