@@ -61,6 +61,9 @@ class LocalBackend:
             calls=len(tiles),
         )
 
+    def ensure_reachable(self, deadline: float) -> None:
+        return None  # in-process: always there
+
     def readiness(self) -> Readiness:
         return Readiness(
             True, "embedded local detector", self.service.backend.model, LOCAL_MODEL_VERSION

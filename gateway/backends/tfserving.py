@@ -9,6 +9,7 @@ connection refused or reset, 503 and 429.  A tile that fails fails its whole sli
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from gateway.pipeline.merge import TileDetections
 RETRY_STATUSES = {429, 503}
 BACKOFF_S = 0.05
 STATUS_TTL_S = 300.0
+PROBE_TIMEOUT_S = 0.25  # a refused or silent port while the server is known to be down
 
 
 class _Retryable(Exception):
@@ -64,6 +66,9 @@ class TFServingBackend:
         self._version: str | None = None
         self._version_checked = 0.0
         self._lock = threading.Lock()
+        url = urllib3.util.parse_url(cfg.url)
+        self._address = (url.host or "", url.port or (443 if url.scheme == "https" else 80))
+        self._refused = False  # the last connection attempt was refused: the server is down
         self._token_source = None
         if cfg.auth == "google-id-token":
             from gateway.auth.outbound import IdTokenSource
@@ -100,6 +105,8 @@ class TFServingBackend:
             )
         except (NewConnectionError, ProtocolError, ConnectionError) as exc:
             # Before the timeouts: urllib3 2 makes NewConnectionError a ConnectTimeoutError.
+            if isinstance(exc, NewConnectionError):
+                self._refused = True
             raise _Retryable(BackendUnavailable("the model server is unreachable")) from exc
         except (ReadTimeoutError, ConnectTimeoutError) as exc:
             raise BackendTimeout(self._timeout_message()) from exc
@@ -107,6 +114,18 @@ class TFServingBackend:
             if "timed out" in str(exc).lower():
                 raise BackendTimeout(self._timeout_message()) from exc
             raise _Retryable(BackendUnavailable("the model server is unreachable")) from exc
+
+    def ensure_reachable(self, deadline: float) -> None:
+        """While the server is known to be down, answer 503 after one TCP connect instead of
+        after decoding, tiling and retrying a slide; the first connect that succeeds ends it."""
+        if not self._refused:
+            return
+        timeout = max(min(PROBE_TIMEOUT_S, deadline - time.monotonic()), 0.01)
+        try:
+            socket.create_connection(self._address, timeout=timeout).close()
+        except OSError as exc:
+            raise BackendUnavailable("the model server is unreachable") from exc
+        self._refused = False
 
     def _with_retries(self, method: str, url: str, body: bytes | None, deadline: float):
         attempts = self.service.backend.retries + 1
@@ -182,7 +201,8 @@ class TFServingBackend:
             results = []
             try:
                 for f in futures:
-                    results.append(f.result(timeout=max(deadline - time.monotonic(), 0) + 1.0))
+                    # One cut-off for all batches: a grace per batch would add up.
+                    results.append(f.result(timeout=max(deadline + 0.25 - time.monotonic(), 0)))
             except TimeoutError as exc:
                 raise BackendTimeout(self._timeout_message()) from exc
             finally:

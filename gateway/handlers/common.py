@@ -83,6 +83,7 @@ def run_slides(
 ) -> list[tuple[SlideResult, merging.Merged]]:
     """Each slide decoded once, tiled, sent, merged; one deadline for the whole request."""
     deadline = time.monotonic() + svc.config.backend.timeout_s
+    svc.backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
     out = []
     for i, data in enumerate(images):
         try:
