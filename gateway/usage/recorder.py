@@ -266,7 +266,9 @@ class UsageRecorder:
 
     def _wait(self, pending: _Pending) -> None:
         """Let the work begin() started end before the response: nothing may outlive it."""
-        deadline = time.monotonic() + self.settings.write_timeout_s + self.settings.read_timeout_s
+        deadline = (
+            time.monotonic() + 2 * self.settings.write_timeout_s + self.settings.read_timeout_s
+        )
         futures = list(pending.background)
         if pending.quota_read is not None:
             futures.append(pending.quota_read)
@@ -317,12 +319,17 @@ class UsageRecorder:
     def _warm_and_flush(self) -> None:
         try:
             self.firestore.warm()
-            self.flush_spool()
+            self.flush_spool(budget_s=self.settings.write_timeout_s)
         except Exception as exc:
             log_event("WARNING", "usage: warming/flushing failed", error=repr(exc))
 
-    def flush_spool(self, limit: int | None = None) -> int:
-        """Send up to ``limit`` spooled records; stops at the first failure. Returns the count."""
+    def flush_spool(self, limit: int | None = None, budget_s: float | None = None) -> int:
+        """Send up to ``limit`` spooled records; returns how many went.
+
+        Stops at the first failure, and starts no new commit after ``budget_s``, so a
+        request that flushes is held at most about two commit deadlines.
+        """
+        stop_at = None if budget_s is None else time.monotonic() + budget_s
         if not self.remote or self._firestore_down() or not self.spool.exists():
             return 0
         if self.spool.pending() == 0:
@@ -333,6 +340,9 @@ class UsageRecorder:
         try:
             records = self.spool.claim(limit or self.settings.flush_batch)
             for i, record in enumerate(records):
+                if stop_at is not None and time.monotonic() > stop_at:
+                    self.spool.release([r.request_id for r in records[i:]])
+                    break
                 try:
                     self.firestore.commit(record, spooled=True)
                 except Exception as exc:
