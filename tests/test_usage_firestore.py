@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from usage_helpers import make_recorder, serve
 
+from gateway.errors import QuotaExceeded
 from gateway.usage.records import daily_doc_id, quota_doc_id
 
 
@@ -268,3 +269,23 @@ def test_hung_firestore_does_not_hold_the_request(
     firestore_emulator.resume()
     assert done, "finish() did not return while Firestore hung"
     assert recorder.spool.pending() == 1
+
+
+def test_request_recorded_after_the_quota_read_still_counts(
+    firestore_emulator, firestore_project, spool_path
+):
+    """A's counters are read, then B is served and recorded, then A is checked: A sees B."""
+    from gateway.context import RequestContext
+
+    recorder = make_recorder(_config(spool_path, quotas={"default": {"daily_images": 1}}))
+    a = RequestContext(method="POST", path="/v1/services/eos:detect")
+    a.route, a.service, a.principal = "detect", "eos", "key:race"
+    recorder.begin(a)
+    assert recorder._pending[a.request_id].quota_read.result(timeout=30)[2] == 0
+    assert serve(recorder, principal="key:race").status == 200
+    with pytest.raises(QuotaExceeded):
+        recorder.check_quota(a, images=1)
+    a.status, a.error_code = 429, "quota_exceeded"
+    recorder.finish(a)
+    daily = _daily(firestore_emulator.client(firestore_project), "key:race")
+    assert (daily["requests"], daily["images"], daily["errors"]) == (2, 1, 1)

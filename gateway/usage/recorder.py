@@ -77,7 +77,8 @@ class UsageRecorder:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._in_flight: dict[tuple[str, str], int] = {}
-        self._last_used: dict[tuple[str, str], int] = {}
+        self._recorded: dict[tuple[str, str], int] = {}  # images this process stored
+        self._last_used: dict[tuple[str, str], tuple[int, int]] = {}
         self._overrides: dict[str, tuple[float, bool, int | None]] = {}
         self._down_until = 0.0
         self._flushing = threading.Lock()
@@ -144,7 +145,11 @@ class UsageRecorder:
             with self._lock:
                 pending = self._pending.get(ctx.request_id)
         day = pending.day if pending else utc_day(datetime.now(UTC))
-        limit, used = self._limit_and_use(ctx.principal, day, pending)
+        try:
+            limit, used = self._limit_and_use(ctx.principal, day, pending)
+        except Exception as exc:  # a broken store must not refuse work: serve, and say so
+            log_event("ERROR", "usage: quota check failed", error=repr(exc))
+            limit, used = None, 0
         if limit is None:
             self._reserve(ctx.principal, day, pending, images)
             return
@@ -180,8 +185,16 @@ class UsageRecorder:
     # -- quota ---------------------------------------------------------------------------
 
     def _read_quota(self, principal: str, day: str) -> tuple[bool, int | None, int | None]:
-        """(override found, override limit, images used today) from the store."""
+        """(override found, override limit, images used today) from the store.
+
+        "Used" is the stored count plus what this process stored since the read began, so
+        a request recorded between this read and the check is not missed (one recorded
+        while the read runs may count twice: the safe side).
+        """
         found, override = self._override(principal)
+        key = (principal, day)
+        with self._lock:
+            before = self._recorded.get(key, 0)
         if self.remote:
             if self._firestore_down():
                 return found, override, None
@@ -193,7 +206,7 @@ class UsageRecorder:
         else:
             used = self.sqlite.daily_images(principal, day)
         with self._lock:
-            self._last_used[(principal, day)] = used
+            self._last_used[key] = (used, before)
         return found, override, used
 
     def _override(self, principal: str) -> tuple[bool, int | None]:
@@ -230,9 +243,9 @@ class UsageRecorder:
             result if result is not None else (*self._override_cached(principal), None)
         )
         limit = override if found else self.policy.configured_limit(principal)
-        if used is None:  # Firestore did not answer: the last count this process saw
-            with self._lock:
-                used = self._last_used.get((principal, day), 0)
+        with self._lock:  # the last count read (this one, or an older one if it failed)
+            stored, before = self._last_used.get((principal, day), (0, 0))
+            used = stored + self._recorded.get((principal, day), 0) - before
         if self.remote:
             try:
                 used += self.spool.unflushed_images(principal, day)
@@ -281,7 +294,8 @@ class UsageRecorder:
     def _write(self, record: UsageRecord) -> None:
         if not self.remote:
             try:
-                self.sqlite.commit(record)
+                if self.sqlite.commit(record):
+                    self._stored(record)
             except Exception as exc:
                 log_event(
                     "WARNING",
@@ -292,7 +306,8 @@ class UsageRecorder:
             return
         if not self._firestore_down():
             try:
-                self.firestore.commit(record)
+                if self.firestore.commit(record):
+                    self._stored(record)
                 return
             except Exception as exc:
                 self._mark_down(exc)
@@ -300,6 +315,12 @@ class UsageRecorder:
         else:
             error = "Firestore unavailable (recent failure)"
         self._to_spool(record, error)
+
+    def _stored(self, record: UsageRecord) -> None:
+        if record.images:
+            key = (record.principal, record.day)
+            with self._lock:
+                self._recorded[key] = self._recorded.get(key, 0) + record.images
 
     def _to_spool(self, record: UsageRecord, error: str) -> None:
         spooled = True
@@ -344,12 +365,14 @@ class UsageRecorder:
                     self.spool.release([r.request_id for r in records[i:]])
                     break
                 try:
-                    self.firestore.commit(record, spooled=True)
+                    applied = self.firestore.commit(record, spooled=True)
                 except Exception as exc:
                     self.spool.release([r.request_id for r in records[i:]])
                     self._mark_down(exc)
                     break
                 self.spool.remove(record.request_id)  # written now, or already there before
+                if applied:
+                    self._stored(record)
                 sent += 1
         finally:
             self._flushing.release()
