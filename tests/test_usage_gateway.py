@@ -239,7 +239,9 @@ def test_quota_refusal_is_429_with_retry_after(firestore_emulator, firestore_pro
 def test_firestore_outage_loses_no_record_and_counts_each_once(
     firestore_emulator, firestore_project, jpeg
 ):
-    gw = start_gateway(fs_config(), env=firestore_emulator.env(firestore_project))
+    """Two gunicorn workers share one spool; the emulator goes away mid-run and comes back."""
+    env = firestore_emulator.env(firestore_project) | {"WORKERS": "2"}
+    gw = start_gateway(fs_config(), env=env)
     ids: list[str] = []
 
     def send(n: int) -> None:
