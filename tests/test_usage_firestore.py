@@ -289,3 +289,19 @@ def test_request_recorded_after_the_quota_read_still_counts(
     recorder.finish(a)
     daily = _daily(firestore_emulator.client(firestore_project), "key:race")
     assert (daily["requests"], daily["images"], daily["errors"]) == (2, 1, 1)
+
+
+def test_full_spool_still_logs_the_record(
+    firestore_emulator, firestore_project, spool_path, capsys
+):
+    raw = _config(spool_path)
+    raw["usage"]["spool_max_records"] = 2
+    recorder = make_recorder(raw)
+    firestore_emulator.stop()
+    ids = [serve(recorder, principal="key:lab").request_id for _ in range(3)]
+    firestore_emulator.start()
+    assert recorder.spool.pending() == 2
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"usage_record"' in x]
+    assert [x["usage_record"]["request_id"] for x in lines] == ids
+    assert [x["spooled"] for x in lines] == [True, True, False]
+    assert "spool full" in lines[2]["error"]

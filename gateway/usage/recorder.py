@@ -323,11 +323,14 @@ class UsageRecorder:
                 self._recorded[key] = self._recorded.get(key, 0) + record.images
 
     def _to_spool(self, record: UsageRecord, error: str) -> None:
-        spooled = True
+        spooled = False
         try:
-            self.spool.add(record)
+            if self.spool.pending() < self.settings.spool_max_records:
+                self.spool.add(record)
+                spooled = True
+            else:
+                error = f"{error}; spool full ({self.settings.spool_max_records} records)"
         except Exception as exc:  # the log line below still carries the record
-            spooled = False
             error = f"{error}; spool: {exc!r}"
         log_event(
             "WARNING",

@@ -46,6 +46,7 @@ class UsageSettings:
     retry_after_s: float  # after a failure, records go to the spool this long before a retry
     quota_cache_s: float  # how long per-principal quota overrides are cached
     flush_batch: int  # spooled records sent per request at most
+    spool_max_records: int  # beyond this a record is only logged (the disk/tmpfs is finite)
 
     @property
     def collections(self) -> dict[str, str]:
@@ -74,6 +75,9 @@ def usage_settings(config: Config) -> UsageSettings:
     flush_batch = raw.get("flush_batch", 20)
     if isinstance(flush_batch, bool) or not isinstance(flush_batch, int) or flush_batch < 1:
         raise ConfigError("usage.flush_batch must be a positive integer")
+    spool_max = raw.get("spool_max_records", 100_000)
+    if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
+        raise ConfigError("usage.spool_max_records must be a whole number >= 0")
     return UsageSettings(
         enabled=enabled,
         prefix=prefix,
@@ -85,4 +89,5 @@ def usage_settings(config: Config) -> UsageSettings:
         retry_after_s=_seconds(fs, "retry_after_s", 5.0, "usage.firestore"),
         quota_cache_s=_seconds(raw, "quota_cache_s", 30.0, "usage"),
         flush_batch=flush_batch,
+        spool_max_records=spool_max,
     )
