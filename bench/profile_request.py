@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     from gateway.config import parse_config
     from gateway.rest.app import handle
     from gateway.runtime import build_gateway, set_gateway
+    from gateway.serving import limit_heap_growth
+
+    limit_heap_growth()  # the allocator settings main.py gives the deployed process
 
     stub = start_stub(0.0)
     try:
