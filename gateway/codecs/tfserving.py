@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.codecs.jsonio import b64decode_strict, loads
+from gateway.codecs.jsonio import b64decode_strict, loads, loads_decoding
 from gateway.errors import BackendBadResponse, BadRequest, PayloadTooLarge
 from gateway.pipeline.merge import Merged, TileDetections
 
@@ -118,7 +118,7 @@ def _columnar_instances(inputs: Any, max_instances: int) -> list[Instance]:
 def parse_predict_request(
     body: bytes, *, query_threshold: str | None, max_instances: int
 ) -> PredictRequest:
-    doc = loads(body)
+    doc = loads_decoding(body, "b64")  # images decoded from the body, no str copy
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if doc.get("signature_name") not in SIGNATURES:

@@ -1,0 +1,115 @@
+"""Long base64 values decoded straight from the raw body give exactly what the plain parse
+(orjson, then a strict base64 decode of the str) gives: the same images, or the same error."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.codecs import jsonio
+from gateway.codecs import tfserving as wire
+from gateway.errors import GatewayError
+
+IMAGE = os.urandom(9000)
+B64 = base64.b64encode(IMAGE)
+assert len(B64) >= jsonio.BLOB_MIN_CHARS
+
+
+def _outcome(body: bytes, plain: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    with monkeypatch.context() as m:
+        if plain:
+            m.setattr(wire, "loads_decoding", lambda data, key: jsonio.loads(data))
+        try:
+            req = wire.parse_predict_request(body, query_threshold=None, max_instances=64)
+        except GatewayError as exc:
+            return ("error", exc.status, exc.code, exc.message)
+    return ("ok", [(i.image, i.key) for i in req.instances], req.threshold, req.columnar)
+
+
+CASES = {
+    "one instance": b'{"instances":[{"image_bytes":{"b64":"' + B64 + b'"},"key":"k"}]}',
+    "whitespace, two forms": b'{"instances":[{"image_bytes":{"b64" : \n"'
+    + B64
+    + b'"},"key":"k"},{"b64":"'
+    + B64
+    + b'"}]}',
+    "columnar": b'{"inputs":{"image_bytes":[{"b64":"' + B64 + b'"}],"key":["a"]}}',
+    "bad letter": b'{"instances":[{"image_bytes":{"b64":"' + B64[:-1] + b'!"}}]}',
+    "escaped newline": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64[:5000]
+    + b"\\n"
+    + B64[5000:]
+    + b'"}}]}',
+    "escaped slash": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64.replace(b"/", b"\\/")
+    + b'"}}]}',
+    "letters outside the alphabet": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64[:100]
+    + b"!@#%"
+    + B64[100:]
+    + b'"}}]}',
+    "padding in the middle": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64[:100]
+    + b"AA=="
+    + B64[100:]
+    + b'"}}]}',
+    "length not a multiple of 4": b'{"instances":[{"image_bytes":{"b64":"' + B64[:-1] + b'"}}]}',
+    "trailing comma": b'{"instances":[{"image_bytes":{"b64":"' + B64 + b'"}}],}',
+    "unterminated": b'{"instances":[{"image_bytes":{"b64":"' + B64,
+    "bad UTF-8 after": b'{"instances":[{"image_bytes":{"b64":"' + B64 + b'"}}], "x": "\xff"}',
+    "duplicate key": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64
+    + b'", "b64":"'
+    + B64[:-8]
+    + b'"}}]}',
+    "key ending in an escaped quote": b'{"x\\"b64":"'
+    + B64
+    + b'", "instances":[{"b64":"'
+    + B64
+    + b'"}]}',
+    "b64 object as the key": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64
+    + b'"},"key":{"b64":"'
+    + B64
+    + b'"}}]}',
+    "not an object": b'"b64":"' + B64 + b'"',
+    "threshold": b'{"instances":[{"image_bytes":{"b64":"' + B64 + b'"}}], "threshold": 0.4}',
+    "inside a string": b'{"instances":[{"image_bytes":{"b64":"'
+    + B64
+    + b'"},"key":"\\"b64\\":\\"'
+    + B64
+    + b'"}]}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_result_as_the_plain_parse(name, monkeypatch):
+    body = CASES[name]
+    assert _outcome(body, False, monkeypatch) == _outcome(body, True, monkeypatch)
+
+
+def test_the_value_is_decoded_from_the_body():
+    doc = jsonio.loads_decoding(CASES["one instance"], "b64")
+    value = doc["instances"][0]["image_bytes"]["b64"]
+    assert isinstance(value, jsonio.DecodedBase64)
+    assert jsonio.b64decode_strict(value, "x") == IMAGE
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.sampled_from([b'{"instances":[{"image_bytes":{"b64":"', b'{"b64":"', b'["b64":"']),
+    cut=st.integers(0, len(B64)),
+    junk=st.binary(max_size=4) | st.sampled_from([b"====", b"!!!!", b"\\n", b"A="]),
+    suffix=st.sampled_from([b'"}}]}', b'"}', b'"', b"}", b'"}}]}x']),
+)
+def test_same_result_on_mangled_bodies(prefix, cut, junk, suffix):
+    body = prefix + B64[:cut] + junk + B64[cut:] + suffix
+    mp = pytest.MonkeyPatch()
+    try:
+        assert _outcome(body, False, mp) == _outcome(body, True, mp)
+    finally:
+        mp.undo()
