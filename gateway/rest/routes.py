@@ -1,15 +1,22 @@
-"""The route table: method + path pattern -> handler."""
+"""The route table: method + path pattern -> handler.
+
+Handlers are named, not imported, and imported at their route's first request: the demo
+page, the renderer and the ``:detect`` codecs stay out of a cold start that only serves
+``:predict``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.handlers import demo, detect, health, predict, services
 
 NAME = r"(?P<service>[^/:]{1,200})"  # unknown names get 404 unknown_service
+
+_handlers: dict[str, Callable] = {}
 
 
 @dataclass(frozen=True)
@@ -17,19 +24,30 @@ class Route:
     name: str
     methods: tuple[str, ...]
     pattern: re.Pattern[str]
-    handler: Callable
+    target: str  # "module:function" under gateway.handlers
     records_usage: bool = False
+
+    @property
+    def handler(self) -> Callable:
+        fn = _handlers.get(self.target)
+        if fn is None:
+            module, _, attr = self.target.partition(":")
+            fn = getattr(importlib.import_module(f"gateway.handlers.{module}"), attr)
+            _handlers[self.target] = fn
+        return fn
 
 
 ROUTES: list[Route] = [
-    Route("predict", ("POST",), re.compile(rf"^/v1/models/{NAME}:predict$"), predict.handle, True),
-    Route("detect", ("POST",), re.compile(rf"^/v1/services/{NAME}:detect$"), detect.handle, True),
-    Route("model_status", ("GET",), re.compile(rf"^/v1/models/{NAME}$"), health.model_status),
-    Route("services", ("GET",), re.compile(r"^/v1/services$"), services.list_services),
-    Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), services.get_service),
-    Route("healthz", ("GET",), re.compile(r"^/healthz$"), health.healthz),
-    Route("readyz", ("GET",), re.compile(r"^/readyz$"), health.readyz),
-    Route("demo", ("GET",), re.compile(r"^/$"), demo.page),
+    Route(
+        "predict", ("POST",), re.compile(rf"^/v1/models/{NAME}:predict$"), "predict:handle", True
+    ),
+    Route("detect", ("POST",), re.compile(rf"^/v1/services/{NAME}:detect$"), "detect:handle", True),
+    Route("model_status", ("GET",), re.compile(rf"^/v1/models/{NAME}$"), "health:model_status"),
+    Route("services", ("GET",), re.compile(r"^/v1/services$"), "services:list_services"),
+    Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), "services:get_service"),
+    Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
+    Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
+    Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),
 ]
 
 
