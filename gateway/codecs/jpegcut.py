@@ -140,6 +140,33 @@ def _baseline_frame(data: bytes) -> bool:
     return False
 
 
+# Bytes a pixel of DCT coefficients hold while a cut runs (2 per coefficient, per component
+# at its sampling): TJSAMP_444, 422, 420, GRAY, 440, 411.
+_COEFFICIENT_BYTES = {0: 6.0, 1: 4.0, 2: 3.0, 3: 2.0, 4: 4.0, 5: 3.0}
+
+
+def coefficient_bytes_per_pixel(data: bytes) -> float | None:
+    """What a cut of this JPEG holds in memory per pixel, from its header; ``None`` if unknown."""
+    lib = _load()
+    if lib is None:
+        return None
+    handle = _handle(lib)
+    if handle is None:
+        return None
+    w, h, samp, cs = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    if lib.tjDecompressHeader3(
+        handle,
+        data,
+        len(data),
+        ctypes.byref(w),
+        ctypes.byref(h),
+        ctypes.byref(samp),
+        ctypes.byref(cs),
+    ):
+        return None
+    return _COEFFICIENT_BYTES.get(samp.value)
+
+
 def cut(data: bytes, boxes: Sequence[tuple[int, int, int, int]]) -> list[bytes] | None:
     """Tiles ``(x0, y0, x1, y1)`` of the JPEG ``data`` as JPEGs, or ``None`` to decode instead.
 

@@ -146,8 +146,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode once into RGB, EXIF orientation applied; first frame of animations/pages."""
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError)
+
+
+def decode_image(data: bytes, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
+    """Decode once into an RGB Pillow image, EXIF orientation applied; first frame only.
+
+    Tiles for a remote model are cropped and encoded from this image directly: turning it
+    into an array as well would hold the slide's pixels twice.
+    """
     img = _open(data)
     info = _info(img, max_pixels)
     try:
@@ -158,13 +165,26 @@ def decode(data: bytes, max_pixels: int) -> DecodedImage:
             if info.orientation != 1:
                 img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
-            rgb = np.asarray(img)
     except MemoryError as exc:
         raise TooManyPixels("the image is too large to decode") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError) as exc:
+    except _DECODE_ERRORS as exc:
+        raise UndecodableImage("the image is truncated or corrupt and cannot be decoded") from exc
+    if img.mode != "RGB":
+        raise UndecodableImage("the image could not be converted to RGB")
+    if img.size != (info.width, info.height):
+        info = ImageInfo(info.format, img.width, img.height, info.orientation)
+    return info, img
+
+
+def decode(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode once into RGB, EXIF orientation applied; first frame of animations/pages."""
+    info, img = decode_image(data, max_pixels)
+    try:
+        rgb = np.asarray(img)
+    except MemoryError as exc:
+        raise TooManyPixels("the image is too large to decode") from exc
+    except _DECODE_ERRORS as exc:
         raise UndecodableImage("the image is truncated or corrupt and cannot be decoded") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise UndecodableImage("the image could not be converted to RGB")
-    if rgb.shape[0] != info.height or rgb.shape[1] != info.width:
-        info = ImageInfo(info.format, rgb.shape[1], rgb.shape[0], info.orientation)
     return DecodedImage(info=info, rgb=rgb, data=data)

@@ -17,14 +17,17 @@ from gateway.backends.base import Backend, TileInput
 from gateway.codecs import jpegcut
 from gateway.config import ServiceConfig
 from gateway.pipeline import merge as merging
-from gateway.pipeline.images import DecodedImage, ImageInfo, decode, probe
-from gateway.pipeline.tiles import tile_inputs
+from gateway.pipeline.images import DecodedImage, ImageInfo, decode, decode_image, probe
+from gateway.pipeline.tiles import encoded_tiles, tile_inputs
 from gateway.pipeline.tiling import Tile, plan_tiles
 
 JPEG_MCU = 16
 # Each band's cut holds the slide's DCT coefficients (3-6 bytes a pixel): up to this size
-# two bands are cut at once, above it one tile row after the other to bound memory.
+# two bands are cut (or encoded) at once, above it one tile row after the other.
 PARALLEL_CUT_MAX_PIXELS = 6_000_000
+# A decoded slide takes 4 bytes a pixel in Pillow; a cut of a larger slide whose
+# coefficients take more than that (4:4:4 JPEGs: 6) decodes instead, to bound memory.
+DECODED_BYTES_PER_PIXEL = 4.0
 
 
 @dataclass(frozen=True)
@@ -70,34 +73,51 @@ def lossless_tiles(data: bytes, info: ImageInfo, tiles: list[Tile]) -> list[Tile
     ]
 
 
-def lossless_bands(
-    data: bytes, info: ImageInfo, tiles: list[Tile]
-) -> tuple[list[Callable[[], list[TileInput] | None]], bool] | None:
-    """The cut split into bands of tile rows, and whether to cut them at once.
+def _bands(tiles: list[Tile], pixels: int) -> tuple[list[list[Tile]], bool]:
+    """Tiles in bands of whole tile rows, and whether to make the bands at once.
 
-    Every band's cut reads the whole slide's coefficients, so two bands cut in two
-    threads finish in about half the time of one cut of all the tiles (on two cores),
-    and the first tiles can be sent while the others are cut.
+    Cutting a band reads the whole slide's coefficients, so two bands cut in two threads
+    finish in about half the time of one cut of all the tiles (on two cores); either way
+    the first tiles can be sent while the others are made.  Large slides go one tile row
+    at a time, so only one row of tiles is held at once.
     """
-    if info.format != "JPEG" or info.orientation != 1:
-        return None
     rows: list[list[Tile]] = []
     for t in tiles:  # row by row (plan_tiles)
         if rows and rows[-1][0].y0 == t.y0:
             rows[-1].append(t)
         else:
             rows.append([t])
-    parallel = info.width * info.height <= PARALLEL_CUT_MAX_PIXELS
-    if parallel:
+    if pixels <= PARALLEL_CUT_MAX_PIXELS:
         half = (len(rows) + 1) // 2
-        bands = [rows[:half], rows[half:]] if len(rows) > 1 else [rows]
-    else:
-        bands = [[row] for row in rows]
-    cutters = [
-        functools.partial(lossless_tiles, data, info, [t for row in band for t in row])
-        for band in bands
-    ]
-    return cutters, parallel and len(cutters) > 1
+        groups = [rows[:half], rows[half:]] if len(rows) > 1 else [rows]
+        return [[t for row in g for t in row] for g in groups], len(groups) > 1
+    return rows, False
+
+
+def lossless_bands(
+    data: bytes, info: ImageInfo, tiles: list[Tile]
+) -> tuple[list[Callable[[], list[TileInput] | None]], bool] | None:
+    """The cut split into bands of tile rows, and whether to cut them at once."""
+    if info.format != "JPEG" or info.orientation != 1:
+        return None
+    pixels = info.width * info.height
+    if pixels > PARALLEL_CUT_MAX_PIXELS:
+        per_pixel = jpegcut.coefficient_bytes_per_pixel(data)
+        if per_pixel is None or per_pixel > DECODED_BYTES_PER_PIXEL:
+            return None
+    bands, parallel = _bands(tiles, pixels)
+    return [functools.partial(lossless_tiles, data, info, band) for band in bands], parallel
+
+
+def decoded_bands(
+    data: bytes, max_pixels: int, service: ServiceConfig
+) -> tuple[ImageInfo, list[Tile], list[Callable[[], list[TileInput]]], bool]:
+    """The plain path for a remote model: decode once, crop and encode band by band."""
+    info, img = decode_image(data, max_pixels)
+    tiles = tiles_for(service, info.width, info.height)
+    bands, parallel = _bands(tiles, info.width * info.height)
+    makers = [functools.partial(encoded_tiles, img, info.format, band) for band in bands]
+    return info, tiles, makers, parallel
 
 
 def detect_slide_bytes(
@@ -109,19 +129,25 @@ def detect_slide_bytes(
     lossless: bool = True,
 ) -> SlideResult:
     """The slide from its submitted bytes; decodes only when the tiles need pixels."""
+    predict_groups = getattr(backend, "predict_groups", None) if backend.wants_encoded else None
     if lossless and backend.wants_encoded:
         info = probe(data, max_pixels)
         tiles = tiles_for(service, info.width, info.height)
-        predict_groups = getattr(backend, "predict_groups", None)
-        bands = lossless_bands(data, info, tiles) if predict_groups else None
-        if bands is not None:
-            result = predict_groups(bands[0], deadline, parallel=bands[1])
-            if result is not None:
-                return _result(info, tiles, result)
-        elif predict_groups is None:
+        if predict_groups is None:
             inputs = lossless_tiles(data, info, tiles)
             if inputs is not None:
                 return _result(info, tiles, backend.predict(inputs, deadline))
+        else:
+            bands = lossless_bands(data, info, tiles)
+            result = None if bands is None else predict_groups(bands[0], deadline, bands[1])
+            if result is not None:
+                return _result(info, tiles, result)
+    if predict_groups is not None:
+        info, tiles, makers, parallel = decoded_bands(data, max_pixels, service)
+        result = predict_groups(makers, deadline, parallel)
+        if result is None:
+            raise AssertionError("encoding a decoded band cannot fail over to another path")
+        return _result(info, tiles, result)
     return detect_slide(decode(data, max_pixels), service, backend, deadline)
 
 

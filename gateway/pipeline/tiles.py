@@ -17,10 +17,10 @@ from gateway.pipeline.images import DecodedImage
 from gateway.pipeline.tiling import Tile
 
 JPEG_QUALITY = 95
+LOSSLESS_FORMATS = ("PNG", "TIFF", "BMP", "GIF")
 
 
-def encode_tile(pixels, lossless: bool) -> bytes:
-    img = Image.fromarray(pixels, "RGB")
+def _save(img: Image.Image, lossless: bool) -> bytes:
     buf = io.BytesIO()
     if lossless:
         img.save(buf, format="PNG", compress_level=1)
@@ -29,9 +29,28 @@ def encode_tile(pixels, lossless: bool) -> bytes:
     return buf.getvalue()
 
 
+def encode_tile(pixels, lossless: bool) -> bytes:
+    return _save(Image.fromarray(pixels, "RGB"), lossless)
+
+
+def encode_region(img: Image.Image, tile: Tile, lossless: bool) -> bytes:
+    """The same bytes as :func:`encode_tile` of the tile's pixels, cropped from the image."""
+    region = img.crop((tile.x0, tile.y0, tile.x1, tile.y1))
+    region.info = {}  # a fresh image, as from an array: no profile or transparency carried
+    return _save(region, lossless)
+
+
+def encoded_tiles(img: Image.Image, fmt: str, tiles: Sequence[Tile]) -> list[TileInput]:
+    lossless = fmt in LOSSLESS_FORMATS
+    return [
+        TileInput(t.index, t.width, t.height, encoded=encode_region(img, t, lossless))
+        for t in tiles
+    ]
+
+
 def tile_inputs(image: DecodedImage, tiles: Sequence[Tile], encoded: bool) -> list[TileInput]:
     out = []
-    lossless = image.info.format in ("PNG", "TIFF", "BMP", "GIF")
+    lossless = image.info.format in LOSSLESS_FORMATS
     for t in tiles:
         view = image.rgb[t.y0 : t.y1, t.x0 : t.x1]
         out.append(

@@ -1,0 +1,79 @@
+"""Slides for a remote model are made band by band: the bands hold every tile once, in
+order, and tiles cropped from the decoded image are the very bytes the array path makes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from procs import DATA
+
+from gateway.codecs import jpegcut
+from gateway.pipeline import slide
+from gateway.pipeline.images import decode, decode_image
+from gateway.pipeline.tiles import encode_tile, encoded_tiles
+from gateway.pipeline.tiling import plan_tiles
+
+MAX_PIXELS = 40_000_000
+
+
+def _png(rgb: np.ndarray, **info) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", **info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        (DATA / "real-slide-1920x1440.jpg").read_bytes(),
+        _png(np.random.default_rng(1).integers(0, 255, (800, 1100, 3), dtype=np.uint8)),
+        # A profile and a gamma in the source must not reach the tiles.
+        _png(
+            np.random.default_rng(2).integers(0, 255, (700, 900, 3), dtype=np.uint8),
+            icc_profile=b"not really a profile",
+        ),
+    ],
+    ids=["jpeg", "png", "png-with-profile"],
+)
+def test_cropped_tiles_are_the_array_tiles(data):
+    info, img = decode_image(data, MAX_PIXELS)
+    rgb = decode(data, MAX_PIXELS).rgb
+    tiles = plan_tiles(info.width, info.height, 480, 360, 64, align=16)
+    lossless = info.format == "PNG"
+    made = encoded_tiles(img, info.format, tiles)
+    assert [t.index for t in made] == [t.index for t in tiles]
+    for t, m in zip(tiles, made, strict=True):
+        assert (m.width, m.height) == (t.width, t.height)
+        assert m.encoded == encode_tile(rgb[t.y0 : t.y1, t.x0 : t.x1], lossless)
+
+
+@pytest.mark.parametrize("size", [(960, 720), (1920, 1440), (3196, 1737), (4000, 3000)])
+def test_bands_hold_every_tile_once_in_order(size):
+    w, h = size
+    tiles = plan_tiles(w, h, 960, 720, 64, align=16)
+    bands, parallel = slide._bands(tiles, w * h)
+    assert [t for band in bands for t in band] == tiles
+    for band in bands:  # whole tile rows only
+        rows = {t.y0 for t in band}
+        assert all(
+            sum(1 for t in tiles if t.y0 == y) == sum(1 for t in band if t.y0 == y) for y in rows
+        )
+    if w * h > slide.PARALLEL_CUT_MAX_PIXELS:
+        assert not parallel and len(bands) == len({t.y0 for t in tiles})
+    else:
+        assert len(bands) <= 2 and parallel == (len(bands) == 2)
+
+
+def test_big_444_jpeg_is_decoded_not_cut():
+    rgb = np.random.default_rng(3).integers(0, 255, (2600, 2600, 3), dtype=np.uint8)
+    for subsampling, cut in ((0, False), (2, True)):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=90, subsampling=subsampling)
+        data = buf.getvalue()
+        info, _ = decode_image(data, MAX_PIXELS)
+        tiles = plan_tiles(info.width, info.height, 960, 720, 64, align=16)
+        assert jpegcut.coefficient_bytes_per_pixel(data) == (6.0 if subsampling == 0 else 3.0)
+        assert (slide.lossless_bands(data, info, tiles) is not None) == cut
