@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 
 import pytest
@@ -113,3 +114,35 @@ def test_same_result_on_mangled_bodies(prefix, cut, junk, suffix):
         assert _outcome(body, False, mp) == _outcome(body, True, mp)
     finally:
         mp.undo()
+
+
+def _binascii(data: bytes) -> bytes | None:
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _fast(data: bytes) -> bytes | None:
+    try:
+        return jsonio.a2b_strict(data)
+    except (binascii.Error, ValueError):
+        return None
+
+
+BASE64_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.binary(max_size=40).map(base64.b64encode)
+    | st.lists(st.sampled_from(list(BASE64_LETTERS + b"=-_ \n!\x00")), max_size=24).map(bytes),
+    st.lists(st.tuples(st.integers(0, 64), st.sampled_from(list(b"=A/-\n ."))), max_size=3),
+)
+def test_fast_base64_decodes_exactly_as_strict_binascii(data, edits):
+    mangled = bytearray(data)
+    for pos, letter in edits:
+        mangled.insert(min(pos, len(mangled)), letter)
+    mangled = bytes(mangled)
+    assert _fast(mangled) == _binascii(mangled)
+    assert _fast(mangled.decode("latin-1")) == _binascii(mangled.decode("latin-1"))

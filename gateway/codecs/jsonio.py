@@ -20,6 +20,27 @@ try:  # pragma: no cover - exercised by whichever is installed
 except ImportError:  # pragma: no cover
     _orjson = None
 
+try:  # pragma: no cover - exercised by whichever is installed
+    import pybase64 as _pybase64
+except ImportError:  # pragma: no cover
+    _pybase64 = None
+
+
+def a2b_strict(data: Any) -> bytes:
+    """Strict base64 (``binascii.a2b_base64(strict_mode=True)``), SIMD-fast when it can be.
+
+    pybase64 decodes a slide's megabyte of base64 ~40x faster.  What it accepts with
+    ``validate=True`` is a subset of what strict binascii accepts, decoded the same
+    (tests/test_jsonio_decoding.py), so anything it refuses is left to binascii to decide.
+    Raises ``binascii.Error`` or ``ValueError``.
+    """
+    if _pybase64 is not None:
+        try:
+            return _pybase64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            pass
+    return binascii.a2b_base64(data, strict_mode=True)
+
 
 def loads(data: bytes | str) -> Any:
     try:
@@ -87,7 +108,7 @@ def loads_decoding(data: bytes, key: str) -> Any:
         if end < 0 or end - start < BLOB_MIN_CHARS or (end - start) % 4:
             continue
         try:
-            decoded = binascii.a2b_base64(view[start:end], strict_mode=True)
+            decoded = a2b_strict(view[start:end])
         except (binascii.Error, ValueError):
             continue
         marker = f"\\u0000{nonce}:{len(blobs)}"
@@ -134,11 +155,12 @@ def b64decode_strict(value: Any, what: str) -> bytes:
     if len(value) % 4:
         raise InvalidBase64(f"{what} is not valid base64: its length is not a multiple of 4")
     try:
-        # An ASCII str is decoded in place: no bytes copy of a payload of tens of MB.
-        return binascii.a2b_base64(value, strict_mode=True)
+        return a2b_strict(value)
     except (binascii.Error, ValueError) as exc:
         raise InvalidBase64(f"{what} is not valid base64: {exc}") from exc
 
 
 def b64encode(data: bytes) -> bytes:
+    if _pybase64 is not None:
+        return _pybase64.b64encode(data)
     return base64.b64encode(data)
