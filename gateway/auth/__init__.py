@@ -17,16 +17,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import logs
-from gateway.auth.api_keys import ApiKey, ApiKeyStore, is_key_hash
-from gateway.auth.certs import FIREBASE_CERTS_URL, GOOGLE_CERTS_URL, CertCache
-from gateway.auth.tokens import FirebaseRules, GoogleRules, TokenVerifier
 from gateway.config import Config, ConfigError, ServiceConfig, on_google_cloud
 from gateway.context import RequestContext
 from gateway.errors import AuthNotConfigured, Forbidden, Unauthenticated
 from gateway.firestore_client import firestore_target, get_client
+
+if TYPE_CHECKING:  # imported where used: a gateway without ``auth`` never loads them
+    from gateway.auth.api_keys import ApiKey, ApiKeyStore
+    from gateway.auth.tokens import TokenVerifier
 
 _announced: set[str] = set()
 
@@ -146,6 +147,8 @@ def _seconds(auth: Mapping[str, Any], key: str, default: float, hi: float) -> fl
 
 
 def _api_keys(raw: Any) -> list[ApiKey]:
+    from gateway.auth.api_keys import ApiKey, is_key_hash
+
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -187,6 +190,10 @@ def build_authenticator(
             "(local default; configure 'auth' before deploying)",
         )
         return OpenAuthenticator()
+
+    from gateway.auth.api_keys import ApiKeyStore
+    from gateway.auth.certs import FIREBASE_CERTS_URL, GOOGLE_CERTS_URL, CertCache
+    from gateway.auth.tokens import FirebaseRules, GoogleRules, TokenVerifier
 
     required = auth.get("required", True)
     if not isinstance(required, bool):
