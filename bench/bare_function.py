@@ -24,6 +24,6 @@ def hello_heavy(request):
     import numpy  # noqa: F401
     import orjson  # noqa: F401
     import PIL.Image  # noqa: F401
-    import urllib3  # noqa: F401
+    import pybase64  # noqa: F401
 
     return "hello"

@@ -50,11 +50,12 @@ def test_cropped_tiles_are_the_array_tiles(data):
         assert m.encoded == encode_tile(rgb[t.y0 : t.y1, t.x0 : t.x1], lossless)
 
 
+@pytest.mark.parametrize("split", [True, False])
 @pytest.mark.parametrize("size", [(960, 720), (1920, 1440), (3196, 1737), (4000, 3000)])
-def test_bands_hold_every_tile_once_in_order(size):
+def test_bands_hold_every_tile_once_in_order(size, split):
     w, h = size
     tiles = plan_tiles(w, h, 960, 720, 64, align=16)
-    bands, parallel = slide._bands(tiles, w * h)
+    bands, parallel = slide._bands(tiles, w * h, split)
     assert [t for band in bands for t in band] == tiles
     for band in bands:  # whole tile rows only
         rows = {t.y0 for t in band}
@@ -63,8 +64,10 @@ def test_bands_hold_every_tile_once_in_order(size):
         )
     if w * h > slide.PARALLEL_CUT_MAX_PIXELS:
         assert not parallel and len(bands) == len({t.y0 for t in tiles})
-    else:
+    elif split:
         assert len(bands) <= 2 and parallel == (len(bands) == 2)
+    else:
+        assert len(bands) == 1 and not parallel
 
 
 def test_big_444_jpeg_is_decoded_not_cut():

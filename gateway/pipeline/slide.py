@@ -10,10 +10,12 @@ model a second JPEG generation; every other case decodes, crops and encodes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from gateway.backends.base import Backend, TileInput
+from gateway.backends.base import Backend, BackendResult, TileInput
 from gateway.codecs import jpegcut
 from gateway.config import ServiceConfig
 from gateway.pipeline import merge as merging
@@ -73,13 +75,32 @@ def lossless_tiles(data: bytes, info: ImageInfo, tiles: list[Tile]) -> list[Tile
     ]
 
 
-def _bands(tiles: list[Tile], pixels: int) -> tuple[list[list[Tile]], bool]:
+_slides_lock = threading.Lock()
+_slides_in_progress = 0
+
+
+@contextmanager
+def _slide_in_progress() -> Iterator[bool]:
+    """Counts the slides this process is making tiles for; yields True when it is the only one."""
+    global _slides_in_progress
+    with _slides_lock:
+        _slides_in_progress += 1
+        alone = _slides_in_progress == 1
+    try:
+        yield alone
+    finally:
+        with _slides_lock:
+            _slides_in_progress -= 1
+
+
+def _bands(tiles: list[Tile], pixels: int, split: bool = True) -> tuple[list[list[Tile]], bool]:
     """Tiles in bands of whole tile rows, and whether to make the bands at once.
 
     Cutting a band reads the whole slide's coefficients, so two bands cut in two threads
-    finish in about half the time of one cut of all the tiles (on two cores); either way
-    the first tiles can be sent while the others are made.  Large slides go one tile row
-    at a time, so only one row of tiles is held at once.
+    finish in about half the time of one cut of all the tiles (on two cores) for a second
+    read's worth of CPU: worth it only with a core to spare, so ``split=False`` (other
+    slides in progress) makes one band.  Large slides go one tile row at a time, so only
+    one row of tiles is held at once.
     """
     rows: list[list[Tile]] = []
     for t in tiles:  # row by row (plan_tiles)
@@ -89,13 +110,13 @@ def _bands(tiles: list[Tile], pixels: int) -> tuple[list[list[Tile]], bool]:
             rows.append([t])
     if pixels <= PARALLEL_CUT_MAX_PIXELS:
         half = (len(rows) + 1) // 2
-        groups = [rows[:half], rows[half:]] if len(rows) > 1 else [rows]
+        groups = [rows[:half], rows[half:]] if split and len(rows) > 1 else [rows]
         return [[t for row in g for t in row] for g in groups], len(groups) > 1
     return rows, False
 
 
 def lossless_bands(
-    data: bytes, info: ImageInfo, tiles: list[Tile]
+    data: bytes, info: ImageInfo, tiles: list[Tile], split: bool = True
 ) -> tuple[list[Callable[[], list[TileInput] | None]], bool] | None:
     """The cut split into bands of tile rows, and whether to cut them at once."""
     if info.format != "JPEG" or info.orientation != 1:
@@ -105,7 +126,7 @@ def lossless_bands(
         per_pixel = jpegcut.coefficient_bytes_per_pixel(data)
         if per_pixel is None or per_pixel > DECODED_BYTES_PER_PIXEL:
             return None
-    bands, parallel = _bands(tiles, pixels)
+    bands, parallel = _bands(tiles, pixels, split)
     return [functools.partial(lossless_tiles, data, info, band) for band in bands], parallel
 
 
@@ -130,6 +151,24 @@ def detect_slide_bytes(
 ) -> SlideResult:
     """The slide from its submitted bytes; decodes only when the tiles need pixels."""
     predict_groups = getattr(backend, "predict_groups", None) if backend.wants_encoded else None
+    if predict_groups is None:
+        return _detect_slide_bytes(data, max_pixels, service, backend, deadline, lossless)
+    with _slide_in_progress() as alone:
+        return _detect_slide_bytes(
+            data, max_pixels, service, backend, deadline, lossless, predict_groups, alone
+        )
+
+
+def _detect_slide_bytes(
+    data: bytes,
+    max_pixels: int,
+    service: ServiceConfig,
+    backend: Backend,
+    deadline: float,
+    lossless: bool,
+    predict_groups: Callable[..., BackendResult | None] | None = None,
+    alone: bool = False,
+) -> SlideResult:
     if lossless and backend.wants_encoded:
         info = probe(data, max_pixels)
         tiles = tiles_for(service, info.width, info.height)
@@ -138,7 +177,7 @@ def detect_slide_bytes(
             if inputs is not None:
                 return _result(info, tiles, backend.predict(inputs, deadline))
         else:
-            bands = lossless_bands(data, info, tiles)
+            bands = lossless_bands(data, info, tiles, split=alone)
             result = None if bands is None else predict_groups(bands[0], deadline, bands[1])
             if result is not None:
                 return _result(info, tiles, result)
