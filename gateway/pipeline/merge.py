@@ -153,6 +153,8 @@ def _gather(
         x1 = np.clip(np.maximum(b[:, 0], b[:, 2]), 0, tile.width) + tile.x0
         y0 = np.clip(np.minimum(b[:, 1], b[:, 3]), 0, tile.height) + tile.y0
         y1 = np.clip(np.maximum(b[:, 1], b[:, 3]), 0, tile.height) + tile.y0
+        # Answers are float32: a box must keep a positive size at that precision too.
+        x0, y0, x1, y1 = (v.astype(np.float32).astype(np.float64) for v in (x0, y0, x1, y1))
         ok &= (x1 > x0) & (y1 > y0)
         boxes.append(np.stack([x0, y0, x1, y1], axis=1)[ok])
         scores.append(np.clip(s[ok], 0.0, 1.0))
