@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,14 +19,15 @@ from PIL import Image
 from procs import DATA, start_model_server
 from synthetic import make_slide, random_cells
 
+from gateway.backends.base import TileInput
 from gateway.backends.tfserving import TFServingBackend
 from gateway.codecs import jpegcut
 from gateway.config import BackendConfig, ServiceConfig
 from gateway.detector import estimate_cell_diameter
 from gateway.errors import UndecodableImage
 from gateway.pipeline import merge as merging
-from gateway.pipeline.images import DecodedImage, decode, probe
-from gateway.pipeline.slide import detect_slide, detect_slide_bytes, lossless_tiles, tiles_for
+from gateway.pipeline.images import decode, probe
+from gateway.pipeline.slide import detect_slide_bytes, lossless_tiles, tiles_for
 
 MAX_PIXELS = 40_000_000
 THRESHOLD = 0.3
@@ -87,9 +87,15 @@ def run_decoded_lossless(data: bytes, backend) -> merging.Merged:
     """The plain path (decode, crop) with tiles sent losslessly: the decoded slide's pixels."""
     service, be = backend
     image = decode(data, MAX_PIXELS)
-    image = DecodedImage(info=replace(image.info, format="PNG"), rgb=image.rgb, data=data)
-    result = detect_slide(image, service, be, time.monotonic() + 120)
-    return merging.above(result.detections, THRESHOLD)
+    tiles = tiles_for(service, image.width, image.height)
+    inputs = []
+    for t in tiles:
+        buf = io.BytesIO()
+        Image.fromarray(image.rgb[t.y0 : t.y1, t.x0 : t.x1]).save(buf, format="PNG")
+        inputs.append(TileInput(t.index, t.width, t.height, encoded=buf.getvalue()))
+    result = be.predict(inputs, time.monotonic() + 120)
+    merged = merging.merge(tiles, result.tiles, image.width, image.height)
+    return merging.above(merged, THRESHOLD)
 
 
 def run(data: bytes, backend, lossless: bool) -> merging.Merged:

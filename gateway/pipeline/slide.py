@@ -137,7 +137,7 @@ def decoded_bands(
     info, img = decode_image(data, max_pixels)
     tiles = tiles_for(service, info.width, info.height)
     bands, parallel = _bands(tiles, info.width * info.height)
-    makers = [functools.partial(encoded_tiles, img, info.format, band) for band in bands]
+    makers = [functools.partial(encoded_tiles, img, band) for band in bands]
     return info, tiles, makers, parallel
 
 
