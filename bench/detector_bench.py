@@ -10,7 +10,7 @@ memory of ``detect`` measured in a fresh subprocess (tracemalloc peak of Python/
 allocations, and the growth of the process's max RSS).  Prints a table and writes
 JSON to ``bench/results/detector-<timestamp>.json`` (gitignored).
 
-Acceptance (issue 3): detect / decode <= 10 for real-slide-1920x1440.jpg, and peak
+Acceptance: detect / decode <= 10 for real-slide-1920x1440.jpg, and peak
 memory < 300 MB for real-slide-large.jpg.
 """
 

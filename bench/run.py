@@ -93,7 +93,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def group_pids(pgid: int) -> list[int]:
-    """The processes of a process group (each helper runs in its own session)."""
+    """The processes of a process group (each server runs in its own session)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
