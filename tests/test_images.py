@@ -126,3 +126,71 @@ def test_animated_gif_uses_the_first_frame():
     out = decode(buf.getvalue(), LIMIT)
     assert out.rgb.shape == (10, 20, 3)
     assert out.rgb[0, 0, 0] > 200 and out.rgb[0, 0, 1] < 50
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _exif_tiff(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()[len(b"Exif\x00\x00") :]  # an eXIf chunk holds the TIFF block only
+
+
+def _png_with_exif_after_pixels(img: Image.Image, orientation: int) -> bytes:
+    data = encode(img, "PNG")
+    iend = data.rindex(b"IEND") - 4  # the length field before the chunk type
+    return data[:iend] + _png_chunk(b"eXIf", _exif_tiff(orientation)) + data[iend:]
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_png_exif_orientation_is_applied(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(rgb_image(64, 48), "PNG", exif=exif.tobytes())
+    info = probe(data, LIMIT)
+    out = decode(data, LIMIT)
+    swapped = orientation in (5, 6, 7, 8)
+    assert (info.width, info.height) == ((48, 64) if swapped else (64, 48))
+    assert out.info == info
+    assert out.rgb.shape[:2] == (info.height, info.width)
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_png_exif_after_the_pixels_is_applied_when_decoding(orientation):
+    """The header check does not decode to find a trailing eXIf chunk; the decode does."""
+    img = rgb_image(64, 48)
+    data = _png_with_exif_after_pixels(img, orientation)
+    assert Image.open(io.BytesIO(data)).getexif().get(0x0112) == orientation  # Pillow agrees
+    assert probe(data, LIMIT).orientation == 1
+    out = decode(data, LIMIT)
+    expected = np.asarray(
+        img.transpose(
+            Image.Transpose.ROTATE_180 if orientation == 3 else Image.Transpose.ROTATE_270
+        )
+    )
+    assert out.info.orientation == orientation
+    assert np.array_equal(out.rgb, expected)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "WEBP", "GIF", "BMP"])
+def test_header_checks_do_not_decode_pixels(fmt, monkeypatch):
+    """A header check is cheap for every format: a PNG's used to decode the whole image."""
+    from PIL import ImageFile
+
+    loads = []
+    real_load = ImageFile.ImageFile.load
+
+    def counting_load(self):
+        loads.append(self.format)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    img = rgb_image(64, 48) if fmt != "GIF" else rgb_image(64, 48).convert("P")
+    data = encode(img, fmt)
+    assert probe(data, LIMIT).width == 64
+    assert loads == []
+    decode(data, LIMIT)
+    assert loads  # the spy sees real decodes

@@ -95,21 +95,26 @@ def _open(data: bytes) -> Image.Image:
     return img
 
 
-def _orientation(img: Image.Image) -> int:
+def _orientation(img: Image.Image, header_only: bool) -> int:
+    """The EXIF orientation, from the header alone or from the decoded image.
+
+    ``PngImageFile.getexif`` decodes the whole image to look for an eXIf chunk after the
+    pixels, which made every PNG header check cost a full decode.  Header checks read the
+    chunks ahead of the pixels only; ``decode_image`` reads the orientation again once the
+    pixels are loaded, so a trailing eXIf chunk still counts.
+    """
     try:
-        value = img.getexif().get(0x0112, 1)
+        if header_only and img.format == "PNG":
+            exif = Image.Image.getexif(img)  # the chunks read so far, without decoding
+        else:
+            exif = img.getexif()
+        value = exif.get(0x0112, 1)
     except Exception:  # a broken EXIF block must not fail an otherwise good image
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def probe(data: bytes, max_pixels: int) -> ImageInfo:
-    """Format and oriented size from the header only; raises 413/415/422 errors."""
-    img = _open(data)
-    return _info(img, max_pixels)
-
-
-def _info(img: Image.Image, max_pixels: int) -> ImageInfo:
+def _check_pixels(img: Image.Image, max_pixels: int) -> None:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise UndecodableImage("the image has no pixels")
@@ -117,10 +122,20 @@ def _info(img: Image.Image, max_pixels: int) -> ImageInfo:
         raise TooManyPixels(
             f"the image has {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}"
         )
-    orientation = _orientation(img)
+
+
+def _oriented_info(img: Image.Image, fmt: str, orientation: int) -> ImageInfo:
+    w, h = img.size
     if orientation in _ORIENTATION_SWAPS_AXES:
         w, h = h, w
-    return ImageInfo(format=str(img.format), width=w, height=h, orientation=orientation)
+    return ImageInfo(format=fmt, width=w, height=h, orientation=orientation)
+
+
+def probe(data: bytes, max_pixels: int) -> ImageInfo:
+    """Format and oriented size from the header only; raises 413/415/422 errors."""
+    img = _open(data)
+    _check_pixels(img, max_pixels)
+    return _oriented_info(img, str(img.format), _orientation(img, header_only=True))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -156,12 +171,13 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
     into an array as well would hold the slide's pixels twice.
     """
     img = _open(data)
-    info = _info(img, max_pixels)
+    _check_pixels(img, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.seek(0)
             img.load()
+            info = _oriented_info(img, str(img.format), _orientation(img, header_only=False))
             if info.orientation != 1:
                 img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
