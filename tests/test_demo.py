@@ -3,9 +3,12 @@ headless Chromium against a real gateway: upload a slide, see the API's count.""
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -193,3 +196,74 @@ def test_api_key_field_is_sent(browser) -> None:
         proc.stop()
     assert '"principal":"key:demo"' in log
     assert key not in log
+
+
+class PrefixProxy:
+    """A reverse proxy that mounts the gateway under a path prefix, as a cloudfunctions.net
+    URL or an ingress rule does: ``/gateway`` and ``/gateway/x`` reach the gateway as ``/``
+    and ``/x``; any other path is a 404 from the proxy.  ``seen`` lists the paths asked for.
+    """
+
+    HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
+
+    def __init__(self, upstream_port: int, prefix: str = "/gateway") -> None:
+        self.seen: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.seen.append(self.path)
+                if not (self.path == prefix or self.path.startswith(prefix + "/")):
+                    self.send_error(404)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP}
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                try:
+                    conn.request(self.command, self.path[len(prefix) :] or "/", body, headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in proxy.HOP:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_page_works_under_a_path_prefix(gateway, browser, slash) -> None:
+    """Mounted at /gateway, as on a cloudfunctions.net URL: the page calls the API under the
+    prefix, with or without a trailing slash in the address."""
+    from selenium.webdriver.common.by import By
+
+    proxy = PrefixProxy(gateway.port)
+    try:
+        browser.get(proxy.url + slash)
+        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        state = _wait_for_result(browser)
+        status = browser.find_element(By.ID, "status").text
+        shown = browser.find_element(By.ID, "count").text
+    finally:
+        proxy.close()
+    assert state == "done", (status, proxy.seen)
+    assert int(shown) == _api_count(gateway.url, SLIDE.read_bytes())
+    assert "/gateway/v1/services" in proxy.seen
+    assert "/gateway/v1/services/eos:detect" in proxy.seen
+    assert all(p.startswith("/gateway") for p in proxy.seen), proxy.seen
