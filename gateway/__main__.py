@@ -1,7 +1,8 @@
 """``python -m gateway <command>``: command-line tools.
 
 Each command lives in its own module, imported only when chosen, and gets the remaining
-arguments: ``usage`` (gateway.usage.report) and ``detect`` (gateway.cli.detect).
+arguments: ``usage`` (gateway.usage.report), ``replay-usage`` (gateway.usage.replay) and
+``detect`` (gateway.cli.detect).
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("usage", add_help=False, help="usage per principal, service and day")
+    commands.add_parser(
+        "replay-usage", add_help=False, help="store usage records found in log lines"
+    )
     commands.add_parser("detect", add_help=False, help="detect cells in image files")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.command == "usage":
         from gateway.usage import report as m
+    elif args.command == "replay-usage":
+        from gateway.usage import replay as m
     else:
         from gateway.cli import detect as m
     return m.main(rest)

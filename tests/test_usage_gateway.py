@@ -302,3 +302,74 @@ def test_sqlite_default_and_report(tmp_path, jpeg):
     assert (rows["key:lab-script"]["requests"], rows["key:lab-script"]["images"]) == (4, 3)
     assert rows["key:lab-script"]["errors"] == 1
     assert rows["key:cam"]["errors"] == 1
+
+
+def run_replay(env: dict[str, str], *args: str, cwd=None, stdin: str | None = None):
+    full = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST",)}
+    full.update(env)
+    full["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "replay-usage", "--json", *args],
+        cwd=cwd or REPO,
+        env=full,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return out.returncode, json.loads(out.stdout) if out.stdout.strip() else None, out.stderr
+
+
+def test_records_of_a_lost_instance_are_replayed_from_its_logs(
+    firestore_emulator, firestore_project, jpeg, tmp_path
+):
+    """Firestore is away until the instance is gone, and its spool with it: the records live
+    on only in the log.  Replaying the log stores each once, with its counters; replaying it
+    again, or as a Cloud Logging export, changes nothing."""
+    spool = tmp_path / "spool" / "usage-spool.sqlite3"
+    env = firestore_emulator.env(firestore_project)
+    gw = start_gateway(fs_config(spool_path=str(spool)), env=env, workdir=tmp_path)
+    client = firestore_emulator.client(firestore_project)
+    try:
+        status, headers, _ = post(detect_url(gw), jpeg, LAB_KEY)
+        stored_first = headers["X-Request-Id"]
+        assert status == 200
+        firestore_emulator.stop()
+        lost = []
+        for body in (jpeg, jpeg, b"junk", jpeg):
+            _, headers, _ = post(detect_url(gw), body, LAB_KEY)
+            lost.append(headers["X-Request-Id"])
+    finally:
+        gw.stop()  # the instance goes away while Firestore is still down
+        firestore_emulator.start()
+    assert spool.exists()
+    for path in spool.parent.iterdir():  # its /tmp goes with it
+        path.unlink()
+    log = tmp_path / "gateway.log"
+    log.write_text(gw.log_text())
+    assert set(usage_docs(client)) == {stored_first}
+
+    config_env = env | {"GATEWAY_CONFIG": str(tmp_path / "gateway-config.json")}
+    code, result, err = run_replay(config_env, str(log), cwd=tmp_path)
+    assert code == 0, err
+    assert (result["stored"], result["already_stored"]) == (4, 0)
+    assert result["store"].startswith(f"firestore:{firestore_project}/")
+    docs = usage_docs(client)
+    assert set(docs) == {stored_first, *lost}
+    assert all(docs[i]["spooled"] is True for i in lost)
+    assert docs[lost[2]]["status"] == 415
+    daily = daily_doc(client, "key:lab-script")
+    assert (daily["requests"], daily["images"], daily["errors"]) == (5, 4, 1)
+
+    code, again, err = run_replay(config_env, str(log), cwd=tmp_path)
+    assert code == 0, err
+    assert (again["stored"], again["already_stored"]) == (0, 4)
+    entries = [
+        {"severity": "WARNING", "jsonPayload": json.loads(line)}
+        for line in log.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    code, export, err = run_replay(config_env, cwd=tmp_path, stdin=json.dumps(entries))
+    assert code == 0, err
+    assert (export["stored"], export["already_stored"]) == (0, 4)
+    assert daily_doc(client, "key:lab-script")["requests"] == 5
