@@ -179,3 +179,52 @@ def test_importing_the_gateway_does_not_import_firestore(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
     assert (tmp_path / ".gateway" / "usage.sqlite3").exists()
+
+
+class SlowStore:
+    """A Firestore stand-in whose every commit takes ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.committed: list[str] = []
+
+    def warm(self) -> None:
+        pass
+
+    def commit(self, record: UsageRecord, *, spooled: bool = False) -> bool:
+        import time
+
+        time.sleep(self.delay_s)
+        self.committed.append(record.request_id)
+        return True
+
+
+def test_a_request_flushes_only_what_fits_its_budget(tmp_path):
+    """The request that flushes the spool waits for it, so it sends what fits in
+    ``usage.flush_budget_s`` (here 0.1 s, commits of 0.05 s: at most three start) and the
+    next requests send the rest, each record once."""
+    raw = {
+        "usage": {
+            "firestore": {"project": "p"},
+            "spool_path": str(tmp_path / "spool.sqlite3"),
+            "flush_budget_s": 0.1,
+        }
+    }
+    recorder = build_usage(parse_config(raw))
+    assert recorder.settings.flush_budget_s == 0.1 and recorder.settings.flush_batch == 20
+    store = SlowStore(0.05)
+    recorder._firestore = store
+    ids = []
+    for _ in range(12):
+        ctx = RequestContext(method="POST", path="/v1/services/eos:detect")
+        ctx.principal, ctx.service, ctx.status = "key:lab", "eos", 200
+        recorder.spool.add(record_from_context(ctx))
+        ids.append(ctx.request_id)
+    sent = []
+    while recorder.spool.pending():
+        before = len(store.committed)
+        recorder._warm_and_flush()  # what each request's begin() starts
+        sent.append(len(store.committed) - before)
+        assert len(sent) <= 12
+    assert all(1 <= n <= 3 for n in sent), sent
+    assert sorted(store.committed) == sorted(ids)

@@ -343,7 +343,9 @@ class UsageRecorder:
     def _warm_and_flush(self) -> None:
         try:
             self.firestore.warm()
-            self.flush_spool(budget_s=self.settings.write_timeout_s)
+            # The request that flushes waits for it (nothing may outlive a response), so
+            # it sends what fits in a small budget; later requests send the rest.
+            self.flush_spool(budget_s=self.settings.flush_budget_s)
         except Exception as exc:
             log_event("WARNING", "usage: warming/flushing failed", error=repr(exc))
 
@@ -351,7 +353,7 @@ class UsageRecorder:
         """Send up to ``limit`` spooled records; returns how many went.
 
         Stops at the first failure, and starts no new commit after ``budget_s``, so a
-        request that flushes is held at most about two commit deadlines.
+        request that flushes is held at most the budget plus one commit.
         """
         stop_at = None if budget_s is None else time.monotonic() + budget_s
         if not self.remote or self._firestore_down() or not self.spool.exists():

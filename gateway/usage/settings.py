@@ -46,6 +46,7 @@ class UsageSettings:
     retry_after_s: float  # after a failure, records go to the spool this long before a retry
     quota_cache_s: float  # how long per-principal quota overrides are cached
     flush_batch: int  # spooled records sent per request at most
+    flush_budget_s: float  # a request starts no spooled-record commit after this long
     spool_max_records: int  # beyond this a record is only logged (the disk/tmpfs is finite)
 
     @property
@@ -89,5 +90,6 @@ def usage_settings(config: Config) -> UsageSettings:
         retry_after_s=_seconds(fs, "retry_after_s", 5.0, "usage.firestore"),
         quota_cache_s=_seconds(raw, "quota_cache_s", 30.0, "usage"),
         flush_batch=flush_batch,
+        flush_budget_s=_seconds(raw, "flush_budget_s", 0.1, "usage"),
         spool_max_records=spool_max,
     )
