@@ -1,11 +1,12 @@
 """The soak: the gateway served as in production (functions-framework, gunicorn, several
 workers and threads), the KServe model server behind it and usage on the Firestore emulator,
-under eight clients sending a mix of good and bad requests, while the backend dies and comes
-back, turns slower than the service's deadline, and Firestore goes away and comes back.
+under eight clients sending a mix of good and bad requests back to back (traffic that does
+not stop), while the backend dies and comes back, turns slower than the service's deadline,
+and Firestore goes away and comes back.
 
 Run twice back to back on the same gateway; the figures of both runs are written to
-``test-artifacts/soak.json``.  ``SOAK_SECONDS`` sets the length of one run (default 50 s of
-load; with the usage check and idle measurements one run takes about a minute).
+``test-artifacts/soak.json``.  ``SOAK_SECONDS`` sets the length of one run (default 60 s of
+load; with the usage check and idle measurements one run takes a little over a minute).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import random
 import threading
 import time
 from collections import Counter
@@ -48,6 +48,7 @@ TIMEOUT_S = 6.0  # the service's backend deadline
 OUTAGE_S = 5.0
 OUTAGE_503_MAX_S = 1.0
 RECOVERY_S = 2.0
+LATENCY_RATIO = 3.0  # p99 of valid requests outside the faults, against their p50
 FAULT_GRACE_S = 0.25  # slack around a window for requests that straddle its edges
 USAGE_WAIT_S = 45.0
 MiB = 1024 * 1024
@@ -165,6 +166,7 @@ def _judge(outcomes: list[Outcome], f: Faults) -> tuple[list[str], dict]:
     by_status: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
     latencies: dict[str, list[float]] = {}
+    measured: list[Outcome] = []
     in_fault_5xx = Counter()
     for o in outcomes:
         by_status[str(o.status)] += 1
@@ -183,6 +185,7 @@ def _judge(outcomes: list[Outcome], f: Faults) -> tuple[list[str], dict]:
         if o.status == 200:
             if not (during_outage or during_slow):
                 latencies.setdefault(o.call, []).append(o.latency_s)
+                measured.append(o)
         elif o.status == 503 and o.code == "backend_unavailable" and during_outage:
             in_fault_5xx["503"] += 1
             # Requests already in flight when the server died waited on it; later ones must not.
@@ -200,6 +203,14 @@ def _judge(outcomes: list[Outcome], f: Faults) -> tuple[list[str], dict]:
         "by_code": dict(sorted(by_code.items())),
         "fault_5xx": dict(in_fault_5xx),
         "latencies": latencies,
+        "slowest": [
+            {
+                "call": o.call,
+                "at_s": round(o.started - f.events[0][1], 2),
+                "s": round(o.latency_s, 3),
+            }
+            for o in sorted(measured, key=lambda o: -o.latency_s)[:10]
+        ],
     }
 
 
@@ -297,8 +308,7 @@ def test_soak_with_faults_twice(soak_setup):
                 CLIENTS,
                 SOAK_SECONDS,
                 seed=run,
-                timeout_s=30,
-                pause_s=lambda: random.uniform(0.1, 0.5),  # people, not a benchmark
+                timeout_s=30,  # each client sends its next request as soon as it is answered
             )
             chaos.join(60)
         faults.mark("load stopped")
@@ -316,21 +326,23 @@ def test_soak_with_faults_twice(soak_setup):
         first_200 = min(recovered) if recovered else None
         if first_200 is None or first_200 > RECOVERY_S:
             problems.append(f"first 200 after the backend restart came {first_200} s after it")
-        # Latency outside the fault windows (p99 against p50, per kind of request and pooled)
-        # is recorded, not asserted: wall-clock figures on two shared cores belong to the
-        # record (RELIABILITY.md), and the tests assert what must always hold.
+        # Latency of valid requests outside the fault windows: their p99 within LATENCY_RATIO
+        # times their p50 (a ratio within one run, not a wall-clock figure).  Per kind of
+        # request the figures are recorded for RELIABILITY.md, not asserted: with ~40 samples
+        # a kind's p99 is its slowest request or two.
         latencies = figures.pop("latencies")
         pooled = [x for lat in latencies.values() for x in lat]
-        ratios = {
-            "all valid": {
-                "n": len(pooled),
-                "p50_s": round(percentile(pooled, 50), 3),
-                "p99_s": round(percentile(pooled, 99), 3),
-            }
-        }
+        p50, p99 = percentile(pooled, 50), percentile(pooled, 99)
+        ratios = {"all valid": {"n": len(pooled), "p50_s": round(p50, 3), "p99_s": round(p99, 3)}}
+        if len(pooled) < 200:
+            problems.append(f"only {len(pooled)} valid requests answered outside the faults")
+        elif p99 > LATENCY_RATIO * p50:
+            problems.append(
+                f"p99 latency {p99:.3f}s is more than {LATENCY_RATIO}x the p50 {p50:.3f}s"
+            )
         for name, lat in sorted(latencies.items()):
-            p50, p99 = percentile(lat, 50), percentile(lat, 99)
-            ratios[name] = {"n": len(lat), "p50_s": round(p50, 3), "p99_s": round(p99, 3)}
+            k50, k99 = percentile(lat, 50), percentile(lat, 99)
+            ratios[name] = {"n": len(lat), "p50_s": round(k50, 3), "p99_s": round(k99, 3)}
         # Usage: every answered detection request recorded exactly once, after the spool flush.
         expected = {
             o.request_id
