@@ -60,6 +60,11 @@ def get_gateway() -> Gateway:
     return gw
 
 
+def current_gateway() -> Gateway | None:
+    """The gateway if this process has built one (shutdown hooks must not build it)."""
+    return _gateway
+
+
 def set_gateway(gw: Gateway | None) -> None:
     """Replace the process-wide gateway (tests and the in-process CLI)."""
     global _gateway

@@ -6,6 +6,9 @@ until it exits: connections made meanwhile sit in the kernel's backlog and are r
 when the process is gone, so their clients hang for the whole grace period.  The worker
 here stops listening at SIGTERM, so new connections are refused at once (and retried
 elsewhere), and gunicorn's grace period (30 s by default) is cut to fit the platform's.
+Once the requests in flight are answered, what is left of the grace (at most 4 s) sends the
+usage records spooled while Firestore was unreachable, which would otherwise go with the
+instance's ``/tmp`` (they are in the logs too: ``python -m gateway replay-usage``).
 
 functions-framework takes no gunicorn options, so :func:`configure_gunicorn` adds them to
 its application class; ``main.py`` calls it at import, before the server is built.
@@ -16,10 +19,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import socket
+import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
 GRACEFUL_TIMEOUT_S = 8  # below the platform's 10 s, so the process exits on its own
+SPOOL_DRAIN_MAX_S = 4.0  # at most this much of the grace goes to sending spooled records
 MAX_HEADER_BYTES = 32768
 
 # glibc malloc: M_TOP_PAD, M_MMAP_THRESHOLD and M_ARENA_MAX (mallopt parameter numbers).
@@ -30,14 +35,54 @@ ARENA_MAX = 4
 
 
 class GatewayWorker(ThreadWorker):
-    """gunicorn's threaded worker that stops listening as soon as it is told to stop."""
+    """gunicorn's threaded worker that stops listening as soon as it is told to stop, and
+    sends spooled usage records before it exits."""
 
     _listening_shut = False
+    _exit_asked_at: float | None = None
 
     def handle_exit(self, sig, frame) -> None:
         if self.alive:
+            self._exit_asked_at = time.monotonic()
             self._stop_listening()
         super().handle_exit(sig, frame)
+
+    def run(self) -> None:
+        try:
+            super().run()  # returns once the requests in flight are answered
+        finally:
+            self._drain_usage_spool()
+
+    def _drain_usage_spool(self) -> None:
+        """Records spooled while Firestore was away would go with the instance's /tmp."""
+        asked = self._exit_asked_at if self._exit_asked_at is not None else time.monotonic()
+        left_s = asked + GRACEFUL_TIMEOUT_S - time.monotonic()
+        try:
+            from gateway.runtime import current_gateway
+
+            gw = current_gateway()
+            drain = getattr(gw.usage, "drain_spool", None) if gw is not None else None
+            if drain is None:
+                return
+            # A commit started within the budget may take its whole deadline.
+            budget = min(SPOOL_DRAIN_MAX_S, left_s - gw.usage.settings.write_timeout_s - 0.5)
+            if budget <= 0:
+                return
+            sent, left = drain(budget)
+            if sent or left:
+                from gateway.usage.recorder import log_event
+
+                log_event(
+                    "INFO" if not left else "WARNING",
+                    "usage: spool sent at shutdown"
+                    if not left
+                    else "usage: records left in the spool at shutdown (logged when spooled; "
+                    "python -m gateway replay-usage stores them from the logs)",
+                    sent=sent,
+                    left=left,
+                )
+        except Exception:  # exiting must not fail; the records are in the logs
+            pass
 
     def _stop_listening(self) -> None:
         self._listening_shut = True

@@ -373,3 +373,32 @@ def test_records_of_a_lost_instance_are_replayed_from_its_logs(
     assert code == 0, err
     assert (export["stored"], export["already_stored"]) == (0, 4)
     assert daily_doc(client, "key:lab-script")["requests"] == 5
+
+
+def test_spooled_records_are_sent_when_the_instance_stops(
+    firestore_emulator, firestore_project, jpeg, tmp_path
+):
+    """Firestore comes back but no request follows to flush the spool: the worker sends
+    the spooled records in its shutdown grace, instead of leaving them in /tmp."""
+    spool = tmp_path / "usage-spool.sqlite3"
+    env = firestore_emulator.env(firestore_project) | {"WORKERS": "2"}
+    gw = start_gateway(fs_config(spool_path=str(spool)), env=env, workdir=tmp_path)
+    client = firestore_emulator.client(firestore_project)
+    ids = []
+    try:
+        firestore_emulator.stop()
+        for _ in range(5):
+            status, headers, _ = post(detect_url(gw), jpeg, LAB_KEY)
+            assert status == 200
+            ids.append(headers["X-Request-Id"])
+        firestore_emulator.start()
+        assert usage_docs(client) == {}
+    finally:
+        code = gw.stop()
+    log = gw.log_text()
+    assert code == 0
+    docs = usage_docs(client)
+    assert set(docs) == set(ids)
+    assert all(d["spooled"] is True for d in docs.values())
+    assert daily_doc(client, "key:lab-script")["requests"] == 5
+    assert '"message":"usage: spool sent at shutdown"' in log

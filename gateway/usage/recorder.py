@@ -349,6 +349,26 @@ class UsageRecorder:
         except Exception as exc:
             log_event("WARNING", "usage: warming/flushing failed", error=repr(exc))
 
+    def drain_spool(self, budget_s: float) -> tuple[int, int]:
+        """At shutdown: send what the spool holds, within ``budget_s``; (sent, left).
+
+        The spool lives in the instance's ``/tmp``, which goes with it, so a recent failure
+        does not stop one more try.  What is left was logged in full when it was spooled
+        (``python -m gateway replay-usage`` stores it from the logs).
+        """
+        if not self.remote or not self.spool.exists():
+            return 0, 0
+        stop_at = time.monotonic() + budget_s
+        with self._lock:
+            self._down_until = 0.0
+        sent = 0
+        while self.spool.pending() and time.monotonic() < stop_at:
+            n = self.flush_spool(budget_s=max(0.0, stop_at - time.monotonic()))
+            if n == 0:
+                break
+            sent += n
+        return sent, self.spool.pending()
+
     def flush_spool(self, limit: int | None = None, budget_s: float | None = None) -> int:
         """Send up to ``limit`` spooled records; returns how many went.
 
