@@ -27,6 +27,8 @@ from PIL import Image
 from procs import DATA
 from synthetic import make_slide, random_cells
 
+from gateway.memory import IDLE_TRIM_AFTER_S
+
 # --- memory ---------------------------------------------------------------------------------
 
 
@@ -73,7 +75,9 @@ class RssSampler:
 
 
 def idle_rss_bytes(pgid: int, settle_s: float = 1.5) -> int:
-    """RSS once in-flight work has drained: the lowest of a few samples."""
+    """RSS of an idle gateway: the lowest of a few samples, taken once workers idle for
+    ``IDLE_TRIM_AFTER_S`` have given freed memory back (gateway.memory)."""
+    time.sleep(IDLE_TRIM_AFTER_S)
     samples = []
     end = time.monotonic() + settle_s
     while time.monotonic() < end:

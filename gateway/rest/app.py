@@ -10,6 +10,7 @@ from flask import Response
 from gateway import logs
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.memory import idle_trim
 from gateway.rest import routes
 from gateway.rest.responses import error_response
 from gateway.runtime import get_gateway
@@ -57,6 +58,14 @@ def framework_error(exc: Any) -> Response:
 
 
 def handle(request: Any) -> Response:
+    idle_trim.started()
+    try:
+        return _handle(request)
+    finally:
+        idle_trim.finished()
+
+
+def _handle(request: Any) -> Response:
     ctx = RequestContext(method=request.method, path=request.path)
     ctx.trace = logs.trace_id(request.headers)
     ctx.user_agent = (request.headers.get("User-Agent") or "")[:200] or None
