@@ -40,7 +40,6 @@ class IdleTrim:
         self._trimmed = True  # nothing to give back before the first request
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
-        self.trims = 0
 
     def started(self) -> None:
         with self._lock:
@@ -76,7 +75,6 @@ class IdleTrim:
             while (due := self._due_in()) is not None:
                 if due == 0.0:
                     self._trim()
-                    self.trims += 1
                     break
                 time.sleep(due)
 

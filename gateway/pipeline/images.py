@@ -124,18 +124,18 @@ def _check_pixels(img: Image.Image, max_pixels: int) -> None:
         )
 
 
-def _oriented_info(img: Image.Image, fmt: str, orientation: int) -> ImageInfo:
+def _oriented_info(img: Image.Image, orientation: int) -> ImageInfo:
     w, h = img.size
     if orientation in _ORIENTATION_SWAPS_AXES:
         w, h = h, w
-    return ImageInfo(format=fmt, width=w, height=h, orientation=orientation)
+    return ImageInfo(format=str(img.format), width=w, height=h, orientation=orientation)
 
 
 def probe(data: bytes, max_pixels: int) -> ImageInfo:
     """Format and oriented size from the header only; raises 413/415/422 errors."""
     img = _open(data)
     _check_pixels(img, max_pixels)
-    return _oriented_info(img, str(img.format), _orientation(img, header_only=True))
+    return _oriented_info(img, _orientation(img, header_only=True))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -177,7 +177,7 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
             warnings.simplefilter("ignore")
             img.seek(0)
             img.load()
-            info = _oriented_info(img, str(img.format), _orientation(img, header_only=False))
+            info = _oriented_info(img, _orientation(img, header_only=False))
             if info.orientation != 1:
                 img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
