@@ -17,7 +17,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,9 +298,9 @@ def run_load(
     duration_s: float,
     seed: int = 0,
     timeout_s: float = 30.0,
-    pause_s: Callable[[], float] | None = None,
 ) -> LoadResult:
-    """``clients`` threads sending weighted random calls until ``duration_s`` has passed."""
+    """``clients`` threads sending weighted random calls back to back until ``duration_s``
+    has passed."""
     result = LoadResult()
     end = time.monotonic() + duration_s
 
@@ -309,8 +309,6 @@ def run_load(
         while time.monotonic() < end:
             call = rng.choices(calls, weights)[0]
             result.add(send(port, call, timeout_s))
-            if pause_s is not None:
-                time.sleep(pause_s())
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:

@@ -328,7 +328,7 @@ def test_soak_with_faults_twice(soak_setup):
             problems.append(f"first 200 after the backend restart came {first_200} s after it")
         # Latency of valid requests outside the fault windows: their p99 within LATENCY_RATIO
         # times their p50 (a ratio within one run, not a wall-clock figure).  Per kind of
-        # request the figures are recorded for RELIABILITY.md, not asserted: with ~40 samples
+        # request the figures are recorded for RELIABILITY.md, not asserted: with ~70 samples
         # a kind's p99 is its slowest request or two.
         latencies = figures.pop("latencies")
         pooled = [x for lat in latencies.values() for x in lat]
