@@ -86,18 +86,24 @@ def daily_doc(client, principal: str, service: str = "eos") -> dict:
     return snap.to_dict()
 
 
-def run_report(env: dict[str, str], *args: str, cwd=None) -> dict:
+def run_cli(env: dict[str, str], *args: str, cwd=None, stdin: str | None = None):
+    """``python -m gateway ARGS`` as its own process, with only ``env``'s Firestore."""
     full = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST",)}
     full.update(env)
     full["PYTHONPATH"] = str(REPO)
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway", "usage", "--json", *args],
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
         cwd=cwd or REPO,
         env=full,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def run_report(env: dict[str, str], *args: str, cwd=None) -> dict:
+    out = run_cli(env, "usage", "--json", *args, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -305,18 +311,7 @@ def test_sqlite_default_and_report(tmp_path, jpeg):
 
 
 def run_replay(env: dict[str, str], *args: str, cwd=None, stdin: str | None = None):
-    full = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST",)}
-    full.update(env)
-    full["PYTHONPATH"] = str(REPO)
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway", "replay-usage", "--json", *args],
-        cwd=cwd or REPO,
-        env=full,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_cli(env, "replay-usage", "--json", *args, cwd=cwd, stdin=stdin)
     return out.returncode, json.loads(out.stdout) if out.stdout.strip() else None, out.stderr
 
 

@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
 from gateway.usage.records import UsageRecord
-from gateway.usage.settings import usage_settings
+from gateway.usage.stores import configured_store
 
 
 @dataclass
@@ -91,20 +91,10 @@ def records_in(stream: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any] 
 
 def _store() -> tuple[str, Any]:
     """(where records go, a commit function) under the current configuration."""
-    config = load_config()
-    settings = usage_settings(config)
-    if settings.firestore is not None:
-        from gateway.usage.firestore_store import FirestoreStore  # deferred: heavy import
-
-        store = FirestoreStore(config, settings)
-        project, database = settings.firestore
-        where = f"firestore:{project}/{database}/{settings.collections['usage']}"
+    where, store = configured_store(create=True)
+    if where.startswith("firestore:"):  # a late write keeps the request's own time
         return where, lambda rec: store.commit(rec, spooled=True)
-    from gateway.usage.sqlite_store import SQLiteStore
-
-    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    sqlite = SQLiteStore(settings.sqlite_path, settings.prefix)
-    return f"sqlite:{settings.sqlite_path}", sqlite.commit
+    return where, store.commit
 
 
 def replay(found: Iterable[tuple[str, dict[str, Any] | None]], commit: Any) -> ReplayResult:

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from gateway.config import ConfigError, load_config
-from gateway.usage.settings import usage_settings
+from gateway.config import ConfigError
+from gateway.usage.stores import configured_store
 
 COLUMNS = (
     "day",
@@ -104,21 +104,8 @@ def fetch_records(
     since: str | None, principal: str | None, service: str | None
 ) -> tuple[str, Iterable[dict[str, Any]]]:
     """(where the records come from, the records) under the current configuration."""
-    config = load_config()
-    settings = usage_settings(config)
-    if settings.firestore is not None:
-        from gateway.usage.firestore_store import FirestoreStore  # deferred: heavy import
-
-        store = FirestoreStore(config, settings)
-        project, database = settings.firestore
-        source = f"firestore:{project}/{database}/{settings.collections['usage']}"
-        return source, store.records(since, principal, service)
-    from gateway.usage.sqlite_store import SQLiteStore
-
-    if not settings.sqlite_path.exists():
-        return f"sqlite:{settings.sqlite_path}", []
-    store = SQLiteStore(settings.sqlite_path, settings.prefix)
-    return f"sqlite:{settings.sqlite_path}", store.records(since, principal, service)
+    where, store = configured_store()
+    return where, [] if store is None else store.records(since, principal, service)
 
 
 def main(argv: list[str] | None = None) -> int:
