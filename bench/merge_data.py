@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.pipeline.merge import TileDetections
+from gateway.backends.base import TileDetections
 from gateway.pipeline.tiling import Tile, plan_tiles
 
 

@@ -22,8 +22,8 @@ import sys
 import threading
 from typing import Any
 
-from gateway.codecs.jsonio import dumps
 from gateway.context import RequestContext
+from gateway.jsonio import dumps
 
 _write_lock = threading.Lock()
 _SEVERITIES = {"DEBUG": 100, "INFO": 200, "NOTICE": 300, "WARNING": 400, "ERROR": 500}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs import tfserving as wire
+from gateway.backends import tfserving_wire as wire
+from gateway.codecs import tfserving_api as api
 from gateway.codecs.detect import parse_json
-from gateway.codecs.jsonio import b64decode_strict
 from gateway.errors import (
     BackendBadResponse,
     BadRequest,
@@ -21,6 +21,7 @@ from gateway.errors import (
     InvalidJSON,
     PayloadTooLarge,
 )
+from gateway.jsonio import b64decode_strict
 from gateway.pipeline.merge import Merged
 
 IMG = b"\xff\xd8\xff\xe0fake-jpeg-bytes"
@@ -29,7 +30,7 @@ B64 = base64.b64encode(IMG).decode()
 
 def parse(doc, query=None, max_instances=16):
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return wire.parse_predict_request(body, query_threshold=query, max_instances=max_instances)
+    return api.parse_predict_request(body, query_threshold=query, max_instances=max_instances)
 
 
 def test_the_web_apps_exact_request():
@@ -131,7 +132,7 @@ def test_prediction_normalizes_boxes_to_the_submitted_image():
         np.array([0.9, 0.4], np.float32),
         np.array([0, 0], np.int32),
     )
-    p = wire.prediction(merged, 1000, 500, ("eos",), (1.0,), "eos")
+    p = api.prediction(merged, 1000, 500, ("eos",), (1.0,), "eos")
     assert p["detection_boxes"][0] == [0.1, 0.1, 0.3, 0.2]  # [ymin, xmin, ymax, xmax]
     assert p["detection_scores"] == pytest.approx([0.9, 0.4])
     assert p["detection_classes_as_text"] == ["eos", "eos"]

@@ -21,10 +21,10 @@ from synthetic import make_slide, random_cells
 
 from gateway.backends.base import TileInput
 from gateway.backends.tfserving import TFServingBackend
-from gateway.codecs import jpegcut
 from gateway.config import BackendConfig, ServiceConfig
 from gateway.detector import estimate_cell_diameter
 from gateway.errors import UndecodableImage
+from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import decode, probe
 from gateway.pipeline.slide import detect_slide_bytes, lossless_tiles, tiles_for

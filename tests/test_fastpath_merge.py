@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gateway.backends.base import TileDetections
 from gateway.pipeline import merge as M
 from gateway.pipeline.tiling import plan_tiles
 
@@ -78,7 +79,7 @@ def random_views(seed: int, n_cells: int, width: int, height: int, big: bool = F
         b = b + rng.normal(0, 2.0, b.shape)
         s = rng.uniform(0, 1, len(b)).round(2)  # ties on purpose
         c = rng.integers(0, 2, len(b)).astype(np.int32)
-        per_tile.append(M.TileDetections(b, s, c))
+        per_tile.append(TileDetections(b, s, c))
     return tiles, per_tile
 
 

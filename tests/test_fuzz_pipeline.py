@@ -13,11 +13,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.backends import tfserving_wire as wire
+from gateway.backends.base import TileDetections
 from gateway.codecs import detect as detect_wire
-from gateway.codecs import tfserving as wire
-from gateway.codecs.jsonio import b64decode_strict
+from gateway.codecs import tfserving_api as api
 from gateway.config import DEFAULT_MAX_PIXELS
 from gateway.errors import BackendBadResponse, GatewayError
+from gateway.jsonio import b64decode_strict
 from gateway.pipeline import merge
 from gateway.pipeline.tiling import MAX_SCALE, axis_spans, plan_tiles
 
@@ -67,7 +69,7 @@ def _is_client_error(exc: GatewayError) -> bool:
 def test_predict_parser_answers_a_request_or_a_4xx(doc, query):
     body = orjson.dumps(doc)
     try:
-        req = wire.parse_predict_request(body, query_threshold=query, max_instances=16)
+        req = api.parse_predict_request(body, query_threshold=query, max_instances=16)
     except GatewayError as exc:
         assert _is_client_error(exc), exc
         return
@@ -80,7 +82,7 @@ def test_predict_parser_answers_a_request_or_a_4xx(doc, query):
 @given(body=st.binary(max_size=200))
 def test_parsers_take_arbitrary_bytes(body):
     for parse in (
-        lambda: wire.parse_predict_request(body, query_threshold=None, max_instances=16),
+        lambda: api.parse_predict_request(body, query_threshold=None, max_instances=16),
         lambda: detect_wire.parse_json(body, {}),
     ):
         try:
@@ -183,7 +185,7 @@ def tiles_and_detections(draw):
         scores = draw(st.lists(weird_floats | st.floats(0, 1), min_size=n, max_size=n + 1))
         classes = draw(st.lists(st.integers(0, 3), min_size=max(n - 1, 0), max_size=n))
         per_tile.append(
-            merge.TileDetections(
+            TileDetections(
                 np.asarray(boxes, np.float64).reshape(-1, 4),
                 np.asarray(scores, np.float64),
                 np.asarray(classes, np.int64),
@@ -242,7 +244,7 @@ def test_every_cell_is_reported_once_with_its_own_box(case):
                 seen.append([cx0 - t.x0, cy0 - t.y0, cx1 - t.x0, cy1 - t.y0])
         n = len(seen)
         per_tile.append(
-            merge.TileDetections(
+            TileDetections(
                 np.asarray(seen, np.float64).reshape(-1, 4),
                 np.full(n, 0.9),
                 np.zeros(n, np.int64),

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs import jsonio
-from gateway.codecs import tfserving as wire
+from gateway import jsonio
+from gateway.codecs import tfserving_api as api
 from gateway.errors import GatewayError
 
 IMAGE = os.urandom(9000)
@@ -23,9 +23,9 @@ assert len(B64) >= jsonio.BLOB_MIN_CHARS
 def _outcome(body: bytes, plain: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
     with monkeypatch.context() as m:
         if plain:
-            m.setattr(wire, "loads_decoding", lambda data, key: jsonio.loads(data))
+            m.setattr(api, "loads_decoding", lambda data, key: jsonio.loads(data))
         try:
-            req = wire.parse_predict_request(body, query_threshold=None, max_instances=64)
+            req = api.parse_predict_request(body, query_threshold=None, max_instances=64)
         except GatewayError as exc:
             return ("error", exc.status, exc.code, exc.message)
     return ("ok", [(i.image, i.key) for i in req.instances], req.threshold, req.columnar)

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.pipeline.merge import TileDetections, merge
+from gateway.backends.base import TileDetections
+from gateway.pipeline.merge import merge
 from gateway.pipeline.tiling import plan_tiles
 
 TILE_W, TILE_H, OVERLAP = 960, 720, 128

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 from procs import DATA
 
-from gateway.codecs import jpegcut
-from gateway.pipeline import slide
+from gateway.pipeline import jpegcut, slide
 from gateway.pipeline.images import decode, decode_image
 from gateway.pipeline.tiles import encode_tile, encoded_tiles
 from gateway.pipeline.tiling import plan_tiles

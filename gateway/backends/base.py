@@ -11,7 +11,14 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.pipeline.merge import TileDetections
+
+@dataclass(frozen=True)
+class TileDetections:
+    """Detections of one tile, boxes in the tile's own pixels as [x0, y0, x1, y1]."""
+
+    boxes: np.ndarray  # float (N, 4)
+    scores: np.ndarray  # float (N,)
+    classes: np.ndarray  # int (N,)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ import time
 
 import numpy as np
 
-from gateway.backends.base import BackendResult, Readiness, TileInput
+from gateway.backends.base import BackendResult, Readiness, TileDetections, TileInput
 from gateway.config import ServiceConfig
 from gateway.errors import BackendTimeout
-from gateway.pipeline.merge import TileDetections
 
 LOCAL_MODEL_VERSION = "local-1"
 

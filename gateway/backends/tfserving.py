@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from gateway.backends.base import BackendResult, Readiness, TileInput
+from gateway.backends import tfserving_wire as wire
+from gateway.backends.base import BackendResult, Readiness, TileDetections, TileInput
 from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, Response, TimedOut
-from gateway.codecs import tfserving as wire
-from gateway.codecs.jsonio import b64encode
 from gateway.config import ServiceConfig
 from gateway.errors import (
     BackendBadResponse,
@@ -27,7 +26,7 @@ from gateway.errors import (
     BackendUnavailable,
     GatewayError,
 )
-from gateway.pipeline.merge import TileDetections
+from gateway.jsonio import b64encode
 
 RETRY_STATUSES = {429, 503}
 BACKOFF_S = 0.05
@@ -68,7 +67,7 @@ class TFServingBackend:
         self._refused = False  # the last connection attempt was refused: the server is down
         self._token_source = None
         if cfg.auth == "google-id-token":
-            from gateway.auth.outbound import IdTokenSource
+            from gateway.backends.credentials import IdTokenSource
 
             self._token_source = IdTokenSource(cfg.url, cfg.credentials_file)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.codecs.jsonio import b64decode_strict, loads
-from gateway.codecs.tfserving import parse_threshold
+from gateway.codecs.tfserving_api import parse_threshold
 from gateway.errors import BadRequest, UnsupportedImage
+from gateway.jsonio import b64decode_strict, loads
 from gateway.pipeline.merge import Merged
 
 RENDER_FORMATS = ("jpeg",)

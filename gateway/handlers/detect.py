@@ -12,10 +12,10 @@ from gateway.codecs import detect as wire
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge
 from gateway.handlers.common import admit, check_images, read_body, run_slides
+from gateway.handlers.responses import json_response
 from gateway.pipeline.images import decode
 from gateway.pipeline.merge import Merged
 from gateway.render import draw_detections
-from gateway.rest.responses import json_response
 from gateway.runtime import Gateway
 
 

@@ -9,7 +9,7 @@ from flask import Response
 
 from gateway.context import RequestContext
 from gateway.errors import BackendUnavailable
-from gateway.rest.responses import json_response
+from gateway.handlers.responses import json_response
 from gateway.runtime import Gateway
 
 

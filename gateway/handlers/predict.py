@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import Response
 
-from gateway.codecs import tfserving as wire
+from gateway.codecs import tfserving_api as wire
 from gateway.context import RequestContext
 from gateway.handlers.common import admit, check_images, read_body, run_slides
-from gateway.rest.responses import json_response
+from gateway.handlers.responses import json_response
 from gateway.runtime import Gateway
 
 

@@ -25,21 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.backends.base import TileDetections
 from gateway.pipeline.tiling import Tile
 
 EDGE_EPS = 3.0  # px: a box this close to an inner tile edge is treated as cut by it
 SAME_CELL_IOU = 0.5
 SAME_CELL_IOS = 0.7  # intersection over the smaller box
 FRAGMENT_IOS = 0.3
-
-
-@dataclass(frozen=True)
-class TileDetections:
-    """Detections of one tile, boxes in the tile's own pixels as [x0, y0, x1, y1]."""
-
-    boxes: np.ndarray  # float (N, 4)
-    scores: np.ndarray  # float (N,)
-    classes: np.ndarray  # int (N,)
 
 
 @dataclass(frozen=True)

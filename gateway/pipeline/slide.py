@@ -3,7 +3,7 @@
 Kept apart from the HTTP handlers so the CLI, the benchmarks and the tests run exactly
 the code the deployed function runs.  A slide is decoded at most once: a JPEG bound for a
 remote model is not decoded at all but cut into tiles losslessly
-(:mod:`gateway.codecs.jpegcut`), which costs about a third of a decode and spares the
+(:mod:`gateway.pipeline.jpegcut`), which costs about a third of a decode and spares the
 model a second JPEG generation; every other case decodes, crops and encodes.
 """
 
@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from gateway.backends.base import Backend, BackendResult, TileInput
-from gateway.codecs import jpegcut
 from gateway.config import ServiceConfig
+from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import DecodedImage, ImageInfo, decode, decode_image, probe
 from gateway.pipeline.tiles import encoded_tiles, tile_inputs

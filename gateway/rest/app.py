@@ -10,9 +10,9 @@ from flask import Response
 from gateway import logs
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.handlers.responses import error_response
 from gateway.memory import idle_trim
 from gateway.rest import routes
-from gateway.rest.responses import error_response
 from gateway.runtime import get_gateway
 
 

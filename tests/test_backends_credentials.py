@@ -16,7 +16,7 @@ import time
 import pytest
 from google.auth import jwt as google_jwt
 
-from gateway.auth.outbound import IdTokenSource
+from gateway.backends.credentials import IdTokenSource
 from gateway.errors import BackendUnavailable
 from tests.certserver import SA_EMAIL, GoogleStandIn, KeyPair
 from tests.procs import REPO
@@ -121,7 +121,7 @@ def test_metadata_server(standin, token_key):
     """As on Google Cloud: no key file, the metadata server's identity endpoint."""
     script = textwrap.dedent(
         f"""
-        from gateway.auth.outbound import IdTokenSource
+        from gateway.backends.credentials import IdTokenSource
         source = IdTokenSource({BACKEND!r})
         headers = {{source.authorization_header() for _ in range(20)}}
         assert len(headers) == 1

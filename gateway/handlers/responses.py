@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Response
 
-from gateway.codecs.jsonio import dumps
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.jsonio import dumps
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

@@ -1,0 +1,142 @@
+"""TF Serving's REST API as the gateway speaks it to the hidden model: the outbound half.
+
+Tile request bodies in the AutoML Vision Edge format, and a strict reader of the model's
+answers, because a backend that answers garbage must become a 502, not a wrong count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.backends.base import TileDetections
+from gateway.errors import BackendBadResponse
+from gateway.jsonio import loads
+
+
+def backend_request(encoded_b64: Sequence[bytes], keys: Sequence[str]) -> bytes:
+    """The body for ``:predict``, written directly so megabytes of base64 are not re-escaped."""
+    pieces = [b'{"instances":[']
+    for i, (b64, key) in enumerate(zip(encoded_b64, keys, strict=True)):
+        pieces += [b',{"image_bytes":{"b64":"' if i else b'{"image_bytes":{"b64":"', b64]
+        pieces.append(b'"},"key":"' + key.encode() + b'"}')
+    pieces.append(b"]}")
+    return b"".join(pieces)  # one copy of the payload, not one per nesting level
+
+
+def _numbers(value: Any, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BackendBadResponse(f"the model answered non-numeric {where}") from exc
+    return arr
+
+
+class LabelTable:
+    """Maps the model's (class number, text) pairs to small ints for the merge step."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels: list[str] = list(labels)
+        self.values: list[float] = [float(i + 1) for i in range(len(labels))]
+        self._index = {text: i for i, text in enumerate(self.labels)}
+
+    def index(self, text: str | None, value: float | None) -> int:
+        if text is None:
+            if value is not None and 1 <= value <= len(self.labels) and value == int(value):
+                return int(value) - 1
+            text = "unknown" if value is None else f"class_{value:g}"
+        i = self._index.get(text)
+        if i is None:
+            i = self._index[text] = len(self.labels)
+            self.labels.append(text)
+            self.values.append(float(value) if value is not None else float(i + 1))
+        elif value is not None:
+            self.values[i] = float(value)
+        return i
+
+
+def parse_backend_predictions(
+    body: bytes, expected: int, tile_sizes: Sequence[tuple[int, int]], table: LabelTable
+) -> list[TileDetections]:
+    """The model's answer for ``expected`` tiles, boxes converted to tile pixels."""
+    try:
+        doc = loads(body)
+    except Exception as exc:
+        raise BackendBadResponse("the model answered with a body that is not JSON") from exc
+    preds = doc.get("predictions") if isinstance(doc, Mapping) else None
+    if isinstance(doc, Mapping) and preds is None and isinstance(doc.get("outputs"), Mapping):
+        out = doc["outputs"]
+        if isinstance(out.get("detection_scores"), list):
+            preds = [
+                {k: (v[i] if isinstance(v, list) and len(v) > i else None) for k, v in out.items()}
+                for i in range(len(out["detection_scores"]))
+            ]
+    if not isinstance(preds, list) or len(preds) != expected:
+        raise BackendBadResponse(
+            f"the model answered {len(preds) if isinstance(preds, list) else 'no'} "
+            f"predictions for {expected} tiles"
+        )
+    result = []
+    for i, p in enumerate(preds):
+        if not isinstance(p, Mapping):
+            raise BackendBadResponse(f"prediction {i} of the model's answer is not an object")
+        boxes = _numbers(p.get("detection_boxes", []), "detection_boxes")
+        scores = _numbers(p.get("detection_scores", []), "detection_scores")
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.ndim != 1:
+            raise BackendBadResponse("the model answered detection_boxes of the wrong shape")
+        n = min(len(boxes), len(scores))
+        num = p.get("num_detections")
+        if isinstance(num, (int, float)) and not isinstance(num, bool) and math.isfinite(num):
+            n = min(n, max(int(num), 0))
+        texts = p.get("detection_classes_as_text")
+        values = p.get("detection_classes")
+        texts = texts if isinstance(texts, list) else []
+        values = values if isinstance(values, list) else []
+        classes = np.empty(n, dtype=np.int32)
+        for j in range(n):
+            text = texts[j] if j < len(texts) and isinstance(texts[j], str) else None
+            v = values[j] if j < len(values) else None
+            v = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            if v is not None and not math.isfinite(v):
+                v = None
+            classes[j] = table.index(text, v)
+        w, h = tile_sizes[i]
+        b = boxes[:n]  # [ymin, xmin, ymax, xmax], normalized to the tile
+        px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+        result.append(TileDetections(boxes=px, scores=scores[:n], classes=classes))
+    return result
+
+
+def backend_error_message(body: bytes) -> str:
+    """TF Serving's ``{"error": "..."}``, shortened, for logs and client messages."""
+    try:
+        doc = loads(body)
+        msg = doc.get("error") if isinstance(doc, Mapping) else None
+    except Exception:
+        msg = None
+    text = msg if isinstance(msg, str) else body[:200].decode("utf-8", "replace")
+    return " ".join(text.split())[:300]
+
+
+def model_status(body: bytes) -> tuple[bool, str | None, str]:
+    """(available, version, detail) from ``GET /v1/models/{model}``."""
+    try:
+        doc = loads(body)
+    except Exception:
+        return False, None, "model status is not JSON"
+    if isinstance(doc, Mapping) and isinstance(doc.get("ready"), bool):
+        # KServe's V1 protocol answers the same route with {"name": ..., "ready": true}.
+        return doc["ready"], None, "ready" if doc["ready"] else "not ready"
+    rows = doc.get("model_version_status") if isinstance(doc, Mapping) else None
+    if not isinstance(rows, list) or not rows:
+        return False, None, "model status lists no versions"
+    for row in rows:
+        if isinstance(row, Mapping) and row.get("state") == "AVAILABLE":
+            return True, str(row.get("version", "")) or None, "AVAILABLE"
+    states = [str(r.get("state")) for r in rows if isinstance(r, Mapping)]
+    return False, None, f"no AVAILABLE version (states: {', '.join(states) or 'none'})"
