@@ -4,7 +4,13 @@
 ``eos``, on the embedded local detector, so a fresh checkout serves requests with no cloud
 account.  Sections owned by other modules (``auth``, ``cors``, ``usage``, ``quotas``) are
 kept here as plain mappings and parsed by those modules, so adding a feature does not
-mean growing this file.
+mean growing this file; each of them declares its shape (:mod:`gateway.schema`) and the
+runtime checks them all at start-up.
+
+A service's ``kind`` says what its model does and so which routes and wire formats it
+has: ``detection`` (the default: slides tiled, boxes merged), ``classification`` (each
+image sent whole, labels and scores back) or ``passthrough`` (any TF Serving model, the
+body forwarded unchanged).
 """
 
 from __future__ import annotations
@@ -16,14 +22,71 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.schema import (
+    BOOL,
+    INTEGER,
+    NUMBER,
+    STRING,
+    ConfigError,
+    Fields,
+    ListOf,
+    MapOf,
+    Owned,
+)
+
 DEFAULT_SERVICE = "eos"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # Cloud Functions' own request cap
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_INSTANCES = 16
 
+DETECTION, CLASSIFICATION, PASSTHROUGH = "detection", "classification", "passthrough"
+KINDS = (DETECTION, CLASSIFICATION, PASSTHROUGH)
 
-class ConfigError(ValueError):
-    """The configuration file is unusable; raised at start-up, never per request."""
+BACKEND_SCHEMA = Fields(
+    {
+        "url": STRING,
+        "model": STRING,
+        "timeout_s": NUMBER,
+        "max_batch": INTEGER,
+        "max_parallel": INTEGER,
+        "retries": INTEGER,
+        "auth": STRING,
+        "credentials_file": STRING,
+    }
+)
+_COMMON_SERVICE_KEYS = {
+    "kind": STRING,
+    "backend": BACKEND_SCHEMA,
+    "allow": ListOf(STRING),
+    "description": STRING,
+}
+# Keys that mean something only for some kinds; elsewhere they are refused by name.
+_KIND_KEYS = {
+    DETECTION: {
+        "tile": Fields({"width": INTEGER, "height": INTEGER, "overlap": INTEGER}),
+        "threshold": NUMBER,
+        "labels": ListOf(STRING),
+        "cell_size_px": NUMBER,
+    },
+    CLASSIFICATION: {"labels": ListOf(STRING), "max_side": INTEGER},
+    PASSTHROUGH: {},
+}
+SERVICE_SCHEMAS = {
+    kind: Fields({**_COMMON_SERVICE_KEYS, **keys}) for kind, keys in _KIND_KEYS.items()
+}
+LIMITS_SCHEMA = Fields({"max_body_bytes": INTEGER, "max_pixels": INTEGER, "max_instances": INTEGER})
+# The top level; the owned sections are checked by their modules (gateway.runtime).
+SCHEMA = Fields(
+    {
+        "services": MapOf(Owned()),  # each entry by its kind's schema, in _service
+        "limits": LIMITS_SCHEMA,
+        "demo": BOOL,
+        "auth": Owned(),
+        "cors": Owned(),
+        "usage": Owned(),
+        "quotas": Owned(),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -52,31 +115,41 @@ class TileConfig:
 @dataclass(frozen=True)
 class ServiceConfig:
     name: str
+    kind: str = DETECTION
     backend: BackendConfig = field(default_factory=BackendConfig)
     tile: TileConfig = field(default_factory=TileConfig)
     threshold: float = 0.3
+    # detection: class names of the model; classification: names for a model that answers
+    # scores without labels (empty: the model's own labels); passthrough: unused
     labels: tuple[str, ...] = ("eos",)
     cell_size_px: float | None = None  # expected cell diameter; None: the detector estimates it
+    max_side: int | None = None  # classification: larger images are downscaled to this side
     allow: tuple[str, ...] | None = None  # principals allowed; None: any authenticated caller
     description: str = ""
 
     def public(self) -> dict[str, Any]:
         """What ``GET /v1/services`` may show: never URLs' credentials or key material."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
+            "kind": self.kind,
             "description": self.description,
             "backend": "local" if self.backend.is_local else "tf-serving",
             "model": self.backend.model,
-            "tile": {
+        }
+        if self.kind == DETECTION:
+            out["tile"] = {
                 "width": self.tile.width,
                 "height": self.tile.height,
                 "overlap": self.tile.overlap,
-            },
-            "threshold": self.threshold,
-            "labels": list(self.labels),
-            "cell_size_px": self.cell_size_px,
-            "timeout_s": self.backend.timeout_s,
-        }
+            }
+            out["threshold"] = self.threshold
+            out["labels"] = list(self.labels)
+            out["cell_size_px"] = self.cell_size_px
+        elif self.kind == CLASSIFICATION:
+            out["labels"] = list(self.labels)
+            out["max_side"] = self.max_side
+        out["timeout_s"] = self.backend.timeout_s
+        return out
 
 
 @dataclass(frozen=True)
@@ -149,6 +222,20 @@ def _backend(raw: Mapping[str, Any], service: str) -> BackendConfig:
 def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:
     where = f"services.{name}"
     raw = _mapping(raw, where)
+    kind = raw.get("kind")
+    kind = DETECTION if kind is None else kind
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    schema = SERVICE_SCHEMAS[kind]
+    for key in raw:
+        if key not in schema.fields and any(key in s.fields for s in SERVICE_SCHEMAS.values()):
+            raise ConfigError(f"{where}.{key} does not apply to a service of kind {kind!r}")
+    schema.check(raw, where)
+    backend = _backend(_mapping(raw.get("backend"), f"{where}.backend"), name)
+    if kind != DETECTION and backend.is_local:
+        raise ConfigError(
+            f"{where}.backend.url is required: a {kind} service runs on a TF Serving model"
+        )
     tile_raw = _mapping(raw.get("tile"), f"{where}.tile")
     tile = TileConfig(
         width=int(_number(tile_raw.get("width", 960), f"{where}.tile.width", lo=32)),
@@ -157,13 +244,14 @@ def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:
     )
     if tile.overlap * 2 > min(tile.width, tile.height):
         raise ConfigError(f"{where}.tile.overlap must be at most half the tile's smaller side")
-    labels = raw.get("labels", ["eos"])
+    labels = raw.get("labels", ["eos"] if kind == DETECTION else [])
     if (
         not isinstance(labels, list)
-        or not labels
+        or (kind == DETECTION and not labels)
         or not all(isinstance(x, str) and x for x in labels)
     ):
         raise ConfigError(f"{where}.labels must be a non-empty list of strings")
+    max_side = raw.get("max_side")
     allow = raw.get("allow")
     if allow is not None and not (
         isinstance(allow, list) and all(isinstance(x, str) for x in allow)
@@ -172,18 +260,23 @@ def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:
     cell = raw.get("cell_size_px")
     return ServiceConfig(
         name=name,
-        backend=_backend(_mapping(raw.get("backend"), f"{where}.backend"), name),
+        kind=kind,
+        backend=backend,
         tile=tile,
         threshold=_number(raw.get("threshold", 0.3), f"{where}.threshold", lo=0, hi=1),
         labels=tuple(labels),
         cell_size_px=None if cell is None else _number(cell, f"{where}.cell_size_px", lo=4),
+        max_side=None
+        if max_side is None
+        else int(_number(max_side, f"{where}.max_side", lo=32, hi=16384)),
         allow=None if allow is None else tuple(allow),
-        description=str(raw.get("description", "")),
+        description=str(raw.get("description") or ""),
     )
 
 
 def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
     raw = _mapping(raw, "the configuration")
+    SCHEMA.check(raw, "")
     services_raw = _mapping(raw.get("services"), "services")
     if not services_raw:
         services_raw = {DEFAULT_SERVICE: {}}

@@ -1,7 +1,9 @@
 """The process-wide gateway: configuration, services, auth, usage, built once.
 
-Built on the first request rather than at import, so ``functions-framework`` starts
-serving immediately and a bad configuration is reported as a clear error line.
+Built when the process starts (``main.py`` calls :func:`start` at import), so a bad
+configuration stops the start with a message naming the key, instead of an instance that
+answers every request with an error.  What is slow to make (backends' connections,
+Firestore clients, token verifiers' imports) is still made at first use.
 """
 
 from __future__ import annotations
@@ -10,12 +12,24 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import auth as auth_section
 from gateway import logs
 from gateway.auth import build_authenticator
+from gateway.auth import cors as cors_section
 from gateway.auth.cors import Cors
-from gateway.config import Config, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.registry import ServiceRegistry
 from gateway.usage import build_usage
+from gateway.usage import quotas as quotas_section
+from gateway.usage import settings as usage_section
+
+# The sections other modules own, each checked against the shape its module declares.
+OWNED_SECTIONS = {
+    "auth": auth_section.CONFIG_SCHEMA,
+    "cors": cors_section.CONFIG_SCHEMA,
+    "usage": usage_section.CONFIG_SCHEMA,
+    "quotas": quotas_section.CONFIG_SCHEMA,
+}
 
 
 @dataclass
@@ -27,8 +41,15 @@ class Gateway:
     usage: Any
 
 
+def check_sections(config: Config) -> None:
+    """Unknown keys and wrong types in the sections other modules own; ConfigError."""
+    for section, schema in OWNED_SECTIONS.items():
+        schema.check(getattr(config, section), section)
+
+
 def build_gateway(config: Config | None = None) -> Gateway:
     config = config if config is not None else load_config()
+    check_sections(config)
     gw = Gateway(
         config=config,
         services=ServiceRegistry(config),
@@ -58,6 +79,20 @@ def get_gateway() -> Gateway:
                 _gateway = build_gateway()
             gw = _gateway
     return gw
+
+
+def start() -> Gateway:
+    """The gateway of this process, built now; a bad configuration ends the process.
+
+    Called when ``main.py`` is imported, before the server listens: the message names the
+    file and the key, and the exit status is not zero, so a deployment fails instead of
+    serving errors.
+    """
+    try:
+        return get_gateway()
+    except ConfigError as exc:
+        logs.emit("CRITICAL", f"the gateway cannot start: invalid configuration: {exc}")
+        raise SystemExit(f"gateway: invalid configuration: {exc}") from None
 
 
 def current_gateway() -> Gateway | None:

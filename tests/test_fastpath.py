@@ -27,7 +27,7 @@ from gateway.errors import UndecodableImage
 from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import decode, probe
-from gateway.pipeline.slide import detect_slide_bytes, lossless_tiles, tiles_for
+from gateway.pipeline.slide import cuts_losslessly, detect_slide, lossless_tiles, tiles_for
 
 MAX_PIXELS = 40_000_000
 THRESHOLD = 0.3
@@ -93,7 +93,7 @@ def run_decoded_lossless(data: bytes, backend) -> merging.Merged:
         buf = io.BytesIO()
         Image.fromarray(image.rgb[t.y0 : t.y1, t.x0 : t.x1]).save(buf, format="PNG")
         inputs.append(TileInput(t.index, t.width, t.height, encoded=buf.getvalue()))
-    result = be.predict(inputs, time.monotonic() + 120)
+    result = be.predict([inputs], time.monotonic() + 120)
     merged = merging.merge(tiles, result.tiles, image.width, image.height)
     return merging.above(merged, THRESHOLD)
 
@@ -101,7 +101,8 @@ def run_decoded_lossless(data: bytes, backend) -> merging.Merged:
 def run(data: bytes, backend, lossless: bool) -> merging.Merged:
     service, be = backend
     deadline = time.monotonic() + 120
-    result = detect_slide_bytes(data, MAX_PIXELS, service, be, deadline, lossless=lossless)
+    info = probe(data, MAX_PIXELS)
+    result = detect_slide(data, info, service, be, deadline, MAX_PIXELS, lossless=lossless)
     return merging.above(result.detections, THRESHOLD)
 
 
@@ -117,7 +118,9 @@ def assert_same_detections(fast: merging.Merged, plain: merging.Merged) -> None:
 
 def uses_fast_path(data: bytes, service: ServiceConfig) -> bool:
     info = probe(data, MAX_PIXELS)
-    return lossless_tiles(data, info, tiles_for(service, info.width, info.height)) is not None
+    if not cuts_losslessly(data, info):
+        return False
+    return lossless_tiles(data, tiles_for(service, info.width, info.height)) is not None
 
 
 @pytest.mark.parametrize(
@@ -151,7 +154,7 @@ def test_tiles_are_the_submitted_pixels():
     full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     service = ServiceConfig(name="eos")
     tiles = tiles_for(service, 1920, 1440)
-    inputs = lossless_tiles(data, probe(data, MAX_PIXELS), tiles)
+    inputs = lossless_tiles(data, tiles)
     assert inputs is not None and len(inputs) == len(tiles) > 1
     for t, inp in zip(tiles, inputs, strict=True):
         tile = np.asarray(Image.open(io.BytesIO(inp.encoded)).convert("RGB")).astype(int)

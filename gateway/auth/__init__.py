@@ -24,6 +24,7 @@ from gateway.config import Config, ConfigError, ServiceConfig, on_google_cloud
 from gateway.context import RequestContext
 from gateway.errors import AuthNotConfigured, Forbidden, Unauthenticated
 from gateway.firestore_client import firestore_target, get_client
+from gateway.schema import BOOL, NUMBER, STRING, Fields, ListOf
 
 if TYPE_CHECKING:  # imported where used: a gateway without ``auth`` never loads them
     from gateway.auth.api_keys import ApiKey, ApiKeyStore
@@ -32,6 +33,21 @@ if TYPE_CHECKING:  # imported where used: a gateway without ``auth`` never loads
 _announced: set[str] = set()
 
 CREDENTIALS_HINT = "send 'Authorization: Bearer <ID token>' or 'X-API-Key: <key>'"
+
+# The ``auth`` section's shape, checked at start-up; the values are read in build_authenticator.
+CONFIG_SCHEMA = Fields(
+    {
+        "required": BOOL,
+        "clock_skew_s": NUMBER,
+        "certs_urls": Fields({"firebase": STRING, "google": STRING}),
+        "firebase": Fields({"project_id": STRING}),
+        "google": Fields({"audiences": ListOf(STRING), "emails": ListOf(STRING)}),
+        "api_keys": ListOf(Fields({"id": STRING, "sha256": STRING, "disabled": BOOL})),
+        "api_keys_firestore": BOOL,
+        "api_key_cache_s": NUMBER,
+        "firestore_timeout_s": NUMBER,
+    }
+)
 
 
 def _announce(severity: str, message: str) -> None:

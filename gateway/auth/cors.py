@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import Config, ConfigError
+from gateway.schema import STRING, Fields, ListOf
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type"
 EXPOSE_HEADERS = "X-Request-Id, X-Detections-Count, Retry-After"
 MAX_AGE_S = 3600
+
+CONFIG_SCHEMA = Fields({"origins": ListOf(STRING)})  # the ``cors`` section
 
 
 class Cors:

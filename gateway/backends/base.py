@@ -1,12 +1,15 @@
 """What every backend takes and gives back.
 
-Backends answer per tile in the tile's own pixels, so the merge step never needs to know
-whether a detection came from TF Serving's normalized boxes or the local detector.
+Backends are leaves: these types are theirs, and the layers above build their inputs and
+read their outputs.  Detection backends answer per tile in the tile's own pixels, so the
+merge step never needs to know whether a detection came from TF Serving's normalized boxes
+or the local detector.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -38,8 +41,39 @@ class BackendResult:
     model: str
     version: str | None = None
     backend_ms: float = 0.0
-    calls: int = 0
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One whole image for a classifier, encoded as it will be sent."""
+
+    encoded: bytes
+
+
+@dataclass(frozen=True)
+class Classification:
+    labels: tuple[str, ...]
+    scores: tuple[float, ...]  # one per label, in the model's order
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    predictions: list[Classification]  # one per image, in order
+    model: str
+    version: str | None = None
+    backend_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """A model's answer to a body sent unchanged: a 2xx or a 4xx, as the model gave it."""
+
+    status: int
+    body: bytes
+    model: str
+    version: str | None = None
+    backend_ms: float = 0.0
+    error: str | None = None  # a 4xx's ``error`` text
 
 
 @dataclass(frozen=True)
@@ -51,20 +85,35 @@ class Readiness:
 
 
 class Backend(Protocol):
-    wants_encoded: bool  # True: give it encoded tiles; False: pixel arrays
-
-    def predict(
-        self, tiles: list[TileInput], deadline: float, slide_pixels: np.ndarray | None = None
-    ) -> BackendResult:
-        """Detections for each tile, in order; ``deadline`` is a ``time.monotonic()`` value.
-
-        ``slide_pixels`` is the whole decoded slide when the backend runs in-process, so it
-        can work out slide-wide facts (the cell scale) once instead of per tile.
-        """
-        ...
-
     def ensure_reachable(self, deadline: float) -> None:
         """Raise BackendUnavailable at once when the backend is known to be down."""
         ...
 
     def readiness(self) -> Readiness: ...
+
+
+class Detector(Backend, Protocol):
+    wants_encoded: bool  # True: give it encoded tiles; False: pixel arrays
+
+    def predict(
+        self,
+        tiles: Iterable[Sequence[TileInput]],
+        deadline: float,
+        slide_pixels: np.ndarray | None = None,
+    ) -> BackendResult:
+        """Detections for each tile, in order; ``deadline`` is a ``time.monotonic()`` value.
+
+        ``tiles`` is a stream of groups: each group is sent as soon as it arrives, while
+        the next is still being made.  ``slide_pixels`` is the whole decoded slide when the
+        backend runs in-process, so it can work out slide-wide facts (the cell scale) once
+        instead of per tile.
+        """
+        ...
+
+
+class Classifier(Backend, Protocol):
+    def classify(self, images: Sequence[ImageInput], deadline: float) -> ClassifyResult: ...
+
+
+class Forwarder(Backend, Protocol):
+    def forward(self, body: bytes, deadline: float) -> Forwarded: ...

@@ -122,9 +122,3 @@ class HostPool:
         else:
             self._give_back(conn)
         return Response(resp.status, data)
-
-    def clear(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()

@@ -8,6 +8,7 @@ no copies.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -26,22 +27,27 @@ class LocalBackend:
         self.labels = service.labels
 
     def predict(
-        self, tiles: list[TileInput], deadline: float, slide_pixels: np.ndarray | None = None
+        self,
+        tiles: Iterable[Sequence[TileInput]],
+        deadline: float,
+        slide_pixels: np.ndarray | None = None,
     ) -> BackendResult:
         from gateway.detector import detect, estimate_cell_diameter
 
         started = time.perf_counter()
+        groups = [list(g) for g in tiles]
         cell_px = self.service.cell_size_px
-        if cell_px is None and slide_pixels is not None and len(tiles) > 1:
+        if cell_px is None and slide_pixels is not None and sum(map(len, groups)) > 1:
             # One scale for the whole slide: a tile with few cells misjudges it alone.
             cell_px = estimate_cell_diameter(slide_pixels)
         out: list[TileDetections] = []
-        for tile in tiles:
+        for tile in (t for g in groups for t in g):
             if time.monotonic() > deadline:
                 raise BackendTimeout(
                     f"the local detector did not finish within {self.service.backend.timeout_s} s"
                 )
-            assert tile.pixels is not None
+            if tile.pixels is None:
+                raise TypeError("the local detector takes pixel tiles")
             det = detect(tile.pixels, cell_px)
             out.append(
                 TileDetections(
@@ -57,7 +63,6 @@ class LocalBackend:
             model=self.service.backend.model,
             version=LOCAL_MODEL_VERSION,
             backend_ms=(time.perf_counter() - started) * 1000.0,
-            calls=len(tiles),
         )
 
     def ensure_reachable(self, deadline: float) -> None:

@@ -1,9 +1,11 @@
-"""The hidden TF Serving model, reached over its REST API.
+"""A hidden TF Serving model, reached over its REST API.
 
-One pooled keep-alive connection pool per backend, tiles sent in parallel requests of up
-to ``max_batch`` tiles each, and one deadline (``timeout_s``) for the whole exchange of a
-request, retries included.  Only failures that cannot have been processed are retried:
-connection refused or reset, 503 and 429.  A tile that fails fails its whole slide.
+One pooled keep-alive connection pool per backend, payloads sent in parallel requests of
+up to ``max_batch`` tiles or images each, and one deadline (``timeout_s``) for the whole
+exchange of a request, retries included.  Only failures that cannot have been processed
+are retried: connection refused or reset, 503 and 429.  A tile that fails fails its whole
+slide.  The same backend serves each kind of service: ``predict`` (a detector's tiles),
+``classify`` (whole images) and ``forward`` (a body passed through unchanged).
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from gateway.backends import tfserving_wire as wire
-from gateway.backends.base import BackendResult, Readiness, TileDetections, TileInput
+from gateway.backends.base import (
+    BackendResult,
+    Classification,
+    ClassifyResult,
+    Forwarded,
+    ImageInput,
+    Readiness,
+    TileDetections,
+    TileInput,
+)
 from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, Response, TimedOut
 from gateway.config import ServiceConfig
 from gateway.errors import (
@@ -30,8 +42,10 @@ from gateway.jsonio import b64encode
 
 RETRY_STATUSES = {429, 503}
 BACKOFF_S = 0.05
-STATUS_TTL_S = 300.0
 PROBE_TIMEOUT_S = 0.25  # a refused or silent port while the server is known to be down
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _path_of(url: str) -> str:
@@ -155,103 +169,129 @@ class TFServingBackend:
             )
         return BackendBadResponse(f"the model failed with HTTP {status} ({detail})")
 
-    # -- Backend ---------------------------------------------------------------------------
+    # -- one stream of bodies under one deadline -------------------------------------------
 
-    @staticmethod
-    def _batch_body(batch: list[TileInput]) -> bytes:
-        return wire.backend_request(
-            [b64encode(t.encoded or b"") for t in batch], [f"tile-{t.index}" for t in batch]
-        )
-
-    def _predict_batch(
-        self, batch: list[TileInput], deadline: float, table: wire.LabelTable
-    ) -> list[TileDetections]:
-        sizes = [(t.width, t.height) for t in batch]
-        return self._send_batch(self._batch_body(batch), sizes, deadline, table)
-
-    def _send_batch(
-        self,
-        body: bytes,
-        sizes: list[tuple[int, int]],
-        deadline: float,
-        table: wire.LabelTable,
-    ) -> list[TileDetections]:
+    def _post(self, body: bytes, deadline: float) -> bytes:
         resp = self._with_retries("POST", self.predict_url, body, deadline)
         del body  # megabytes of base64, not needed while the answer is parsed
         if resp.status != 200:
             raise self._status_error(resp)
-        with self._lock:  # the label table is shared by the batches of one request
-            return wire.parse_backend_predictions(resp.data, len(sizes), sizes, table)
+        return resp.data
+
+    def _exchange(
+        self, bodies: Iterable[tuple[bytes, T]], deadline: float, read: Callable[[bytes, T], R]
+    ) -> list[R]:
+        """Each body sent as soon as the stream gives it, up to ``max_parallel`` at once.
+
+        The stream is made in this thread (a JPEG's next band is cut while the model works
+        on the first), the answers read in the pool as they come; their order is the
+        stream's.  A failure of any body fails the whole exchange.
+        """
+
+        def send(body: bytes, meta: T) -> R:
+            return read(self._post(body, deadline), meta)
+
+        sends: list[Future] = []
+        try:
+            for body, meta in bodies:
+                self._remaining(deadline)
+                sends.append(self.executor.submit(send, body, meta))
+                del body
+            return self._wait_all(sends, deadline)
+        finally:
+            for f in sends:
+                f.cancel()
+
+    # -- Detector ----------------------------------------------------------------------------
 
     def predict(
-        self, tiles: list[TileInput], deadline: float, slide_pixels: object = None
+        self,
+        tiles: Iterable[Sequence[TileInput]],
+        deadline: float,
+        slide_pixels: object = None,
     ) -> BackendResult:
         started = time.perf_counter()
         size = self.service.backend.max_batch
-        batches = [tiles[i : i + size] for i in range(0, len(tiles), size)]
         table = wire.LabelTable(self.labels)
         status_future = self._start_version_refresh(deadline)
-        if len(batches) == 1:
-            results = [self._predict_batch(batches[0], deadline, table)]
-        else:
-            futures = [
-                self.executor.submit(self._predict_batch, b, deadline, table) for b in batches
-            ]
-            results = self._wait_all(futures, deadline)
-        return self._result(results, table, status_future, deadline, started, len(batches))
 
-    def predict_groups(
-        self,
-        groups: Sequence[Callable[[], list[TileInput] | None]],
-        deadline: float,
-        parallel: bool,
-    ) -> BackendResult | None:
-        """Tiles made group by group, each group's batches sent as soon as it is made.
+        def bodies() -> Iterator[tuple[bytes, list[tuple[int, int]]]]:
+            for group in tiles:
+                for i in range(0, len(group), size):
+                    batch = group[i : i + size]
+                    body = wire.backend_request(
+                        [b64encode(t.encoded or b"") for t in batch],
+                        [f"tile-{t.index}" for t in batch],
+                    )
+                    yield body, [(t.width, t.height) for t in batch]
 
-        A JPEG is cut one band of tile rows at a time (:mod:`gateway.pipeline.slide`):
-        with ``parallel`` the bands are cut at once in this thread and the pool's (the
-        cut releases the GIL), else one after the other, so only one band's cut is in
-        memory.  Either way the model is already working on the first tiles while the
-        rest are cut.  ``None`` when a group cannot be made (the caller decodes instead).
-        """
+        def read(data: bytes, sizes: list[tuple[int, int]]) -> list[TileDetections]:
+            with self._lock:  # the label table is shared by the batches of one request
+                return wire.parse_backend_predictions(data, len(sizes), sizes, table)
+
+        results = self._exchange(bodies(), deadline, read)
+        self._await_version(status_future, deadline)
+        return BackendResult(
+            tiles=[d for batch in results for d in batch],
+            labels=tuple(table.labels),
+            class_values=tuple(table.values),
+            model=self.service.backend.model,
+            version=self._version,
+            backend_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    # -- Classifier --------------------------------------------------------------------------
+
+    def classify(self, images: Sequence[ImageInput], deadline: float) -> ClassifyResult:
         started = time.perf_counter()
         size = self.service.backend.max_batch
-        table = wire.LabelTable(self.labels)
         status_future = self._start_version_refresh(deadline)
+        bodies = (
+            (
+                wire.backend_request(
+                    [b64encode(img.encoded) for img in images[i : i + size]],
+                    [f"image-{i + j}" for j in range(len(images[i : i + size]))],
+                ),
+                len(images[i : i + size]),
+            )
+            for i in range(0, len(images), size)
+        )
+        labels = self.labels
 
-        def make(group: Callable[[], list[TileInput] | None]) -> list[Future] | None:
-            tiles = group()
-            if tiles is None:
-                return None
-            sends = []
-            for i in range(0, len(tiles), size):
-                batch = tiles[i : i + size]
-                body, sizes = self._batch_body(batch), [(t.width, t.height) for t in batch]
-                sends.append(self.executor.submit(self._send_batch, body, sizes, deadline, table))
-            return sends
+        def read(data: bytes, count: int) -> list[Classification]:
+            return wire.parse_classifications(data, count, labels)
 
-        made: list[Future] = []
-        sends: list[Future] = []
-        try:
-            if parallel:
-                made = [self.executor.submit(make, g) for g in groups[1:]]
-                first = make(groups[0])
-                parts = [first, *self._wait_all(made, deadline)]
-            else:
-                parts = []
-                for g in groups:
-                    parts.append(make(g))
-                    if parts[-1] is None:
-                        break
-            for part in parts:
-                sends += part or []
-            if any(part is None for part in parts):
-                return None
-            results = self._wait_all(sends, deadline)
-        finally:
-            for f in made + sends:
-                f.cancel()
-        return self._result(results, table, status_future, deadline, started, len(sends))
+        results = self._exchange(bodies, deadline, read)
+        self._await_version(status_future, deadline)
+        return ClassifyResult(
+            predictions=[c for batch in results for c in batch],
+            model=self.service.backend.model,
+            version=self._version,
+            backend_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    # -- Forwarder ---------------------------------------------------------------------------
+
+    def forward(self, body: bytes, deadline: float) -> Forwarded:
+        """The body as the client sent it; a 2xx or 4xx answer comes back as the model gave it.
+
+        A 5xx is the model's failure, not the client's, and becomes the gateway's 502/503/504
+        like any backend failure (429 and 503 after the retries as well).
+        """
+        started = time.perf_counter()
+        status_future = self._start_version_refresh(deadline)
+        resp = self._with_retries("POST", self.predict_url, body, deadline)
+        if resp.status >= 500 or resp.status in RETRY_STATUSES:
+            raise self._status_error(resp)
+        self._await_version(status_future, deadline)
+        return Forwarded(
+            status=resp.status,
+            body=resp.data,
+            model=self.service.backend.model,
+            version=self._version,
+            backend_ms=(time.perf_counter() - started) * 1000.0,
+            error=None if resp.status < 300 else wire.backend_error_message(resp.data),
+        )
 
     def _start_version_refresh(self, deadline: float) -> Future | None:
         if self._version is None and time.monotonic() - self._version_checked > 30:
@@ -271,30 +311,12 @@ class TFServingBackend:
                 f.cancel()
         return results
 
-    def _result(
-        self,
-        results: list[list[TileDetections]],
-        table: wire.LabelTable,
-        status_future: Future | None,
-        deadline: float,
-        started: float,
-        calls: int,
-    ) -> BackendResult:
+    def _await_version(self, status_future: Future | None, deadline: float) -> None:
         if status_future is not None:
             try:
                 status_future.result(timeout=max(min(deadline - time.monotonic(), 0.5), 0))
             except Exception:
                 pass
-        per_tile = [d for batch in results for d in batch]
-        return BackendResult(
-            tiles=per_tile,
-            labels=tuple(table.labels),
-            class_values=tuple(table.values),
-            model=self.service.backend.model,
-            version=self._version,
-            backend_ms=(time.perf_counter() - started) * 1000.0,
-            calls=calls,
-        )
 
     def _refresh_version(self, deadline: float) -> None:
         self._version_checked = time.monotonic()

@@ -1,7 +1,8 @@
 """TF Serving's REST API as the gateway speaks it to the hidden model: the outbound half.
 
-Tile request bodies in the AutoML Vision Edge format, and a strict reader of the model's
-answers, because a backend that answers garbage must become a 502, not a wrong count.
+Request bodies in the AutoML Vision Edge format (tiles for a detector, whole images for a
+classifier), and strict readers of the model's answers, because a backend that answers
+garbage must become a 502, not a wrong count or a wrong label.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.backends.base import TileDetections
+from gateway.backends.base import Classification, TileDetections
 from gateway.errors import BackendBadResponse
 from gateway.jsonio import loads
 
@@ -66,14 +67,7 @@ def parse_backend_predictions(
         doc = loads(body)
     except Exception as exc:
         raise BackendBadResponse("the model answered with a body that is not JSON") from exc
-    preds = doc.get("predictions") if isinstance(doc, Mapping) else None
-    if isinstance(doc, Mapping) and preds is None and isinstance(doc.get("outputs"), Mapping):
-        out = doc["outputs"]
-        if isinstance(out.get("detection_scores"), list):
-            preds = [
-                {k: (v[i] if isinstance(v, list) and len(v) > i else None) for k, v in out.items()}
-                for i in range(len(out["detection_scores"]))
-            ]
+    preds = _predictions(doc, ("detection_scores",))
     if not isinstance(preds, list) or len(preds) != expected:
         raise BackendBadResponse(
             f"the model answered {len(preds) if isinstance(preds, list) else 'no'} "
@@ -110,6 +104,63 @@ def parse_backend_predictions(
         px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
         result.append(TileDetections(boxes=px, scores=scores[:n], classes=classes))
     return result
+
+
+def _predictions(doc: Any, columns: tuple[str, ...]) -> Any:
+    """The row-form predictions, or the columnar ``outputs`` turned into rows."""
+    preds = doc.get("predictions") if isinstance(doc, Mapping) else None
+    if isinstance(doc, Mapping) and preds is None and isinstance(doc.get("outputs"), Mapping):
+        out = doc["outputs"]
+        first = next((out[c] for c in columns if isinstance(out.get(c), list)), None)
+        if first is not None:
+            preds = [
+                {k: (v[i] if isinstance(v, list) and len(v) > i else None) for k, v in out.items()}
+                for i in range(len(first))
+            ]
+    return preds
+
+
+def parse_classifications(
+    body: bytes, expected: int, labels: Sequence[str]
+) -> list[Classification]:
+    """A classifier's answer for ``expected`` images: ``{"scores": [...], "labels": [...]}``.
+
+    ``labels`` (from the configuration) name the scores of a model that answers scores
+    alone; a model that answers its own labels is believed.
+    """
+    try:
+        doc = loads(body)
+    except Exception as exc:
+        raise BackendBadResponse("the model answered with a body that is not JSON") from exc
+    preds = _predictions(doc, ("scores",))
+    if not isinstance(preds, list) or len(preds) != expected:
+        raise BackendBadResponse(
+            f"the model answered {len(preds) if isinstance(preds, list) else 'no'} "
+            f"predictions for {expected} images"
+        )
+    out = []
+    for i, p in enumerate(preds):
+        if not isinstance(p, Mapping):
+            raise BackendBadResponse(f"prediction {i} of the model's answer is not an object")
+        scores = _numbers(p.get("scores"), "scores")
+        if scores.ndim != 1 or scores.size == 0 or not np.all(np.isfinite(scores)):
+            raise BackendBadResponse(f"prediction {i} has no list of finite scores")
+        names = p.get("labels")
+        if names is None:
+            if len(labels) != scores.size:
+                raise BackendBadResponse(
+                    f"the model answered {scores.size} scores without labels, and "
+                    f"{len(labels)} labels are configured"
+                )
+            names = list(labels)
+        if (
+            not isinstance(names, list)
+            or len(names) != scores.size
+            or not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in names)
+        ):
+            raise BackendBadResponse(f"prediction {i} has labels that do not match its scores")
+        out.append(Classification(tuple(str(n) for n in names), tuple(scores.tolist())))
+    return out
 
 
 def backend_error_message(body: bytes) -> str:

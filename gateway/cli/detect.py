@@ -108,22 +108,39 @@ class InProcess:
 
     def count(self, path: Path, data: bytes) -> Counted:
         from gateway.codecs.detect import detections
+        from gateway.config import CLASSIFICATION
         from gateway.context import RequestContext
         from gateway.errors import GatewayError
-        from gateway.handlers.common import check_images, run_slides
+        from gateway.usecases.classification import classify
+        from gateway.usecases.detection import detect
 
         ctx = RequestContext(method="CLI", path=str(path))
-        ctx.service, ctx.route, ctx.threshold = self.svc.config.name, "detect", self.threshold
+        ctx.service, ctx.route = self.svc.config.name, "detect"
+        limits, quota = self.gw.config.limits, self.gw.usage
         try:
-            check_images(self.gw, ctx, [data])
-            ((result, kept),) = run_slides(self.gw, ctx, self.svc, [data], self.threshold)
+            if self.svc.config.kind == CLASSIFICATION:
+                (image,) = classify(self.svc, [data], ctx=ctx, limits=limits, quota=quota).images
+            else:
+                (slide,) = detect(
+                    self.svc, [data], self.threshold, ctx=ctx, limits=limits, quota=quota
+                ).slides
         except GatewayError as exc:
             raise SlideFailed(exc.message, exc.code) from exc
+        if self.svc.config.kind == CLASSIFICATION:
+            label, score = image.best()
+            return Counted(
+                count=0,
+                detections=[],
+                width=image.info.width,
+                height=image.info.height,
+                threshold=self.threshold,
+                extra={"label": label, "score": round(float(score), 6)},
+            )
         return Counted(
-            count=len(kept),
-            detections=detections(kept, result.labels),
-            width=result.width,
-            height=result.height,
+            count=len(slide.kept),
+            detections=detections(slide.kept, slide.slide.labels),
+            width=slide.slide.width,
+            height=slide.slide.height,
             threshold=self.threshold,
         )
 

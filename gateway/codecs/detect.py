@@ -36,7 +36,7 @@ def _render(value: Any) -> str | None:
     raise BadRequest(f'"render" must be one of: {", ".join(RENDER_FORMATS)}')
 
 
-def _key(value: Any) -> str | None:
+def parse_key(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -62,7 +62,7 @@ def parse_json(body: bytes, query: Mapping[str, str]) -> DetectRequest:
     return DetectRequest(
         image=b64decode_strict(image, '"image"'),
         threshold=threshold,
-        key=_key(doc.get("key")),
+        key=parse_key(doc.get("key")),
         render=_render(doc.get("render")),
     )
 
@@ -78,7 +78,7 @@ def parse_form(files: Mapping[str, Any], form: Mapping[str, str], query: Mapping
     return DetectRequest(
         image=data,
         threshold=threshold,
-        key=_key(form.get("key")),
+        key=parse_key(form.get("key")),
         render=_render(form.get("render")),
     )
 

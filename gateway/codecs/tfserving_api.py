@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import BadRequest, PayloadTooLarge
-from gateway.jsonio import b64decode_strict, loads_decoding
+from gateway.jsonio import b64decode_strict, loads, loads_decoding
 from gateway.pipeline.merge import Merged
 
 SIGNATURES = (None, "serving_default", "")
@@ -158,15 +158,40 @@ def prediction(
     }
 
 
+def classification(labels: Sequence[str], scores: Sequence[float], key: str) -> dict[str, Any]:
+    """One AutoML Vision Edge classification prediction, in the model's label order."""
+    return {"scores": [round(float(x), 6) for x in scores], "labels": list(labels), "key": key}
+
+
 def predict_response(predictions: list[dict[str, Any]], columnar: bool) -> dict[str, Any]:
+    """``{"predictions": [...]}``, or ``{"outputs": {field: [...]}}`` for a columnar request."""
     if not columnar:
         return {"predictions": predictions}
-    fields = (
-        "detection_boxes",
-        "detection_scores",
-        "detection_classes",
-        "detection_classes_as_text",
-        "num_detections",
-        "key",
-    )
+    fields = list(predictions[0]) if predictions else []
     return {"outputs": {f: [p[f] for p in predictions] for f in fields}}
+
+
+def passthrough_batch_size(body: bytes) -> int:
+    """How many inputs a body for any TF Serving model carries: what quotas count.
+
+    The body itself goes to the model unchanged; this only reads it, so a body the model
+    would refuse anyway is refused here with the same kind of message, before any quota
+    is spent on it.
+    """
+    doc = loads(body)
+    if not isinstance(doc, Mapping):
+        raise BadRequest("the request body must be a JSON object")
+    has_rows, has_cols = "instances" in doc, "inputs" in doc
+    if has_rows == has_cols:
+        raise BadRequest('the body must have exactly one of "instances" or "inputs"')
+    if has_rows:
+        rows = doc["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise BadRequest('"instances" must be a non-empty list')
+        return len(rows)
+    inputs = doc["inputs"]
+    if isinstance(inputs, Mapping):
+        if not inputs:
+            raise BadRequest('"inputs" must not be empty')
+        inputs = next(iter(inputs.values()))
+    return len(inputs) if isinstance(inputs, list) and inputs else 1

@@ -1,33 +1,27 @@
-"""Steps shared by the detection routes: admission, body reading, running slides."""
+"""Steps shared by the model routes: admission, the route that fits a kind, body reading."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import Any
 
+from gateway.codecs import detect as detect_codec
+from gateway.config import CLASSIFICATION, DETECTION, PASSTHROUGH
 from gateway.context import RequestContext
-from gateway.errors import (
-    BadRequest,
-    GatewayError,
-    PayloadTooLarge,
-    UndecodableImage,
-    UnsupportedImage,
-)
-from gateway.pipeline import merge as merging
-from gateway.pipeline.images import ImageInfo, probe
-from gateway.pipeline.slide import SlideResult, detect_slide_bytes
+from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.registry import Service
 from gateway.runtime import Gateway
 
-
-def _for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:
-    """The same error, naming the instance when a request carries several images."""
-    if count == 1:
-        return exc
-    return GatewayError(
-        f"instance {index}: {exc.message}", status=exc.status, code=exc.code, headers=exc.headers
-    )
+# The routes each kind answers, named as a client would call them.
+ROUTES_OF_KIND = {
+    DETECTION: (":detect", ":predict"),
+    CLASSIFICATION: (":classify", ":predict"),
+    PASSTHROUGH: (":predict",),
+}
+ROUTE_PATHS = {
+    ":detect": "POST /v1/services/{name}:detect",
+    ":classify": "POST /v1/services/{name}:classify",
+    ":predict": "POST /v1/models/{name}:predict",
+}
 
 
 def admit(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Service:
@@ -38,6 +32,19 @@ def admit(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Servi
     gw.auth.authorize(ctx, svc.config)
     gw.usage.begin(ctx)
     return svc
+
+
+def require_route(svc: Service, route: str) -> None:
+    """A 400 naming the route that fits, when this one does not fit the service's kind."""
+    kind = svc.config.kind
+    fits = ROUTES_OF_KIND[kind]
+    if route in fits:
+        return
+    paths = " or ".join(ROUTE_PATHS[r].format(name=svc.config.name) for r in fits)
+    raise BadRequest(
+        f"{route} does not apply to service {svc.config.name!r}, a {kind} service; use {paths}",
+        code="wrong_route",
+    )
 
 
 def read_body(request: Any, ctx: RequestContext, max_bytes: int) -> bytes:
@@ -55,47 +62,22 @@ def read_body(request: Any, ctx: RequestContext, max_bytes: int) -> bytes:
     return data
 
 
-def check_images(gw: Gateway, ctx: RequestContext, images: Sequence[bytes]) -> list[ImageInfo]:
-    """Header checks of every image before any backend work, then the quota."""
-    max_pixels = gw.config.limits.max_pixels
-    infos = []
-    for i, data in enumerate(images):
-        try:
-            info = probe(data, max_pixels)
-        except GatewayError as exc:
-            if i == 0:
-                ctx.image = {"bytes": len(data), "width": None, "height": None, "format": None}
-            raise _for_instance(exc, i, len(images)) from exc
-        if i == 0:
-            ctx.image = {
-                "bytes": len(data),
-                "width": info.width,
-                "height": info.height,
-                "format": info.format,
-            }
-        infos.append(info)
-    gw.usage.check_quota(ctx, images=len(images))
-    return infos
-
-
-def run_slides(
-    gw: Gateway, ctx: RequestContext, svc: Service, images: Sequence[bytes], threshold: float
-) -> list[tuple[SlideResult, merging.Merged]]:
-    """Each slide decoded once, tiled, sent, merged; one deadline for the whole request."""
-    deadline = time.monotonic() + svc.config.backend.timeout_s
-    svc.backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
-    out = []
-    for i, data in enumerate(images):
-        try:
-            result = detect_slide_bytes(
-                data, gw.config.limits.max_pixels, svc.config, svc.backend, deadline
+def read_image_request(gw: Gateway, request: Any, ctx: RequestContext, codec: Any) -> Any:
+    """One image as JSON, a multipart upload or a raw ``image/*`` body, parsed by ``codec``
+    (:mod:`gateway.codecs.detect` or :mod:`gateway.codecs.classify`)."""
+    content_type = (request.mimetype or "").lower()
+    limit = gw.config.limits.max_body_bytes
+    if content_type == "multipart/form-data":
+        declared = request.content_length
+        ctx.body_bytes = declared or 0
+        if declared is None or declared > limit:
+            raise PayloadTooLarge(
+                f"multipart uploads need a Content-Length of at most {limit:,} bytes"
             )
-        except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
-            raise _for_instance(exc, i, len(images)) from exc  # the image's fault, not the model's
-        kept = merging.above(result.detections, threshold)
-        ctx.tiles += len(result.tiles)
-        ctx.backend_ms += result.backend_ms
-        ctx.detections += len(kept)
-        ctx.backend_model, ctx.backend_version = result.model, result.version
-        out.append((result, kept))
-    return out
+        return codec.parse_form(request.files, request.form, request.args)
+    body = read_body(request, ctx, limit)
+    if content_type in ("application/json", "") or content_type.endswith("+json"):
+        return codec.parse_json(body, request.args)
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        return codec.parse_raw(body, request.args)
+    raise detect_codec.unsupported_content_type(content_type)

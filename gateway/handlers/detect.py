@@ -10,32 +10,13 @@ from PIL import Image
 
 from gateway.codecs import detect as wire
 from gateway.context import RequestContext
-from gateway.errors import PayloadTooLarge
-from gateway.handlers.common import admit, check_images, read_body, run_slides
+from gateway.handlers.common import admit, read_image_request, require_route
 from gateway.handlers.responses import json_response
 from gateway.pipeline.images import decode
 from gateway.pipeline.merge import Merged
 from gateway.render import draw_detections
 from gateway.runtime import Gateway
-
-
-def _parse(gw: Gateway, request: Any, ctx: RequestContext) -> wire.DetectRequest:
-    content_type = (request.mimetype or "").lower()
-    limit = gw.config.limits.max_body_bytes
-    if content_type == "multipart/form-data":
-        declared = request.content_length
-        ctx.body_bytes = declared or 0
-        if declared is None or declared > limit:
-            raise PayloadTooLarge(
-                f"multipart uploads need a Content-Length of at most {limit:,} bytes"
-            )
-        return wire.parse_form(request.files, request.form, request.args)
-    body = read_body(request, ctx, limit)
-    if content_type in ("application/json", "") or content_type.endswith("+json"):
-        return wire.parse_json(body, request.args)
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
-        return wire.parse_raw(body, request.args)
-    raise wire.unsupported_content_type(content_type)
+from gateway.usecases.detection import detect
 
 
 def wants_jpeg(request: Any, req: wire.DetectRequest) -> bool:
@@ -66,12 +47,13 @@ def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
 
 def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
     svc = admit(gw, request, ctx, service)
-    req = _parse(gw, request, ctx)
-    ctx.instances = 1
-    threshold = svc.config.threshold if req.threshold is None else req.threshold
-    ctx.threshold = threshold
-    (info,) = check_images(gw, ctx, [req.image])
-    ((result, kept),) = run_slides(gw, ctx, svc, [req.image], threshold)
+    require_route(svc, ":detect")
+    req: wire.DetectRequest = read_image_request(gw, request, ctx, wire)
+    found = detect(
+        svc, [req.image], req.threshold, ctx=ctx, limits=gw.config.limits, quota=gw.usage
+    )
+    (detected,) = found.slides
+    slide, kept = detected.slide, detected.kept
     if wants_jpeg(request, req):
         return Response(
             rendered_jpeg(gw, req.image, kept),
@@ -83,11 +65,11 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Resp
         "service": svc.config.name,
         "key": req.key,
         "count": len(kept),
-        "threshold": threshold,
-        "image": {"width": result.width, "height": result.height, "format": result.format},
-        "tiles": len(result.tiles),
-        "detections": wire.detections(kept, result.labels),
-        "model": {"name": result.model, "version": result.version},
+        "threshold": found.threshold,
+        "image": {"width": slide.width, "height": slide.height, "format": slide.format},
+        "tiles": len(slide.tiles),
+        "detections": wire.detections(kept, slide.labels),
+        "model": {"name": slide.model, "version": slide.version},
         "request_id": ctx.request_id,
     }
     return json_response(200, body)

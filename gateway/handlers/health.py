@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response
 
+from gateway.auth import FailClosedAuthenticator
 from gateway.context import RequestContext
 from gateway.errors import BackendUnavailable
 from gateway.handlers.responses import json_response
@@ -27,16 +28,21 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
         states = dict(zip(names, pool.map(lambda n: _readiness(gw, n), names), strict=True))
     not_ready = sorted(n for n, s in states.items() if not s["ready"])
-    if not not_ready:
+    # Fail-closed auth refuses every call to every service: not ready either.
+    refusing = gw.auth.message if isinstance(gw.auth, FailClosedAuthenticator) else None
+    if not not_ready and refusing is None:
         return json_response(200, {"status": "ready", "services": states})
     ctx.status, ctx.error_code = 503, "not_ready"
+    problems = ([f"auth: {refusing}"] if refusing else []) + not_ready
     body = {
-        "error": f"not ready: {', '.join(not_ready)}",
+        "error": f"not ready: {'; '.join(problems)}",
         "code": "not_ready",
         "request_id": ctx.request_id,
         "status": "not ready",
         "services": states,
     }
+    if refusing:
+        body["auth"] = {"ready": False, "detail": refusing}
     return json_response(503, body)
 
 

@@ -1,4 +1,9 @@
-"""``POST /v1/models/{service}:predict``: TF Serving's API, whole slides in, slide boxes out."""
+"""``POST /v1/models/{service}:predict``: TF Serving's API, for every kind of service.
+
+A detector takes whole slides and answers slide boxes; a classifier takes whole images
+and answers the model's scores and labels; a passthrough service's body and answer go
+through unchanged.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,54 @@ from typing import Any
 from flask import Response
 
 from gateway.codecs import tfserving_api as wire
+from gateway.config import CLASSIFICATION, PASSTHROUGH
 from gateway.context import RequestContext
-from gateway.handlers.common import admit, check_images, read_body, run_slides
+from gateway.errors import GatewayError
+from gateway.handlers.common import admit, read_body
 from gateway.handlers.responses import json_response
+from gateway.registry import Service
 from gateway.runtime import Gateway
+from gateway.usecases.classification import classify
+from gateway.usecases.detection import detect
+from gateway.usecases.passthrough import forward
 
 
 def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
     svc = admit(gw, request, ctx, service)
     body = read_body(request, ctx, gw.config.limits.max_body_bytes)
+    if svc.config.kind == PASSTHROUGH:
+        return _passthrough(gw, ctx, svc, body)
     req = wire.parse_predict_request(
         body,
         query_threshold=request.args.get("threshold"),
         max_instances=gw.config.limits.max_instances,
     )
     del body
-    ctx.instances = len(req.instances)
-    threshold = svc.config.threshold if req.threshold is None else req.threshold
-    ctx.threshold = threshold
     images = [inst.image for inst in req.instances]
-    check_images(gw, ctx, images)
-    predictions = []
-    for inst, (result, kept) in zip(
-        req.instances, run_slides(gw, ctx, svc, images, threshold), strict=True
-    ):
-        predictions.append(
-            wire.prediction(
-                kept, result.width, result.height, result.labels, result.class_values, inst.key
-            )
+    keys = [inst.key for inst in req.instances]
+    limits, quota = gw.config.limits, gw.usage
+    if svc.config.kind == CLASSIFICATION:
+        found = classify(svc, images, ctx=ctx, limits=limits, quota=quota)
+        predictions = [
+            wire.classification(c.labels, c.scores, key)
+            for c, key in zip(found.images, keys, strict=True)
+        ]
+        return json_response(200, wire.predict_response(predictions, req.columnar))
+    detected = detect(svc, images, req.threshold, ctx=ctx, limits=limits, quota=quota)
+    predictions = [
+        wire.prediction(
+            s.kept, s.slide.width, s.slide.height, s.slide.labels, s.slide.class_values, key
         )
+        for s, key in zip(detected.slides, keys, strict=True)
+    ]
     return json_response(200, wire.predict_response(predictions, req.columnar))
+
+
+def _passthrough(gw: Gateway, ctx: RequestContext, svc: Service, body: bytes) -> Response:
+    answer = forward(svc, body, ctx=ctx, quota=gw.usage)
+    if answer.status < 300:
+        return Response(answer.body, status=answer.status, mimetype="application/json")
+    # A 4xx is the client's to fix: its status and the model's words, in the gateway's shape.
+    raise GatewayError(
+        answer.error or "the model refused the request", status=answer.status, code="model_rejected"
+    )

@@ -17,14 +17,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")
-MIME_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "TIFF": "image/tiff",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "GIF": "image/gif",
-}
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked from the header first
 
@@ -51,13 +43,13 @@ class ImageInfo:
     width: int  # after EXIF orientation
     height: int
     orientation: int  # EXIF orientation tag, 1 when absent
+    mode: str = "RGB"  # Pillow's mode of the stored pixels (a CMYK JPEG says "CMYK")
 
 
 @dataclass(frozen=True)
 class DecodedImage:
     info: ImageInfo
     rgb: np.ndarray  # H x W x 3 uint8, EXIF orientation applied
-    data: bytes  # the submitted bytes, for lossless tile cutting
 
     @property
     def width(self) -> int:
@@ -128,7 +120,9 @@ def _oriented_info(img: Image.Image, orientation: int) -> ImageInfo:
     w, h = img.size
     if orientation in _ORIENTATION_SWAPS_AXES:
         w, h = h, w
-    return ImageInfo(format=str(img.format), width=w, height=h, orientation=orientation)
+    return ImageInfo(
+        format=str(img.format), width=w, height=h, orientation=orientation, mode=img.mode
+    )
 
 
 def probe(data: bytes, max_pixels: int) -> ImageInfo:
@@ -203,4 +197,4 @@ def decode(data: bytes, max_pixels: int) -> DecodedImage:
         raise UndecodableImage("the image is truncated or corrupt and cannot be decoded") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise UndecodableImage("the image could not be converted to RGB")
-    return DecodedImage(info=info, rgb=rgb, data=data)
+    return DecodedImage(info=info, rgb=rgb)

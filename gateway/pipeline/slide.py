@@ -1,26 +1,30 @@
-"""One slide through the whole pipeline: tile, ask the backend, merge.
+"""One slide through the detection pipeline: tile, stream the tiles to the backend, merge.
 
-Kept apart from the HTTP handlers so the CLI, the benchmarks and the tests run exactly
-the code the deployed function runs.  A slide is decoded at most once: a JPEG bound for a
-remote model is not decoded at all but cut into tiles losslessly
-(:mod:`gateway.pipeline.jpegcut`), which costs about a third of a decode and spares the
-model a second JPEG generation; every other case decodes, crops and encodes.
+Kept apart from the use cases so the CLI, the benchmarks and the tests run exactly the
+code the deployed function runs.  The slide's header has already been read (once, by the
+use case); the slide is decoded at most once: a JPEG bound for a remote model is not
+decoded at all but cut into tiles losslessly (:mod:`gateway.pipeline.jpegcut`), which
+costs about a third of a decode and spares the model a second JPEG generation; every
+other case decodes, crops and encodes.  Tiles reach the backend as a stream of bands of
+tile rows, so the model is already working on the first band while the next is made.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from gateway.backends.base import Backend, BackendResult, TileInput
+from PIL import Image
+
+from gateway.backends.base import BackendResult, Detector, TileInput
 from gateway.config import ServiceConfig
 from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
-from gateway.pipeline.images import DecodedImage, ImageInfo, decode, decode_image, probe
-from gateway.pipeline.tiles import encoded_tiles, tile_inputs
+from gateway.pipeline.images import ImageInfo, decode, decode_image
+from gateway.pipeline.tiles import encoded_tiles, pixel_tiles
 from gateway.pipeline.tiling import Tile, plan_tiles
 
 JPEG_MCU = 16
@@ -51,21 +55,8 @@ def tiles_for(service: ServiceConfig, width: int, height: int) -> list[Tile]:
     return plan_tiles(width, height, t.width, t.height, t.overlap, align=JPEG_MCU)
 
 
-def detect_slide(
-    image: DecodedImage, service: ServiceConfig, backend: Backend, deadline: float
-) -> SlideResult:
-    tiles = tiles_for(service, image.width, image.height)
-    inputs = tile_inputs(image, tiles, encoded=backend.wants_encoded)
-    result = backend.predict(
-        inputs, deadline, slide_pixels=None if backend.wants_encoded else image.rgb
-    )
-    return _result(image.info, tiles, result)
-
-
-def lossless_tiles(data: bytes, info: ImageInfo, tiles: list[Tile]) -> list[TileInput] | None:
-    """The tiles cut from the JPEG without decoding, or ``None`` when it does not apply."""
-    if info.format != "JPEG" or info.orientation != 1:
-        return None
+def lossless_tiles(data: bytes, tiles: list[Tile]) -> list[TileInput] | None:
+    """The tiles cut from the JPEG without decoding, or ``None`` when the cut fails."""
     encoded = jpegcut.cut(data, [(t.x0, t.y0, t.x1, t.y1) for t in tiles])
     if encoded is None:
         return None
@@ -73,6 +64,16 @@ def lossless_tiles(data: bytes, info: ImageInfo, tiles: list[Tile]) -> list[Tile
         TileInput(index=t.index, width=t.width, height=t.height, encoded=e)
         for t, e in zip(tiles, encoded, strict=True)
     ]
+
+
+def cuts_losslessly(data: bytes, info: ImageInfo) -> bool:
+    """Whether the slide's tiles are to be cut from its JPEG rather than decoded."""
+    if info.format != "JPEG" or info.orientation != 1 or info.mode != "RGB":
+        return False
+    if info.width * info.height > PARALLEL_CUT_MAX_PIXELS:
+        per_pixel = jpegcut.coefficient_bytes_per_pixel(data)
+        return per_pixel is not None and per_pixel <= DECODED_BYTES_PER_PIXEL
+    return True
 
 
 _slides_lock = threading.Lock()
@@ -115,82 +116,81 @@ def _bands(tiles: list[Tile], pixels: int, split: bool = True) -> tuple[list[lis
     return rows, False
 
 
-def lossless_bands(
-    data: bytes, info: ImageInfo, tiles: list[Tile], split: bool = True
-) -> tuple[list[Callable[[], list[TileInput] | None]], bool] | None:
-    """The cut split into bands of tile rows, and whether to cut them at once."""
-    if info.format != "JPEG" or info.orientation != 1:
-        return None
-    pixels = info.width * info.height
-    if pixels > PARALLEL_CUT_MAX_PIXELS:
-        per_pixel = jpegcut.coefficient_bytes_per_pixel(data)
-        if per_pixel is None or per_pixel > DECODED_BYTES_PER_PIXEL:
-            return None
-    bands, parallel = _bands(tiles, pixels, split)
-    return [functools.partial(lossless_tiles, data, info, band) for band in bands], parallel
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
 
 
-def decoded_bands(
-    data: bytes, max_pixels: int, service: ServiceConfig
-) -> tuple[ImageInfo, list[Tile], list[Callable[[], list[TileInput]]], bool]:
-    """The plain path for a remote model: decode once, crop and encode band by band."""
-    info, img = decode_image(data, max_pixels)
-    tiles = tiles_for(service, info.width, info.height)
-    bands, parallel = _bands(tiles, info.width * info.height)
-    makers = [functools.partial(encoded_tiles, img, band) for band in bands]
-    return info, tiles, makers, parallel
+def _helper_pool() -> ThreadPoolExecutor:
+    """One thread that makes the second band while this one makes the first."""
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiles")
+        return _helper
 
 
-def detect_slide_bytes(
+def _made(
+    make: Callable[[list[Tile]], list[TileInput] | None], bands: list[list[Tile]], parallel: bool
+) -> Iterator[list[TileInput] | None]:
+    """Each band's tiles in order; with ``parallel`` the later bands are made meanwhile."""
+    if not parallel:
+        for band in bands:
+            yield make(band)
+        return
+    later = [_helper_pool().submit(make, band) for band in bands[1:]]
+    try:
+        yield make(bands[0])
+        for f in later:
+            yield f.result()
+    finally:
+        for f in later:
+            f.cancel()
+
+
+def _cut_stream(
+    data: bytes, bands: list[list[Tile]], parallel: bool, max_pixels: int
+) -> Iterator[list[TileInput]]:
+    """Bands cut from the JPEG; a band the cut refuses is cropped from a decode instead."""
+    decoded: Image.Image | None = None
+    cuts = _made(lambda band: lossless_tiles(data, band), bands, parallel)
+    for band, tiles in zip(bands, cuts, strict=True):
+        if tiles is None:
+            if decoded is None:
+                decoded = decode_image(data, max_pixels)[1]
+            tiles = encoded_tiles(decoded, band)
+        yield tiles
+
+
+def detect_slide(
     data: bytes,
-    max_pixels: int,
+    info: ImageInfo,
     service: ServiceConfig,
-    backend: Backend,
+    backend: Detector,
     deadline: float,
+    max_pixels: int,
     lossless: bool = True,
 ) -> SlideResult:
-    """The slide from its submitted bytes; decodes only when the tiles need pixels."""
-    predict_groups = getattr(backend, "predict_groups", None) if backend.wants_encoded else None
-    if predict_groups is None:
-        return _detect_slide_bytes(data, max_pixels, service, backend, deadline, lossless)
+    """The slide's detections; ``info`` is its header, already read and checked."""
+    if not backend.wants_encoded:
+        image = decode(data, max_pixels)
+        tiles = tiles_for(service, image.width, image.height)
+        result = backend.predict([pixel_tiles(image, tiles)], deadline, slide_pixels=image.rgb)
+        return _result(image.info, tiles, result)
     with _slide_in_progress() as alone:
-        return _detect_slide_bytes(
-            data, max_pixels, service, backend, deadline, lossless, predict_groups, alone
-        )
-
-
-def _detect_slide_bytes(
-    data: bytes,
-    max_pixels: int,
-    service: ServiceConfig,
-    backend: Backend,
-    deadline: float,
-    lossless: bool,
-    predict_groups: Callable[..., BackendResult | None] | None = None,
-    alone: bool = False,
-) -> SlideResult:
-    if lossless and backend.wants_encoded:
-        info = probe(data, max_pixels)
+        if lossless and cuts_losslessly(data, info):
+            tiles = tiles_for(service, info.width, info.height)
+            bands, parallel = _bands(tiles, info.width * info.height, split=alone)
+            result = backend.predict(_cut_stream(data, bands, parallel, max_pixels), deadline)
+            return _result(info, tiles, result)
+        info, img = decode_image(data, max_pixels)  # the decoded size is the one tiled
         tiles = tiles_for(service, info.width, info.height)
-        if predict_groups is None:
-            inputs = lossless_tiles(data, info, tiles)
-            if inputs is not None:
-                return _result(info, tiles, backend.predict(inputs, deadline))
-        else:
-            bands = lossless_bands(data, info, tiles, split=alone)
-            result = None if bands is None else predict_groups(bands[0], deadline, bands[1])
-            if result is not None:
-                return _result(info, tiles, result)
-    if predict_groups is not None:
-        info, tiles, makers, parallel = decoded_bands(data, max_pixels, service)
-        result = predict_groups(makers, deadline, parallel)
-        if result is None:
-            raise AssertionError("encoding a decoded band cannot fail over to another path")
+        bands, parallel = _bands(tiles, info.width * info.height)
+        stream = (t or [] for t in _made(lambda b: encoded_tiles(img, b), bands, parallel))
+        result = backend.predict(stream, deadline)
         return _result(info, tiles, result)
-    return detect_slide(decode(data, max_pixels), service, backend, deadline)
 
 
-def _result(info: ImageInfo, tiles: list[Tile], result) -> SlideResult:
+def _result(info: ImageInfo, tiles: list[Tile], result: BackendResult) -> SlideResult:
     merged = merging.merge(tiles, result.tiles, info.width, info.height)
     return SlideResult(
         width=info.width,

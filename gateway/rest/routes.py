@@ -1,8 +1,8 @@
 """The route table: method + path pattern -> handler.
 
 Handlers are named, not imported, and imported at their route's first request: the demo
-page, the renderer and the ``:detect`` codecs stay out of a cold start that only serves
-``:predict``.
+page, the renderer and the ``:detect`` and ``:classify`` codecs stay out of a cold start
+that only serves ``:predict``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ ROUTES: list[Route] = [
         "predict", ("POST",), re.compile(rf"^/v1/models/{NAME}:predict$"), "predict:handle", True
     ),
     Route("detect", ("POST",), re.compile(rf"^/v1/services/{NAME}:detect$"), "detect:handle", True),
+    Route(
+        "classify",
+        ("POST",),
+        re.compile(rf"^/v1/services/{NAME}:classify$"),
+        "classify:handle",
+        True,
+    ),
     Route("model_status", ("GET",), re.compile(rf"^/v1/models/{NAME}$"), "health:model_status"),
     Route("services", ("GET",), re.compile(r"^/v1/services$"), "services:list_services"),
     Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), "services:get_service"),

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config, ConfigError
+from gateway.schema import INTEGER, Fields, MapOf
+
+_DAILY = Fields({"daily_images": INTEGER})
+CONFIG_SCHEMA = Fields({"default": _DAILY, "principals": MapOf(_DAILY)})  # ``quotas``
 
 
 def _limit(value: Any, where: str) -> int | None:

@@ -10,8 +10,31 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, on_google_cloud
 from gateway.firestore_client import firestore_target
+from gateway.schema import BOOL, INTEGER, NUMBER, STRING, Fields
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-]{0,64}$")
+
+CONFIG_SCHEMA = Fields(  # the ``usage`` section
+    {
+        "enabled": BOOL,
+        "collection_prefix": STRING,
+        "firestore": Fields(
+            {
+                "project": STRING,
+                "database": STRING,
+                "write_timeout_s": NUMBER,
+                "read_timeout_s": NUMBER,
+                "retry_after_s": NUMBER,
+            }
+        ),
+        "sqlite": Fields({"path": STRING}),
+        "spool_path": STRING,
+        "flush_batch": INTEGER,
+        "spool_max_records": INTEGER,
+        "quota_cache_s": NUMBER,
+        "flush_budget_s": NUMBER,
+    }
+)
 
 
 def _state_dir() -> Path:

@@ -1,0 +1,38 @@
+"""``POST /v1/services/{service}:classify``: one image's label and scores, for scripts and apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+
+from gateway.codecs import classify as wire
+from gateway.context import RequestContext
+from gateway.handlers.common import admit, read_image_request, require_route
+from gateway.handlers.responses import json_response
+from gateway.runtime import Gateway
+from gateway.usecases.classification import classify
+
+
+def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
+    svc = admit(gw, request, ctx, service)
+    require_route(svc, ":classify")
+    req: wire.ClassifyRequest = read_image_request(gw, request, ctx, wire)
+    found = classify(svc, [req.image], ctx=ctx, limits=gw.config.limits, quota=gw.usage)
+    (image,) = found.images
+    label, score = image.best()
+    body = {
+        "service": svc.config.name,
+        "key": req.key,
+        "label": label,
+        "score": round(float(score), 6),
+        "scores": wire.ranked(image.labels, image.scores),
+        "image": {
+            "width": image.info.width,
+            "height": image.info.height,
+            "format": image.info.format,
+        },
+        "model": {"name": found.model, "version": found.version},
+        "request_id": ctx.request_id,
+    }
+    return json_response(200, body)

@@ -1,0 +1,65 @@
+"""Classification: each image checked as for detection, then sent whole, once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from gateway.backends.base import Classifier, ImageInput
+from gateway.config import Limits
+from gateway.context import RequestContext
+from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
+from gateway.pipeline.images import ImageInfo
+from gateway.pipeline.whole import whole_image
+from gateway.registry import Service
+from gateway.usecases.checks import Quota, check_images, for_instance
+
+
+@dataclass(frozen=True)
+class ClassifiedImage:
+    info: ImageInfo  # the submitted image, oriented
+    labels: tuple[str, ...]  # the model's order
+    scores: tuple[float, ...]
+
+    def best(self) -> tuple[str, float]:
+        i = max(range(len(self.scores)), key=lambda j: self.scores[j])
+        return self.labels[i], self.scores[i]
+
+
+@dataclass(frozen=True)
+class Classifications:
+    images: list[ClassifiedImage]  # one per image, in order
+    model: str
+    version: str | None
+
+
+def classify(
+    service: Service,
+    images: Sequence[bytes],
+    *,
+    ctx: RequestContext,
+    limits: Limits,
+    quota: Quota,
+) -> Classifications:
+    cfg = service.config
+    ctx.instances = len(images)
+    infos = check_images(ctx, images, limits.max_pixels, quota)
+    backend = cast(Classifier, service.backend)
+    deadline = time.monotonic() + cfg.backend.timeout_s
+    backend.ensure_reachable(deadline)
+    inputs = []
+    for i, (data, info) in enumerate(zip(images, infos, strict=True)):
+        try:
+            inputs.append(ImageInput(whole_image(data, info, cfg.max_side, limits.max_pixels)))
+        except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
+            raise for_instance(exc, i, len(images)) from exc
+    result = backend.classify(inputs, deadline)
+    ctx.backend_ms += result.backend_ms
+    ctx.backend_model, ctx.backend_version = result.model, result.version
+    out = [
+        ClassifiedImage(info, c.labels, c.scores)
+        for info, c in zip(infos, result.predictions, strict=True)
+    ]
+    return Classifications(out, result.model, result.version)

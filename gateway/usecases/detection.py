@@ -1,0 +1,61 @@
+"""Detection: slides tiled, the tiles streamed to the model, the boxes merged per slide."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from gateway.backends.base import Detector
+from gateway.config import Limits
+from gateway.context import RequestContext
+from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
+from gateway.pipeline import merge as merging
+from gateway.pipeline.slide import SlideResult, detect_slide
+from gateway.registry import Service
+from gateway.usecases.checks import Quota, check_images, for_instance
+
+
+@dataclass(frozen=True)
+class DetectedSlide:
+    slide: SlideResult  # every detection of the model, merged
+    kept: merging.Merged  # those at or above the threshold
+
+
+@dataclass(frozen=True)
+class Detections:
+    threshold: float
+    slides: list[DetectedSlide]  # one per image, in order
+
+
+def detect(
+    service: Service,
+    images: Sequence[bytes],
+    threshold: float | None,
+    *,
+    ctx: RequestContext,
+    limits: Limits,
+    quota: Quota,
+) -> Detections:
+    """Each slide checked, then decoded at most once, tiled, sent and merged; one deadline."""
+    cfg = service.config
+    threshold = cfg.threshold if threshold is None else threshold
+    ctx.instances, ctx.threshold = len(images), threshold
+    infos = check_images(ctx, images, limits.max_pixels, quota)
+    backend = cast(Detector, service.backend)
+    deadline = time.monotonic() + cfg.backend.timeout_s
+    backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
+    slides = []
+    for i, (data, info) in enumerate(zip(images, infos, strict=True)):
+        try:
+            result = detect_slide(data, info, cfg, backend, deadline, limits.max_pixels)
+        except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
+            raise for_instance(exc, i, len(images)) from exc  # the image's fault, not the model's
+        kept = merging.above(result.detections, threshold)
+        ctx.tiles += len(result.tiles)
+        ctx.backend_ms += result.backend_ms
+        ctx.detections += len(kept)
+        ctx.backend_model, ctx.backend_version = result.model, result.version
+        slides.append(DetectedSlide(result, kept))
+    return Detections(threshold, slides)
