@@ -8,6 +8,7 @@ Firestore clients, token verifiers' imports) is still made at first use.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -91,8 +92,10 @@ def start() -> Gateway:
     try:
         return get_gateway()
     except ConfigError as exc:
-        logs.emit("CRITICAL", f"the gateway cannot start: invalid configuration: {exc}")
-        raise SystemExit(f"gateway: invalid configuration: {exc}") from None
+        source = os.environ.get("GATEWAY_CONFIG") or "the embedded defaults"
+        message = f"invalid configuration in {source}: {exc}"
+        logs.emit("CRITICAL", f"the gateway cannot start: {message}")
+        raise SystemExit(f"gateway: {message}") from None
 
 
 def current_gateway() -> Gateway | None:

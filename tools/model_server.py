@@ -7,6 +7,17 @@ answers like an AutoML Vision Edge object detector exported for TF Serving.
 
     .venv/bin/python tools/model_server.py --http_port 8501 --model_name eos
 
+``--kind`` picks what the model is, for the gateway's three kinds of service:
+
+* ``detection`` (default): the embedded detector, answering as above.
+* ``classification``: a small deterministic classifier of this project's, answering like
+  an AutoML Vision Edge classification export (``{"scores", "labels", "key"}`` per image).
+  It counts cells with the embedded detector on the whole image: ``eosinophils`` scores
+  ``1 - exp(-count / 2)`` and ``none`` the rest, so the same image always gets the same
+  answer and an image with cells gets a different one from an empty one.
+* ``echo``: any body; it answers ``{"predictions": instances}`` or ``{"outputs": inputs}``
+  unchanged.  An instance ``"refuse"`` makes it answer 400, ``"crash"`` 500.
+
 Clients must send ``Content-Type: application/json``.  ``--control-file`` names a JSON
 file read on every request, so tests can make the model slow or answer garbage mid-run:
 ``{"delay_s": 2.0, "garbage": false}``.  KServe parses ``sys.argv`` when it is imported and
@@ -32,6 +43,7 @@ def _own_args() -> argparse.Namespace:
     p.add_argument("--cell-size-px", type=float, default=None)
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--label", default="eos")
+    p.add_argument("--kind", choices=("detection", "classification", "echo"), default="detection")
     args, _ = p.parse_known_args()
     return args
 
@@ -81,6 +93,33 @@ def _predict_one(row: dict) -> dict:
     }
 
 
+CLASSES = ("eosinophils", "none")
+
+
+def _classify_one(row: dict) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("image_bytes"), dict):
+        raise InvalidInput('each instance needs "image_bytes": {"b64": ...}')
+    try:
+        data = base64.b64decode(row["image_bytes"]["b64"], validate=True)
+        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except Exception as exc:
+        raise InvalidInput(f"cannot decode image: {exc}") from exc
+    count = len(detect(rgb, OWN.cell_size_px).scores)
+    p = round(1.0 - float(np.exp(-count / 2.0)), 6)
+    return {"scores": [p, round(1.0 - p, 6)], "labels": list(CLASSES), "key": row.get("key", "")}
+
+
+def _echo(payload: dict) -> dict:
+    values = payload.get("instances", payload.get("inputs"))
+    if isinstance(values, list) and "refuse" in values:
+        raise InvalidInput("refused: this model does not take 'refuse'")
+    if isinstance(values, list) and "crash" in values:
+        raise RuntimeError("the model crashed")
+    if "instances" in payload:
+        return {"predictions": payload["instances"]}
+    return {"outputs": payload.get("inputs")}
+
+
 class EosDetectorModel(kserve.Model):
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -96,10 +135,13 @@ class EosDetectorModel(kserve.Model):
             await asyncio.sleep(float(control["delay_s"]))
         if control.get("garbage"):
             return {"predictions": [{"detection_boxes": "garbage"}]}
+        if OWN.kind == "echo":
+            return _echo(payload)
         rows = payload.get("instances") if isinstance(payload, dict) else None
         if not isinstance(rows, list):
             raise InvalidInput('expected {"instances": [...]}')
-        preds = await asyncio.gather(*(asyncio.to_thread(_predict_one, r) for r in rows))
+        one = _classify_one if OWN.kind == "classification" else _predict_one
+        preds = await asyncio.gather(*(asyncio.to_thread(one, r) for r in rows))
         return {"predictions": list(preds)}
 
 

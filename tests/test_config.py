@@ -1,0 +1,131 @@
+"""The configuration is checked whole: unknown keys and values of the wrong type anywhere
+in the file stop the start with a message naming the key and its place."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import ConfigError, parse_config
+from gateway.runtime import check_sections
+
+URL = "http://127.0.0.1:8501"
+
+
+def check(raw: dict) -> None:
+    check_sections(parse_config(raw))
+
+
+@pytest.mark.parametrize(
+    "raw,named",
+    [
+        ({"service": {}}, "'service' at the top level"),
+        ({"services": {"eos": {"kinds": "detection"}}}, "'kinds' in services.eos"),
+        ({"services": {"eos": {"treshold": 0.4}}}, "'treshold' in services.eos"),
+        ({"services": {"eos": {"tile": {"widht": 960}}}}, "'widht' in services.eos.tile"),
+        ({"services": {"eos": {"backend": {"timeout": 3}}}}, "'timeout' in services.eos.backend"),
+        ({"limits": {"max_pixel": 10}}, "'max_pixel' in limits"),
+        ({"auth": {"api_key": []}}, "'api_key' in auth"),
+        ({"auth": {"firebase": {"project": "p"}}}, "'project' in auth.firebase"),
+        ({"auth": {"api_keys": [{"id": "a", "sha": "b"}]}}, "'sha' in auth.api_keys[0]"),
+        ({"cors": {"origin": ["https://a.example"]}}, "'origin' in cors"),
+        ({"usage": {"firestore": {"projet": "p"}}}, "'projet' in usage.firestore"),
+        ({"usage": {"enable": False}}, "'enable' in usage"),
+        ({"quotas": {"default": {"daily_image": 3}}}, "'daily_image' in quotas.default"),
+        ({"quotas": {"principals": {"key:a": {"daily": 3}}}}, "'daily' in quotas.principals.key:a"),
+    ],
+)
+def test_unknown_keys_are_named_with_their_place(raw, named):
+    with pytest.raises(ConfigError) as info:
+        check(raw)
+    assert f"unknown key {named}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "raw,where",
+    [
+        ({"services": {"eos": {"threshold": "high"}}}, "services.eos.threshold"),
+        ({"services": {"eos": {"tile": {"width": "960"}}}}, "services.eos.tile.width"),
+        ({"services": {"eos": {"backend": {"timeout_s": "30"}}}}, "services.eos.backend.timeout_s"),
+        ({"services": {"eos": {"backend": {"max_batch": 2.5}}}}, "services.eos.backend.max_batch"),
+        ({"services": {"eos": {"allow": "key:a"}}}, "services.eos.allow"),
+        ({"services": {"eos": {"labels": [1]}}}, "services.eos.labels[0]"),
+        ({"services": ["eos"]}, "services"),
+        ({"limits": {"max_pixels": True}}, "limits.max_pixels"),
+        ({"demo": "yes"}, "demo"),
+        ({"auth": {"required": "yes"}}, "auth.required"),
+        ({"auth": {"google": {"audiences": "https://a"}}}, "auth.google.audiences"),
+        ({"cors": {"origins": "https://a.example"}}, "cors.origins"),
+        ({"usage": {"enabled": "no"}}, "usage.enabled"),
+        ({"usage": {"firestore": {"write_timeout_s": "2"}}}, "usage.firestore.write_timeout_s"),
+        ({"quotas": {"default": {"daily_images": "500"}}}, "quotas.default.daily_images"),
+        ({"quotas": {"principals": []}}, "quotas.principals"),
+    ],
+)
+def test_values_of_the_wrong_type_are_named(raw, where):
+    with pytest.raises(ConfigError) as info:
+        check(raw)
+    assert str(info.value).startswith(f"{where} must be"), str(info.value)
+
+
+def test_kinds():
+    cfg = parse_config(
+        {
+            "services": {
+                "eos": {},
+                "cls": {
+                    "kind": "classification",
+                    "backend": {"url": URL},
+                    "max_side": 512,
+                    "labels": ["a", "b"],
+                },
+                "any": {"kind": "passthrough", "backend": {"url": URL, "model": "m"}},
+            }
+        }
+    )
+    assert [s.kind for s in cfg.services.values()] == ["detection", "classification", "passthrough"]
+    assert cfg.services["cls"].max_side == 512 and cfg.services["cls"].labels == ("a", "b")
+    assert (
+        parse_config({"services": {"c": {"kind": "classification", "backend": {"url": URL}}}})
+        .services["c"]
+        .labels
+        == ()
+    )
+    public = cfg.services["any"].public()
+    assert public["kind"] == "passthrough" and "tile" not in public and "labels" not in public
+
+
+@pytest.mark.parametrize(
+    "service,message",
+    [
+        (
+            {"kind": "classifier"},
+            "services.x.kind must be one of detection, classification, passthrough",
+        ),
+        ({"kind": "classification"}, "services.x.backend.url is required"),
+        ({"kind": "passthrough"}, "services.x.backend.url is required"),
+        (
+            {"kind": "classification", "backend": {"url": URL}, "tile": {"width": 500}},
+            "services.x.tile does not apply to a service of kind 'classification'",
+        ),
+        (
+            {"kind": "passthrough", "backend": {"url": URL}, "threshold": 0.5},
+            "services.x.threshold does not apply to a service of kind 'passthrough'",
+        ),
+        ({"max_side": 512}, "services.x.max_side does not apply to a service of kind 'detection'"),
+        (
+            {"kind": "classification", "backend": {"url": URL}, "max_side": 8},
+            "services.x.max_side must be between",
+        ),
+    ],
+)
+def test_kind_errors(service, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"services": {"x": service}})
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_null_values_are_left_to_their_owner():
+    """YAML writes an empty value as null: a section may be empty, a number may not."""
+    check({"cors": None, "usage": {"firestore": None}, "services": {"eos": {"allow": None}}})
+    with pytest.raises(ConfigError, match="services.eos.threshold must be a number"):
+        check({"services": {"eos": {"threshold": None}}})
