@@ -1,9 +1,11 @@
-"""Gateway in front of an eosinophil-detection model served by TF Serving.
+"""Gateway in front of TF Serving models, starting with an eosinophil detector.
 
-The package is split by concern: ``codecs`` (wire formats), ``pipeline`` (decode, tile,
-merge), ``backends`` (where tiles are sent), ``auth``, ``usage``, ``handlers`` (one per
-route) and ``rest`` (routing only).  ``main.py`` at the repository root is the Cloud
-Functions entry point and only forwards to :func:`gateway.rest.app.handle`.
+The package is split by concern and layered (README, "Layout"): ``rest`` (routing only),
+``handlers`` (one per route family), ``usecases`` (one per kind of service), ``codecs``
+(inbound wire formats), ``pipeline`` (decode, tile, merge), ``backends`` (where payloads
+are sent), ``auth`` and ``usage``.  ``main.py`` at the repository root is the Cloud
+Functions entry point: it checks the configuration at start-up and forwards each request
+to :func:`gateway.rest.app.handle`.
 """
 
 __version__ = "0.1.0"

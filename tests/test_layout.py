@@ -1,0 +1,91 @@
+"""Imports point down only: every ``gateway`` import goes from a higher layer to a lower
+one (or stays in its own layer), as the README's layout table names them, and nothing
+below the handlers knows about Flask."""
+
+from __future__ import annotations
+
+import ast
+
+from procs import REPO
+
+# The README's layout table, top to bottom.
+LAYERS = [
+    ["main", "gateway.__main__", "gateway.cli", "gateway.serving"],
+    ["gateway.rest"],
+    ["gateway.handlers"],
+    ["gateway.runtime"],
+    ["gateway.usecases", "gateway.auth", "gateway.usage"],
+    ["gateway.codecs", "gateway.render"],
+    ["gateway.pipeline", "gateway.registry"],
+    ["gateway.backends", "gateway.firestore_client"],
+    ["gateway.detector"],
+    [
+        "gateway.config",
+        "gateway.schema",
+        "gateway.context",
+        "gateway.errors",
+        "gateway.logs",
+        "gateway.jsonio",
+        "gateway.memory",
+    ],
+]
+
+
+def layer(module: str) -> int:
+    found = [
+        (len(prefix), i)
+        for i, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert found, f"{module} is in no layer"
+    return max(found)[1]
+
+
+def modules():
+    for path in [*sorted((REPO / "gateway").rglob("*.py")), REPO / "main.py"]:
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name != "gateway":
+            yield name, ast.parse(path.read_text())
+
+
+def imported(tree: ast.AST):
+    """Every module imported, at the top or inside a function (lazy imports count too)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "gateway":
+                yield from (f"gateway.{a.name}" for a in node.names)
+            else:
+                yield node.module
+
+
+def test_imports_point_down():
+    upward = []
+    for name, tree in modules():
+        for target in imported(tree):
+            if target.startswith("gateway.") and layer(target) < layer(name):
+                upward.append(f"{name} -> {target}")
+    assert upward == []
+
+
+def test_nothing_below_the_handlers_imports_flask():
+    handlers = layer("gateway.handlers")
+    below = [
+        name
+        for name, tree in modules()
+        if layer(name) > handlers
+        and any(t.split(".")[0] in ("flask", "werkzeug") for t in imported(tree))
+    ]
+    assert below == []
+
+
+def test_the_readme_names_every_layer():
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Layout") :]
+    for prefixes in LAYERS:
+        for prefix in prefixes:
+            path = prefix.replace(".", "/")
+            assert f"`{path}" in table, f"{path} is not in the README's layout table"
