@@ -104,7 +104,7 @@ def current_gateway() -> Gateway | None:
 
 
 def set_gateway(gw: Gateway | None) -> None:
-    """Replace the process-wide gateway (tests and the in-process CLI)."""
+    """Replace the process-wide gateway (the request profiler in bench/)."""
     global _gateway
     with _lock:
         _gateway = gw
