@@ -224,6 +224,8 @@ class TFServingBackend:
                         [f"tile-{t.index}" for t in batch],
                     )
                     yield body, [(t.width, t.height) for t in batch]
+                    body = None
+                group = batch = None  # the bodies hold the tiles: not kept while the next is made
 
         def read(data: bytes, sizes: list[tuple[int, int]]) -> list[TileDetections]:
             with self._lock:  # the label table is shared by the batches of one request

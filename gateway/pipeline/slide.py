@@ -12,6 +12,7 @@ tile rows, so the model is already working on the first band while the next is m
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -137,11 +138,13 @@ def _made(
         for band in bands:
             yield make(band)
         return
-    later = [_helper_pool().submit(make, band) for band in bands[1:]]
+    later = deque(_helper_pool().submit(make, band) for band in bands[1:])
     try:
         yield make(bands[0])
-        for f in later:
-            yield f.result()
+        while later:
+            made = later.popleft().result()  # popped: a made band is held by its consumer only
+            yield made
+            made = None
     finally:
         for f in later:
             f.cancel()
@@ -159,6 +162,7 @@ def _cut_stream(
                 decoded = decode_image(data, max_pixels)[1]
             tiles = encoded_tiles(decoded, band)
         yield tiles
+        tiles = None  # not held while the next band is made
 
 
 def detect_slide(
