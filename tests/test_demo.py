@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from procs import DATA, REPO, start_gateway
+from procs import DATA, REPO, start_gateway, start_model_server
 
 SLIDE = DATA / "real-slide.jpg"
 ARTIFACTS = REPO / "test-artifacts"
@@ -196,6 +196,43 @@ def test_api_key_field_is_sent(browser) -> None:
         proc.stop()
     assert '"principal":"key:demo"' in log
     assert key not in log
+
+
+def test_a_classifier_shows_its_label(browser) -> None:
+    """A classification service: the page calls :classify and shows the API's label."""
+    from selenium.webdriver.common.by import By
+
+    model = start_model_server(model="cls", extra=["--kind", "classification"])
+    services = {
+        "cls": {"kind": "classification", "backend": {"url": model.url, "model": "cls"}},
+        "raw": {"kind": "passthrough", "backend": {"url": model.url, "model": "cls"}},
+    }
+    proc = start_gateway({"demo": True, "services": services})
+    try:
+        req = urllib.request.Request(
+            f"{proc.url}/v1/services/cls:classify",
+            data=SLIDE.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=120) as r:
+            expected = json.loads(r.read())
+        browser.get(proc.url + "/")
+        options = [o.get_attribute("value") for o in browser.find_elements(By.TAG_NAME, "option")]
+        assert options == ["cls"]  # nothing to drop an image on for a passthrough service
+        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        state = _wait_for_result(browser)
+        assert state == "done", browser.find_element(By.ID, "status").text
+        assert browser.find_element(By.ID, "count").text == expected["label"]
+        note = browser.find_element(By.ID, "count-note").text
+        assert all(s["label"] in note for s in expected["scores"])
+        assert not browser.find_element(By.ID, "threshold-card").is_displayed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "demo-page-classifier.png"))
+    finally:
+        proc.stop()
+        model.stop()
+    assert '"route":"classify"' in proc.log_text()
 
 
 class PrefixProxy:

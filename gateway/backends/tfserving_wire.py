@@ -59,24 +59,38 @@ class LabelTable:
         return i
 
 
-def parse_backend_predictions(
-    body: bytes, expected: int, tile_sizes: Sequence[tuple[int, int]], table: LabelTable
-) -> list[TileDetections]:
-    """The model's answer for ``expected`` tiles, boxes converted to tile pixels."""
+def _prediction_rows(body: bytes, column: str, expected: int, what: str) -> list[Mapping]:
+    """The answer's ``expected`` predictions as rows; a columnar ``outputs`` (its length
+    read from ``column``) is turned into rows."""
     try:
         doc = loads(body)
     except Exception as exc:
         raise BackendBadResponse("the model answered with a body that is not JSON") from exc
-    preds = _predictions(doc, ("detection_scores",))
+    preds = doc.get("predictions") if isinstance(doc, Mapping) else None
+    if isinstance(doc, Mapping) and preds is None and isinstance(doc.get("outputs"), Mapping):
+        out = doc["outputs"]
+        if isinstance(out.get(column), list):
+            preds = [
+                {k: (v[i] if isinstance(v, list) and len(v) > i else None) for k, v in out.items()}
+                for i in range(len(out[column]))
+            ]
     if not isinstance(preds, list) or len(preds) != expected:
         raise BackendBadResponse(
             f"the model answered {len(preds) if isinstance(preds, list) else 'no'} "
-            f"predictions for {expected} tiles"
+            f"predictions for {expected} {what}"
         )
-    result = []
     for i, p in enumerate(preds):
         if not isinstance(p, Mapping):
             raise BackendBadResponse(f"prediction {i} of the model's answer is not an object")
+    return preds
+
+
+def parse_backend_predictions(
+    body: bytes, expected: int, tile_sizes: Sequence[tuple[int, int]], table: LabelTable
+) -> list[TileDetections]:
+    """The model's answer for ``expected`` tiles, boxes converted to tile pixels."""
+    result = []
+    for i, p in enumerate(_prediction_rows(body, "detection_scores", expected, "tiles")):
         boxes = _numbers(p.get("detection_boxes", []), "detection_boxes")
         scores = _numbers(p.get("detection_scores", []), "detection_scores")
         if boxes.size == 0:
@@ -106,20 +120,6 @@ def parse_backend_predictions(
     return result
 
 
-def _predictions(doc: Any, columns: tuple[str, ...]) -> Any:
-    """The row-form predictions, or the columnar ``outputs`` turned into rows."""
-    preds = doc.get("predictions") if isinstance(doc, Mapping) else None
-    if isinstance(doc, Mapping) and preds is None and isinstance(doc.get("outputs"), Mapping):
-        out = doc["outputs"]
-        first = next((out[c] for c in columns if isinstance(out.get(c), list)), None)
-        if first is not None:
-            preds = [
-                {k: (v[i] if isinstance(v, list) and len(v) > i else None) for k, v in out.items()}
-                for i in range(len(first))
-            ]
-    return preds
-
-
 def parse_classifications(
     body: bytes, expected: int, labels: Sequence[str]
 ) -> list[Classification]:
@@ -128,20 +128,8 @@ def parse_classifications(
     ``labels`` (from the configuration) name the scores of a model that answers scores
     alone; a model that answers its own labels is believed.
     """
-    try:
-        doc = loads(body)
-    except Exception as exc:
-        raise BackendBadResponse("the model answered with a body that is not JSON") from exc
-    preds = _predictions(doc, ("scores",))
-    if not isinstance(preds, list) or len(preds) != expected:
-        raise BackendBadResponse(
-            f"the model answered {len(preds) if isinstance(preds, list) else 'no'} "
-            f"predictions for {expected} images"
-        )
     out = []
-    for i, p in enumerate(preds):
-        if not isinstance(p, Mapping):
-            raise BackendBadResponse(f"prediction {i} of the model's answer is not an object")
+    for i, p in enumerate(_prediction_rows(body, "scores", expected, "images")):
         scores = _numbers(p.get("scores"), "scores")
         if scores.ndim != 1 or scores.size == 0 or not np.all(np.isfinite(scores)):
             raise BackendBadResponse(f"prediction {i} has no list of finite scores")

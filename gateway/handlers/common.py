@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.codecs import detect as detect_codec
 from gateway.config import CLASSIFICATION, DETECTION, PASSTHROUGH
 from gateway.context import RequestContext
 from gateway.errors import BadRequest, PayloadTooLarge
@@ -80,4 +79,6 @@ def read_image_request(gw: Gateway, request: Any, ctx: RequestContext, codec: An
         return codec.parse_json(body, request.args)
     if content_type.startswith("image/") or content_type == "application/octet-stream":
         return codec.parse_raw(body, request.args)
-    raise detect_codec.unsupported_content_type(content_type)
+    from gateway.codecs.detect import unsupported_content_type  # off :predict's cold start
+
+    raise unsupported_content_type(content_type)

@@ -19,9 +19,7 @@ from gateway.handlers.common import admit, read_body
 from gateway.handlers.responses import json_response
 from gateway.registry import Service
 from gateway.runtime import Gateway
-from gateway.usecases.classification import classify
 from gateway.usecases.detection import detect
-from gateway.usecases.passthrough import forward
 
 
 def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
@@ -39,6 +37,8 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Resp
     keys = [inst.key for inst in req.instances]
     limits, quota = gw.config.limits, gw.usage
     if svc.config.kind == CLASSIFICATION:
+        from gateway.usecases.classification import classify  # imported by those who use it
+
         found = classify(svc, images, ctx=ctx, limits=limits, quota=quota)
         predictions = [
             wire.classification(c.labels, c.scores, key)
@@ -56,6 +56,8 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Resp
 
 
 def _passthrough(gw: Gateway, ctx: RequestContext, svc: Service, body: bytes) -> Response:
+    from gateway.usecases.passthrough import forward  # imported by those who use it
+
     answer = forward(svc, body, ctx=ctx, quota=gw.usage)
     if answer.status < 300:
         return Response(answer.body, status=answer.status, mimetype="application/json")

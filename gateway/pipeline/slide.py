@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import Image
 
@@ -35,6 +36,8 @@ PARALLEL_CUT_MAX_PIXELS = 6_000_000
 # A decoded slide takes 4 bytes a pixel in Pillow; a cut of a larger slide whose
 # coefficients take more than that (4:4:4 JPEGs: 6) decodes instead, to bound memory.
 DECODED_BYTES_PER_PIXEL = 4.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,7 @@ def _helper_pool() -> ThreadPoolExecutor:
         return _helper
 
 
-def _made(
-    make: Callable[[list[Tile]], list[TileInput] | None], bands: list[list[Tile]], parallel: bool
-) -> Iterator[list[TileInput] | None]:
+def _made(make: Callable[[list[Tile]], T], bands: list[list[Tile]], parallel: bool) -> Iterator[T]:
     """Each band's tiles in order; with ``parallel`` the later bands are made meanwhile."""
     if not parallel:
         for band in bands:
@@ -189,7 +190,7 @@ def detect_slide(
         info, img = decode_image(data, max_pixels)  # the decoded size is the one tiled
         tiles = tiles_for(service, info.width, info.height)
         bands, parallel = _bands(tiles, info.width * info.height)
-        stream = (t or [] for t in _made(lambda b: encoded_tiles(img, b), bands, parallel))
+        stream = _made(lambda band: encoded_tiles(img, band), bands, parallel)
         result = backend.predict(stream, deadline)
         return _result(info, tiles, result)
 
