@@ -69,7 +69,7 @@ _KIND_KEYS = {
         "cell_size_px": NUMBER,
     },
     CLASSIFICATION: {"labels": ListOf(STRING), "max_side": INTEGER},
-    PASSTHROUGH: {},
+    PASSTHROUGH: {"labels": ListOf(STRING)},  # for clients only: the gateway reads no answer
 }
 SERVICE_SCHEMAS = {
     kind: Fields({**_COMMON_SERVICE_KEYS, **keys}) for kind, keys in _KIND_KEYS.items()
@@ -120,7 +120,7 @@ class ServiceConfig:
     tile: TileConfig = field(default_factory=TileConfig)
     threshold: float = 0.3
     # detection: class names of the model; classification: names for a model that answers
-    # scores without labels (empty: the model's own labels); passthrough: unused
+    # scores without labels (empty: the model's own labels); passthrough: shown to clients
     labels: tuple[str, ...] = ("eos",)
     cell_size_px: float | None = None  # expected cell diameter; None: the detector estimates it
     max_side: int | None = None  # classification: larger images are downscaled to this side
@@ -145,8 +145,9 @@ class ServiceConfig:
             out["threshold"] = self.threshold
             out["labels"] = list(self.labels)
             out["cell_size_px"] = self.cell_size_px
-        elif self.kind == CLASSIFICATION:
+        else:
             out["labels"] = list(self.labels)
+        if self.kind == CLASSIFICATION:
             out["max_side"] = self.max_side
         out["timeout_s"] = self.backend.timeout_s
         return out

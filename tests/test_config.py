@@ -91,7 +91,7 @@ def test_kinds():
         == ()
     )
     public = cfg.services["any"].public()
-    assert public["kind"] == "passthrough" and "tile" not in public and "labels" not in public
+    assert public["kind"] == "passthrough" and "tile" not in public and public["labels"] == []
 
 
 @pytest.mark.parametrize(

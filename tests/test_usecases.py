@@ -120,6 +120,13 @@ def test_every_image_is_checked_before_the_model_or_the_quota():
     assert backend.sent == []
 
 
+def test_a_use_case_runs_only_its_kind():
+    detector = Service(ServiceConfig(name="eos"), FakeClassifier())
+    with pytest.raises(BadRequest) as info:
+        run(detector, [jpeg(64, 48)])
+    assert info.value.code == "wrong_route"
+
+
 @pytest.mark.parametrize(
     "body,count",
     [

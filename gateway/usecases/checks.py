@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from gateway.config import ServiceConfig
 from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 from gateway.pipeline.images import ImageInfo, probe
 
 
@@ -15,6 +16,15 @@ class Quota(Protocol):
     """The usage recorder's quota check (``gw.usage``): raises QuotaExceeded."""
 
     def check_quota(self, ctx: RequestContext, images: int) -> None: ...
+
+
+def require_kind(service: ServiceConfig, kind: str) -> None:
+    """A use case runs only the kind of service it is for (the CLI calls them directly)."""
+    if service.kind != kind:
+        raise BadRequest(
+            f"service {service.name!r} is a {service.kind} service, not a {kind} service",
+            code="wrong_route",
+        )
 
 
 def for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:

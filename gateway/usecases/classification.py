@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import cast
 
 from gateway.backends.base import Classifier, ImageInput
-from gateway.config import Limits
+from gateway.config import CLASSIFICATION, Limits
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
 from gateway.pipeline.images import ImageInfo
 from gateway.pipeline.whole import whole_image
 from gateway.registry import Service
-from gateway.usecases.checks import Quota, check_images, for_instance
+from gateway.usecases.checks import Quota, check_images, for_instance, require_kind
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ def classify(
     quota: Quota,
 ) -> Classifications:
     cfg = service.config
+    require_kind(cfg, CLASSIFICATION)
     ctx.instances = len(images)
     infos = check_images(ctx, images, limits.max_pixels, quota)
     backend = cast(Classifier, service.backend)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import cast
 
 from gateway.backends.base import Detector
-from gateway.config import Limits
+from gateway.config import DETECTION, Limits
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
 from gateway.pipeline import merge as merging
 from gateway.pipeline.slide import SlideResult, detect_slide
 from gateway.registry import Service
-from gateway.usecases.checks import Quota, check_images, for_instance
+from gateway.usecases.checks import Quota, check_images, for_instance, require_kind
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ def detect(
 ) -> Detections:
     """Each slide checked, then decoded at most once, tiled, sent and merged; one deadline."""
     cfg = service.config
+    require_kind(cfg, DETECTION)
     threshold = cfg.threshold if threshold is None else threshold
     ctx.instances, ctx.threshold = len(images), threshold
     infos = check_images(ctx, images, limits.max_pixels, quota)

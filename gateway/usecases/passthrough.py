@@ -11,13 +11,15 @@ from typing import cast
 
 from gateway.backends.base import Forwarded, Forwarder
 from gateway.codecs.tfserving_api import passthrough_batch_size
+from gateway.config import PASSTHROUGH
 from gateway.context import RequestContext
 from gateway.registry import Service
-from gateway.usecases.checks import Quota
+from gateway.usecases.checks import Quota, require_kind
 
 
 def forward(service: Service, body: bytes, *, ctx: RequestContext, quota: Quota) -> Forwarded:
     """The model's 2xx or 4xx answer; its 5xx, refusals and timeouts raise 502/503/504."""
+    require_kind(service.config, PASSTHROUGH)
     ctx.instances = passthrough_batch_size(body)
     quota.check_quota(ctx, images=ctx.instances)
     backend = cast(Forwarder, service.backend)
