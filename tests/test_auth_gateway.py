@@ -328,7 +328,7 @@ def test_firestore_api_keys_through_the_gateway(
     client.collection("api_keys").document(sha("fs-off")).set({"id": "fs-off", "disabled": True})
     config = {
         "auth": {"api_keys": [], "firestore_timeout_s": 2},
-        "usage": {"spool": str(tmp_path / "spool")},
+        "usage": {"spool_path": str(tmp_path / "usage-spool.sqlite3")},
     }
     proc = start_gateway(config, env=firestore_emulator.env(firestore_project))
     try:

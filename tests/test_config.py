@@ -4,8 +4,9 @@ in the file stop the start with a message naming the key and its place."""
 from __future__ import annotations
 
 import pytest
+from procs import REPO
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError, load_config, parse_config
 from gateway.runtime import check_sections
 
 URL = "http://127.0.0.1:8501"
@@ -129,3 +130,9 @@ def test_null_values_are_left_to_their_owner():
     check({"cors": None, "usage": {"firestore": None}, "services": {"eos": {"allow": None}}})
     with pytest.raises(ConfigError, match="services.eos.threshold must be a number"):
         check({"services": {"eos": {"threshold": None}}})
+
+
+@pytest.mark.parametrize("name", ["gateway.yaml", "gateway.compose.yaml"])
+def test_the_example_configurations_pass_the_whole_check(name, monkeypatch):
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    check_sections(load_config(REPO / "deploy" / name))
