@@ -23,7 +23,7 @@ class RequestContext:
     path: str
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
-    route: str = "unknown"  # predict | detect | services | healthz | readyz | demo | ...
+    route: str = "unknown"  # predict | detect | classify | services | healthz | readyz | ...
     service: str | None = None
     principal: str = "anonymous"  # firebase:<uid> | google:<email> | key:<id> | anonymous
     auth_method: str = "none"  # firebase | google | api_key | none

@@ -125,7 +125,7 @@ _helper_lock = threading.Lock()
 
 
 def _helper_pool() -> ThreadPoolExecutor:
-    """One thread that makes the second band while this one makes the first."""
+    """Threads that make the later bands while the request's own thread makes the first."""
     global _helper
     with _helper_lock:
         if _helper is None:
