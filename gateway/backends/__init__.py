@@ -1,4 +1,8 @@
-"""Where tiles are sent: the embedded local detector or a TF Serving REST endpoint."""
+"""Where payloads are sent: the embedded local detector or a TF Serving REST endpoint.
+
+Only a detection service may run on the embedded detector; the configuration requires a
+URL for the other kinds, whose payloads only a TF Serving model can take.
+"""
 
 from __future__ import annotations
 

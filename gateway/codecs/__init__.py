@@ -1,1 +1,2 @@
-"""Wire formats: TF Serving / AutoML predict bodies, the ``:detect`` API, JSON and base64."""
+"""Inbound wire formats: TF Serving / AutoML predict bodies as the gateway serves them, the
+``:detect`` and ``:classify`` APIs."""

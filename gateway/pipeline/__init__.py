@@ -1,1 +1,2 @@
-"""The slide pipeline: decode and check an image, cut it into tiles, merge detections."""
+"""The image pipeline: decode and check an image, cut it into tiles (or send it whole),
+merge detections."""

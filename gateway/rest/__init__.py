@@ -1,1 +1,1 @@
-"""HTTP transport: routing and JSON responses only; the work is in ``gateway.handlers``."""
+"""HTTP transport: routing, error JSON and the access log; the work is in ``gateway.handlers``."""
