@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.backends.base import Backend
 from gateway.context import RequestContext
 from gateway.errors import (
     BadRequest,
@@ -79,20 +80,31 @@ def check_images(gw: Gateway, ctx: RequestContext, images: Sequence[bytes]) -> l
 
 
 def run_slides(
-    gw: Gateway, ctx: RequestContext, svc: Service, images: Sequence[bytes], threshold: float
+    gw: Gateway,
+    ctx: RequestContext,
+    svc: Service,
+    images: Sequence[bytes],
+    threshold: float | None,
+    backend: Backend | None = None,
 ) -> list[tuple[SlideResult, merging.Merged]]:
-    """Each slide decoded once, tiled, sent, merged; one deadline for the whole request."""
+    """Each slide decoded once, tiled, sent, merged; one deadline for the whole request.
+
+    ``threshold`` None keeps every merged detection, at any score; ``backend`` is the
+    service's own unless a version or label of its model was asked for."""
+    backend = backend or svc.backend
     deadline = time.monotonic() + svc.config.backend.timeout_s
-    svc.backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
+    backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
     out = []
     for i, data in enumerate(images):
         try:
             result = detect_slide_bytes(
-                data, gw.config.limits.max_pixels, svc.config, svc.backend, deadline
+                data, gw.config.limits.max_pixels, svc.config, backend, deadline
             )
         except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
             raise _for_instance(exc, i, len(images)) from exc  # the image's fault, not the model's
-        kept = merging.above(result.detections, threshold)
+        kept = result.detections
+        if threshold is not None:
+            kept = merging.above(kept, threshold)
         ctx.tiles += len(result.tiles)
         ctx.backend_ms += result.backend_ms
         ctx.detections += len(kept)
