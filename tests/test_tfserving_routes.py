@@ -9,8 +9,11 @@ Metadata API", "Predict API"): ``/v1/models/${MODEL_NAME}[/versions/${VERSION}|
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from gateway.backends import tfserving_wire as wire
 from gateway.backends.local import LocalBackend
 from gateway.backends.tfserving import TFServingBackend
 from gateway.codecs.tfserving_api import parse_version
@@ -31,7 +34,7 @@ from gateway.rest import routes
         ("GET", "/v1/models/eos/metadata", "model_metadata", {"service": "eos"}),
         ("GET", "/v1/models/eos/versions/3/metadata", "model_metadata", {"version": "3"}),
         ("GET", "/v1/models/eos/labels/x/metadata", "model_metadata", {"label": "x"}),
-        ("POST", "/", "root_predict", {}),
+        ("POST", "/", "predict", {}),
         ("GET", "/", "demo", {}),
     ],
 )
@@ -94,3 +97,14 @@ def test_a_pinned_remote_model_keeps_its_version_or_label_in_the_url():
         assert v.pool is remote.pool and v.executor is remote.executor
     finally:
         remote.executor.shutdown()
+
+
+def test_the_version_a_status_names_is_the_latest_available():
+    # api_rest.md: without a version, TF Serving serves the latest one
+    rows = [
+        {"version": "2", "state": "AVAILABLE"},
+        {"version": "10", "state": "AVAILABLE"},
+        {"version": "11", "state": "LOADING"},
+    ]
+    body = json.dumps({"model_version_status": rows}).encode()
+    assert wire.model_status(body)[:2] == (True, "10")

@@ -58,7 +58,7 @@ ROUTES: list[Route] = [
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),
-    Route("root_predict", ("POST",), re.compile(r"^/$"), "predict:handle_root", True),
+    Route("predict", ("POST",), re.compile(r"^/$"), "predict:handle_root", True),
 ]
 
 
