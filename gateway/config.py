@@ -81,6 +81,7 @@ SCHEMA = Fields(
         "services": MapOf(Owned()),  # each entry by its kind's schema, in _service
         "limits": LIMITS_SCHEMA,
         "demo": BOOL,
+        "default_service": STRING,
         "auth": Owned(),
         "cors": Owned(),
         "usage": Owned(),
@@ -169,11 +170,18 @@ class Config:
     usage: Mapping[str, Any] = field(default_factory=dict)
     quotas: Mapping[str, Any] = field(default_factory=dict)
     demo: bool | None = None  # None: on locally, off on Google Cloud
+    default_service: str | None = None  # what POST / serves; None: the only service
     source: str | None = None  # the file it came from, for logs
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def service(self, name: str) -> ServiceConfig | None:
         return self.services.get(name)
+
+    def default_service_name(self) -> str | None:
+        """The service ``POST /`` serves: ``default_service``, or the only one there is."""
+        if self.default_service is not None:
+            return self.default_service
+        return next(iter(self.services)) if len(self.services) == 1 else None
 
 
 def on_google_cloud() -> bool:
@@ -310,6 +318,10 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
     demo = raw.get("demo")
     if demo is not None and not isinstance(demo, bool):
         raise ConfigError("demo must be true or false")
+    default = raw.get("default_service")
+    if default is not None and default not in services:
+        known = ", ".join(sorted(services))
+        raise ConfigError(f"default_service {default!r} is not a configured service ({known})")
     return Config(
         services=services,
         limits=limits,
@@ -318,6 +330,7 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
         usage=_mapping(raw.get("usage"), "usage"),
         quotas=_mapping(raw.get("quotas"), "quotas"),
         demo=demo,
+        default_service=default,
         source=source,
         raw=raw,
     )

@@ -62,6 +62,22 @@ class UnknownService(NotFound):
     code = "unknown_service"
 
 
+class UnknownVersion(NotFound):
+    """A version the model server does not serve (TF Serving's NOT_FOUND)."""
+
+    code = "unknown_version"
+
+
+class UnknownLabel(BadRequest):
+    """A version label the model server does not know (TF Serving's INVALID_ARGUMENT)."""
+
+    code = "unknown_label"
+
+
+class NoDefaultService(NotFound):
+    code = "no_default_service"
+
+
 class MethodNotAllowed(GatewayError):
     status, code = 405, "method_not_allowed"
 

@@ -82,12 +82,13 @@ def loads_decoding(data: bytes, key: str) -> Any:
     ``data``.
 
     A 30 MB body parsed as usual is held three times at once: the body, a 30 MB str of
-    its base64 and the decoded image.  Here each long value that is valid strict base64
-    is decoded from a view of the body, and the document is parsed with a short marker in
-    its place, so the str never exists.  The result is the same: a ``"<key>":"`` that is
-    not inside a string always opens a string value (the quote after the key cannot be
-    an escaped one), a value made only of base64 letters has no escapes, and swapping it
-    for another plain string leaves the JSON exactly as valid or invalid as it was.
+    its base64 and the decoded image.  Here each long value that is valid base64 (as
+    :func:`b64decode_strict` reads it) is decoded from a view of the body, and the
+    document is parsed with a short marker in its place, so the str never exists.  The
+    result is the same: a ``"<key>":"`` that is not inside a string always opens a
+    string value (the quote after the key cannot be an escaped one), a value made only
+    of base64 letters, padding and spaces has no escapes, and swapping it for another
+    plain string leaves the JSON exactly as valid or invalid as it was.
     Values that are short, escaped or not valid base64 stay in place and meet the usual
     checks in :func:`b64decode_strict`.
     """
@@ -105,10 +106,10 @@ def loads_decoding(data: bytes, key: str) -> Any:
             continue  # not followed by a string value, or the end of a key like "x\"b64"
         start = m.end()
         end = data.find(b'"', start)
-        if end < 0 or end - start < BLOB_MIN_CHARS or (end - start) % 4:
+        if end < 0 or end - start < BLOB_MIN_CHARS:
             continue
         try:
-            decoded = a2b_strict(view[start:end])
+            decoded = a2b_tfserving(view[start:end])
         except (binascii.Error, ValueError):
             continue
         marker = f"\\u0000{nonce}:{len(blobs)}"
@@ -144,18 +145,70 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
+# absl::ascii_isspace: what TF Serving's base64 reader skips wherever it stands.
+_SPACE = b" \t\n\v\f\r"
+_SPACES = tuple(bytes([c]) for c in _SPACE)
+_PADS = b"=."  # absl accepts '.' as well as '=' as the pad character
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def a2b_absl(data: bytes | memoryview) -> bytes:
+    """Base64 as TF Serving reads it (absl's ``Base64Unescape``), the general path.
+
+    Whitespace is skipped anywhere; the padding is optional but, when present, must be
+    exactly what the last group needs (``=`` or ``.``), with nothing but padding and
+    whitespace after it; any other character outside the standard alphabet (URL-safe
+    ``-`` and ``_`` included) is refused, as is a last group of a single character.
+    Raises ``ValueError`` with the reason.
+    """
+    body = bytes(data)
+    if any(space in body for space in _SPACES):  # a few memchr scans spare a copy
+        body = body.translate(None, _SPACE)
+    letters = body.rstrip(_PADS)
+    pads = len(body) - len(letters)
+    rest = len(letters) % 4
+    needed = (4 - rest) % 4
+    if pads and pads != needed and rest != 1:
+        raise ValueError(f"{pads} padding characters where the last group takes {needed}")
+    try:
+        if rest == 1:
+            raise ValueError("its last group has a single character")
+        return a2b_strict(letters + b"=" * needed)
+    except (binascii.Error, ValueError) as exc:
+        others = letters.translate(None, _ALPHABET)  # only to say what is wrong
+        if not others:
+            raise ValueError(str(exc)) from None
+        char = chr(others[0])
+        if char in "=.":
+            raise ValueError("padding before the end") from None
+        hint = " (URL-safe base64 is not accepted)" if char in "-_" else ""
+        raise ValueError(f"the character {char!r} is outside the standard alphabet{hint}") from None
+
+
+def a2b_tfserving(data: bytes | memoryview) -> bytes:
+    """:func:`a2b_absl`, with the common case (one padded line) on the SIMD fast path.
+
+    Whatever the fast path accepts, the general path decodes to the same bytes
+    (tests/test_tfserving_base64.py); whatever it refuses goes to the general path.
+    """
+    if _pybase64 is not None:
+        try:  # not binascii's strict mode: it takes padding after a full group
+            return _pybase64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            pass
+    return a2b_absl(data)
+
+
 def b64decode_strict(value: Any, what: str) -> bytes:
-    """Standard base64 with padding and nothing else (no whitespace, no URL-safe letters)."""
+    """A base64 string read exactly as TF Serving reads it: nothing it refuses passes."""
     if isinstance(value, DecodedBase64):
         return value.data  # checked the same way when it was decoded from the body
     if not isinstance(value, str):
         raise InvalidBase64(f"{what} must be a base64 string")
     if not value.isascii():
         raise InvalidBase64(f"{what} is not valid base64: non-ASCII characters")
-    if len(value) % 4:
-        raise InvalidBase64(f"{what} is not valid base64: its length is not a multiple of 4")
     try:
-        return a2b_strict(value)
+        return a2b_tfserving(value.encode("ascii"))
     except (binascii.Error, ValueError) as exc:
         raise InvalidBase64(f"{what} is not valid base64: {exc}") from exc
 

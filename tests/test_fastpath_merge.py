@@ -12,7 +12,7 @@ from gateway.pipeline.tiling import plan_tiles
 
 def dense_merge(tiles, per_tile, width, height, same_cell_iou=M.SAME_CELL_IOU) -> M.Merged:
     """The merge written with full pairwise matrices: the specification the fast one meets."""
-    B, S, C, T, margin = M._gather(tiles, per_tile, width, height)
+    B, S, C, T, margin, _ = M._gather(tiles, per_tile, width, height)
     if len(S) == 0:
         return M.empty()
     whole = margin > M.EDGE_EPS

@@ -117,7 +117,7 @@ def test_web_app_request_answers_like_tf_serving(gateway):
     )
     assert resp.status_code == 200, resp.text[:500]
     (p,) = resp.json()["predictions"]
-    assert set(p) == {
+    assert set(p) >= {
         "detection_boxes",
         "detection_scores",
         "detection_classes",
@@ -129,7 +129,8 @@ def test_web_app_request_answers_like_tf_serving(gateway):
     assert n == len(p["detection_boxes"]) == len(p["detection_scores"]) > 10
     assert p["key"] == "eos"
     assert p["detection_scores"] == sorted(p["detection_scores"], reverse=True)
-    assert min(p["detection_scores"]) >= 0.3
+    # no threshold asked: every merged detection, below the service's 0.3 too (#13)
+    assert min(p["detection_scores"]) < 0.3
     for ymin, xmin, ymax, xmax in p["detection_boxes"]:
         assert 0 <= ymin < ymax <= 1 and 0 <= xmin < xmax <= 1
         # a cell on this slide is ~60 px: boxes are whole cells, not slivers or the slide
@@ -288,7 +289,7 @@ def test_detect_and_predict_agree(gateway):
         f"{gateway.url}/v1/services/eos:detect", json={"image": b64(data)}, timeout=60
     ).json()
     pred = requests.post(
-        f"{gateway.url}/v1/models/eos:predict", json=webapp_body(data), timeout=60
+        f"{gateway.url}/v1/models/eos:predict?threshold=0.3", json=webapp_body(data), timeout=60
     ).json()["predictions"][0]
     assert det["count"] == pred["num_detections"]
     for d, (ymin, xmin, ymax, xmax) in zip(det["detections"], pred["detection_boxes"], strict=True):

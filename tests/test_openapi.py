@@ -39,7 +39,7 @@ def _routable(service: object) -> bool:
 
 
 def _concrete(template: str) -> str:
-    return template.replace("{service}", "eos")
+    return template.replace("{service}", "eos").replace("{version}", "1").replace("{label}", "x")
 
 
 def test_every_route_is_described() -> None:
@@ -48,6 +48,7 @@ def test_every_route_is_described() -> None:
     }
     for route in routes.ROUTES:
         template = route.pattern.pattern.replace(routes.NAME, "{service}").strip("^$")
+        template = template.replace(routes.VERSION, "{version}").replace(routes.LABEL, "{label}")
         for method in route.methods:
             assert (method, template) in described, f"{method} {template} is not in openapi.yaml"
         assert ("OPTIONS", template) in described, f"no preflight for {template}"
@@ -159,11 +160,13 @@ schema = schemathesis.openapi.from_path(SPEC_PATH, config=CONFIG)
 def test_gateway_conforms_to_openapi(case, gateway) -> None:
     response = case.call_and_validate(base_url=gateway.url, headers={"X-API-Key": API_KEY})
     assert response.status_code < 500, response.text[:500]
-    service = (case.path_parameters or {}).get("service")
-    if ":" in case.operation.path and response.status_code == 404 and _routable(service):
-        # A valid name that is not configured is "unknown_service"; "no route" for a valid
-        # name would mean the URL was built wrong (the colon escaped or dropped).
-        assert response.json()["code"] == "unknown_service", response.request.url
+    names = list((case.path_parameters or {}).values())
+    if ":" in case.operation.path and response.status_code == 404 and all(map(_routable, names)):
+        # A valid name that is not configured is "unknown_service" (or a version the model
+        # lacks "unknown_version"); "no route" for valid names would mean the URL was built
+        # wrong (the colon escaped or dropped).
+        code = response.json()["code"]
+        assert code in ("unknown_service", "unknown_version"), response.request.url
 
 
 def _slide_png() -> bytes:
@@ -221,14 +224,14 @@ def test_successful_answers_conform(gateway) -> None:
     assert r.headers["content-type"] == ["image/jpeg"]
     assert r.headers["x-detections-count"] == ["3"]
 
-    rows = {"instances": [{"image_bytes": {"b64": b64}, "key": "a"}]}
+    rows = {"instances": [{"image_bytes": {"b64": b64}, "key": "a"}], "threshold": 0.3}
     r = _validated(
         gateway, predict.Case(path_parameters=svc, body=rows, media_type="application/json")
     )
     assert r.request.url == gateway.url + "/v1/models/eos:predict"
     assert r.json()["predictions"][0]["num_detections"] == 3
 
-    columns = {"inputs": {"image_bytes": [{"b64": b64}], "key": ["a"]}}
+    columns = {"inputs": {"image_bytes": [{"b64": b64}], "key": ["a"]}, "threshold": 0.3}
     r = _validated(
         gateway, predict.Case(path_parameters=svc, body=columns, media_type="application/json")
     )

@@ -22,6 +22,14 @@ Clients must send ``Content-Type: application/json``.  ``--control-file`` names 
 file read on every request, so tests can make the model slow or answer garbage mid-run:
 ``{"delay_s": 2.0, "garbage": false}``.  KServe parses ``sys.argv`` when it is imported and
 listens on all interfaces; run this as its own process.
+
+KServe's V1 protocol knows neither versions, labels nor metadata; routes added to its
+FastAPI app answer them as TF Serving does (api_rest.md), with TF Serving's error texts:
+``--versions 1,2`` (the latest is the default), ``--version-labels stable=1,canary=2``.
+Each prediction also carries the export's other per-detection outputs
+(``detection_multiclass_scores``, ``detection_anchor_indices``) and ``image_info``;
+``--pad-detections`` pads every output to ``--max-detections`` rows as the export does,
+``num_detections`` giving the real count.
 """
 
 from __future__ import annotations
@@ -44,7 +52,16 @@ def _own_args() -> argparse.Namespace:
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--label", default="eos")
     p.add_argument("--kind", choices=("detection", "classification", "echo"), default="detection")
+    p.add_argument("--versions", default="1")
+    p.add_argument("--version-labels", default="")
+    p.add_argument("--pad-detections", action="store_true")
     args, _ = p.parse_known_args()
+    args.versions = sorted({int(v) for v in args.versions.split(",") if v.strip()})
+    args.version_labels = dict(
+        (k.strip(), int(v))
+        for k, _, v in (x.partition("=") for x in args.version_labels.split(","))
+        if k.strip()
+    )
     return args
 
 
@@ -52,10 +69,21 @@ OWN = _own_args()
 
 import kserve  # noqa: E402  (parses sys.argv on import)
 import numpy as np  # noqa: E402
+from fastapi import Request  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from kserve import model_server as kserve_server  # noqa: E402
 from kserve.errors import InvalidInput  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from gateway.backends.local import DETECTION_OUTPUTS, model_metadata, version_status  # noqa: E402
 from gateway.detector import detect  # noqa: E402
+
+OUTPUTS = {
+    **DETECTION_OUTPUTS,
+    "detection_multiclass_scores": ("DT_FLOAT", (-1, -1, 2)),  # background, the label
+    "detection_anchor_indices": ("DT_FLOAT", (-1, -1)),
+    "image_info": ("DT_INT32", (-1, 6)),
+}
 
 
 def _control() -> dict:
@@ -81,12 +109,18 @@ def _predict_one(row: dict) -> dict:
     order = np.argsort(-det.scores, kind="stable")[: OWN.max_detections]
     b = det.boxes[order].astype(np.float64)
     boxes = np.stack([b[:, 1] / h, b[:, 0] / w, b[:, 3] / h, b[:, 2] / w], axis=1)
+    scores = det.scores[order].astype(np.float64).round(6)
     n = len(order)
+    rows = OWN.max_detections if OWN.pad_detections else n
+    pad = rows - n
     return {
-        "detection_boxes": np.clip(boxes, 0, 1).round(6).tolist(),
-        "detection_scores": det.scores[order].astype(np.float64).round(6).tolist(),
-        "detection_classes": [1.0] * n,
-        "detection_classes_as_text": [OWN.label] * n,
+        "detection_boxes": np.clip(boxes, 0, 1).round(6).tolist() + [[0.0] * 4] * pad,
+        "detection_scores": scores.tolist() + [0.0] * pad,
+        "detection_classes": [1.0] * n + [0.0] * pad,
+        "detection_classes_as_text": [OWN.label] * n + [""] * pad,
+        "detection_multiclass_scores": [[round(1 - s, 6), s] for s in scores.tolist()]
+        + [[0.0, 0.0]] * pad,
+        "detection_anchor_indices": [float(i) for i in order.tolist()] + [0.0] * pad,
         "num_detections": float(n),
         "image_info": [h, w, 1, 0, w, h],
         "key": row.get("key", ""),
@@ -145,8 +179,88 @@ class EosDetectorModel(kserve.Model):
         return {"predictions": list(preds)}
 
 
+# -- TF Serving's versions, labels and metadata -------------------------------------------
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _resolve(name: str, version: str | None, label: str | None) -> int | JSONResponse:
+    """The version a request is for, or TF Serving's refusal (server_core.cc)."""
+    if name != MODEL.name:
+        return _error(404, f"Servable not found for request: Latest({name})")
+    if label is not None:
+        if label not in OWN.version_labels:
+            return _error(400, f"Unrecognized servable version label: {label}")
+        return OWN.version_labels[label]
+    if version is not None:
+        if not version.isdigit() or int(version) not in OWN.versions:
+            return _error(404, f"Servable not found for request: Specific({name}, {version})")
+        return int(version)
+    return OWN.versions[-1]
+
+
+async def _predict(name: str, version: str | None, label: str | None, request: Request):
+    found = _resolve(name, version, label)
+    if isinstance(found, JSONResponse):
+        return found
+    try:
+        payload = await request.json()
+    except ValueError:
+        return _error(400, "JSON Parse error: Invalid value")
+    return JSONResponse(await MODEL.predict(payload))
+
+
+async def _status(name: str, version: str | None, label: str | None):
+    if name != MODEL.name:
+        return _error(404, f"Could not find any versions of model {name}")
+    found = _resolve(name, version, label)
+    if isinstance(found, JSONResponse):
+        if found.status_code == 404:
+            return _error(404, f"Could not find version {version} of model {name}")
+        return found
+    chosen = OWN.versions if version is None and label is None else [found]
+    return {"model_version_status": [version_status(str(v)) for v in reversed(chosen)]}
+
+
+async def _metadata(name: str, version: str | None, label: str | None):
+    found = _resolve(name, version, label)
+    if isinstance(found, JSONResponse):
+        return found
+    return model_metadata(name, str(found), OUTPUTS)
+
+
+def _register_tf_serving_routes(app) -> None:
+    """Added before KServe's own routes, so they answer first (GET /v1/models/{name})."""
+    base = "/v1/models/{name}"
+    for pin, version, label in (
+        ("", False, False),
+        ("/versions/{version}", True, False),
+        ("/labels/{label}", False, True),
+    ):
+
+        def args(kw: dict, v=version, lab=label) -> tuple:
+            return kw["name"], kw.get("version") if v else None, kw.get("label") if lab else None
+
+        async def predict(request: Request, _args=args):
+            return await _predict(*_args(request.path_params), request)
+
+        async def status(request: Request, _args=args):
+            return await _status(*_args(request.path_params))
+
+        async def metadata(request: Request, _args=args):
+            return await _metadata(*_args(request.path_params))
+
+        if pin:  # KServe answers the unpinned :predict itself
+            app.add_api_route(base + pin + ":predict", predict, methods=["POST"])
+        app.add_api_route(base + pin + "/metadata", metadata, methods=["GET"])
+        app.add_api_route(base + pin, status, methods=["GET"])
+
+
 if __name__ == "__main__":
     from kserve.model_server import args as kserve_args
 
-    model = EosDetectorModel(kserve_args.model_name)
-    kserve.ModelServer().start([model])
+    MODEL = EosDetectorModel(kserve_args.model_name)
+    _register_tf_serving_routes(kserve_server.app)
+    kserve.ModelServer().start([MODEL])

@@ -8,8 +8,8 @@ or the local detector.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +22,9 @@ class TileDetections:
     boxes: np.ndarray  # float (N, 4)
     scores: np.ndarray  # float (N,)
     classes: np.ndarray  # int (N,)
+    # The model's other per-detection outputs (first dimension N), by output name, so
+    # they can follow their detection through the merge (detection_multiclass_scores...).
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,20 @@ class Backend(Protocol):
         ...
 
     def readiness(self) -> Readiness: ...
+
+
+    def pinned(self, version: str | None = None, label: str | None = None) -> Backend:
+        """This backend with its requests for one version or label of the model (itself
+        when neither is given); raises UnknownVersion/UnknownLabel when it knows at once."""
+        ...
+
+    def model_status(self, version: str | None = None, label: str | None = None) -> dict:
+        """TF Serving's ``{"model_version_status": [...]}`` with the model's own versions."""
+        ...
+
+    def model_metadata(self, version: str | None = None, label: str | None = None) -> dict:
+        """TF Serving's ``GetModelMetadataResponse`` (``model_spec``, ``metadata``)."""
+        ...
 
 
 class Detector(Backend, Protocol):

@@ -10,14 +10,15 @@ slide.  The same backend serves each kind of service: ``predict`` (a detector's 
 
 from __future__ import annotations
 
+import copy
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 from gateway.backends import tfserving_wire as wire
 from gateway.backends.base import (
@@ -37,6 +38,8 @@ from gateway.errors import (
     BackendTimeout,
     BackendUnavailable,
     GatewayError,
+    UnknownLabel,
+    UnknownVersion,
 )
 from gateway.jsonio import b64encode
 
@@ -79,6 +82,7 @@ class TFServingBackend:
         self._lock = threading.Lock()
         self._address = (self.pool.host, self.pool.port)
         self._refused = False  # the last connection attempt was refused: the server is down
+        self._pin: tuple[str | None, str | None] = (None, None)  # (version, label)
         self._token_source = None
         if cfg.auth == "google-id-token":
             from gateway.backends.credentials import IdTokenSource
@@ -148,8 +152,24 @@ class TFServingBackend:
             time.sleep(pause)
         raise AssertionError("unreachable")
 
+    def _pin_error(self, resp: Response, detail: str) -> GatewayError | None:
+        """The model server's refusal of a pinned version or label, passed on: TF Serving
+        answers NOT_FOUND (404) for a version it does not serve and INVALID_ARGUMENT (400)
+        for a label it does not know."""
+        version, label = self._pin
+        if version is not None and resp.status == 404:
+            return UnknownVersion(detail)
+        if label is not None and (
+            resp.status == 404 or (resp.status == 400 and "label" in detail.lower())
+        ):
+            return UnknownLabel(detail, status=resp.status)
+        return None
+
     def _status_error(self, resp) -> GatewayError:
         detail = wire.backend_error_message(resp.data)
+        pinned = self._pin_error(resp, detail)
+        if pinned is not None:
+            return pinned
         status = resp.status
         if status in (429, 503):
             return BackendUnavailable(
@@ -326,6 +346,83 @@ class TFServingBackend:
             self.readiness(deadline=min(deadline, time.monotonic() + 2.0))
         except Exception:
             pass
+
+    # -- versions, labels, metadata ----------------------------------------------------------
+
+    def _model_url(self, version: str | None, label: str | None) -> str:
+        cfg = self.service.backend
+        url = f"{cfg.url}/v1/models/{cfg.model}"
+        if version is not None:
+            return f"{url}/versions/{version}"
+        if label is not None:
+            return f"{url}/labels/{quote(label, safe='')}"
+        return url
+
+    def pinned(self, version: str | None = None, label: str | None = None) -> TFServingBackend:
+        """This backend with its requests sent to one version or label of the model.
+
+        The twin shares the connection pool, the threads and the outbound credentials;
+        the model server decides whether the version or label exists.
+        """
+        if version is None and label is None:
+            return self
+        twin = copy.copy(self)
+        twin._pin = (version, label)
+        twin.status_url = self._model_url(version, label)
+        twin.predict_url = twin.status_url + ":predict"
+        twin._paths = {u: _path_of(u) for u in (twin.predict_url, twin.status_url)}
+        twin._version = version  # a label's version is learnt from its status
+        twin._version_checked = 0.0
+        return twin
+
+    def _get_document(
+        self, version: str | None, label: str | None, suffix: str = ""
+    ) -> Mapping[str, Any]:
+        """A GET on the model server, answered with its own document, or an error that
+        says what state the model is in without the model server's words (these routes
+        need no credentials)."""
+        twin = self.pinned(version, label)
+        url = twin.status_url + suffix
+        deadline = time.monotonic() + min(self.service.backend.timeout_s, 5.0)
+        resp = twin._with_retries("GET", url, None, deadline)
+        if resp.status == 200:
+            try:
+                doc = wire.loads(resp.data)
+            except Exception:
+                doc = None
+            if not isinstance(doc, Mapping):
+                raise BackendBadResponse("the model server answered with a body that is not JSON")
+            return doc
+        pinned = twin._pin_error(resp, wire.backend_error_message(resp.data))
+        if isinstance(pinned, UnknownVersion):
+            raise UnknownVersion(f"the model server has no version {version} of this model")
+        if isinstance(pinned, UnknownLabel):
+            raise UnknownLabel(
+                f"the model server has no version labelled {label!r}", status=resp.status
+            )
+        if resp.status == 404:
+            raise BackendUnavailable(
+                "the model is not available on its server", code="model_not_available"
+            )
+        raise BackendUnavailable(f"the model server answered HTTP {resp.status}")
+
+    def model_status(self, version: str | None = None, label: str | None = None) -> dict:
+        """``GET /v1/models/{model}[/versions/{n}|/labels/{l}]``: the model server's own
+        version rows, as TF Serving gives them."""
+        doc = self._get_document(version, label)
+        rows = doc.get("model_version_status")
+        if isinstance(rows, list):
+            return {"model_version_status": rows}
+        if doc.get("ready") is True and version is None and label is None:
+            return {"model_version_status": []}  # a server that names no versions
+        raise BackendBadResponse("the model server's status lists no versions")
+
+    def model_metadata(self, version: str | None = None, label: str | None = None) -> dict:
+        """``GET /v1/models/{model}[/versions/{n}|/labels/{l}]/metadata``, passed on."""
+        doc = self._get_document(version, label, "/metadata")
+        if not isinstance(doc.get("metadata"), Mapping):
+            raise BackendBadResponse("the model server's metadata has no signature")
+        return dict(doc)
 
     def readiness(self, deadline: float | None = None) -> Readiness:
         model = self.service.backend.model

@@ -28,6 +28,39 @@ def backend_request(encoded_b64: Sequence[bytes], keys: Sequence[str]) -> bytes:
     return b"".join(pieces)  # one copy of the payload, not one per nesting level
 
 
+# Outputs read into the detections themselves, or describing the image rather than its
+# detections (image_info: the tile's size, whatever the detection count).
+READ_OUTPUTS = frozenset(
+    {
+        "detection_boxes",
+        "detection_scores",
+        "detection_classes",
+        "detection_classes_as_text",
+        "num_detections",
+        "key",
+        "image_info",
+    }
+)
+
+
+def _extra_outputs(p: Mapping[str, Any], count: int, n: int) -> dict[str, np.ndarray]:
+    """The model's other outputs with one value per detection (a first dimension of the
+    detection count), cut to the real detections; anything else is left out."""
+    extras = {}
+    for name, value in p.items():
+        if name in READ_OUTPUTS or not isinstance(value, list) or len(value) != count:
+            continue
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged
+            continue
+        if arr.dtype.kind in "biuf":
+            extras[name] = arr.astype(np.float64 if arr.dtype.kind == "f" else np.int64)[:n]
+        elif arr.dtype.kind == "U":
+            extras[name] = arr[:n]
+    return extras
+
+
 def _numbers(value: Any, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -116,7 +149,8 @@ def parse_backend_predictions(
         w, h = tile_sizes[i]
         b = boxes[:n]  # [ymin, xmin, ymax, xmax], normalized to the tile
         px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
-        result.append(TileDetections(boxes=px, scores=scores[:n], classes=classes))
+        extras = _extra_outputs(p, len(scores), n)
+        result.append(TileDetections(boxes=px, scores=scores[:n], classes=classes, extras=extras))
     return result
 
 
@@ -174,8 +208,13 @@ def model_status(body: bytes) -> tuple[bool, str | None, str]:
     rows = doc.get("model_version_status") if isinstance(doc, Mapping) else None
     if not isinstance(rows, list) or not rows:
         return False, None, "model status lists no versions"
-    for row in rows:
-        if isinstance(row, Mapping) and row.get("state") == "AVAILABLE":
-            return True, str(row.get("version", "")) or None, "AVAILABLE"
+    available = [
+        str(row.get("version", ""))
+        for row in rows
+        if isinstance(row, Mapping) and row.get("state") == "AVAILABLE"
+    ]
+    if available:  # TF Serving serves the latest version unless asked for another
+        latest = max(available, key=lambda v: (v.isdigit(), int(v) if v.isdigit() else 0))
+        return True, latest or None, "AVAILABLE"
     states = [str(r.get("state")) for r in rows if isinstance(r, Mapping)]
     return False, None, f"no AVAILABLE version (states: {', '.join(states) or 'none'})"

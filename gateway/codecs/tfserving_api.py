@@ -35,6 +35,13 @@ class PredictRequest:
     columnar: bool  # answer with {"outputs": ...} as TF Serving does for "inputs"
 
 
+def parse_version(version: str | None) -> str | None:
+    """A version from the path: TF Serving's versions are int64, written in digits."""
+    if version is None or (version.isascii() and version.isdigit() and len(version) <= 19):
+        return version
+    raise BadRequest(f"the model version must be a number, got {version!r}")
+
+
 def parse_threshold(value: Any, where: str) -> float | None:
     if value is None:
         return None
@@ -148,14 +155,31 @@ def prediction(
     norm = np.stack([b[:, 1] / height, b[:, 0] / width, b[:, 3] / height, b[:, 2] / width], axis=1)
     norm = np.clip(np.round(norm, 6), 0.0, 1.0)
     cls = merged.classes
-    return {
+    out: dict[str, Any] = {
         "detection_boxes": norm.tolist(),
         "detection_scores": np.round(merged.scores.astype(np.float64), 6).tolist(),
         "detection_classes": [float(class_values[c]) for c in cls.tolist()],
         "detection_classes_as_text": [labels[c] for c in cls.tolist()],
-        "num_detections": len(merged),
-        "key": key,
     }
+    for name, values in merged.extras.items():  # the model's other per-detection outputs
+        out.setdefault(name, values.tolist())
+    out["num_detections"] = len(merged)
+    out["key"] = key
+    return out
+
+
+PER_INSTANCE = ("num_detections", "key")
+
+
+def _zero(value: Any) -> Any:
+    """The zero of a tensor element shaped like ``value``, as TF Serving pads with."""
+    if isinstance(value, list):
+        return [_zero(v) for v in value]
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, bool):
+        return False
+    return 0.0 if isinstance(value, float) else 0
 
 
 def classification(labels: Sequence[str], scores: Sequence[float], key: str) -> dict[str, Any]:
@@ -164,11 +188,26 @@ def classification(labels: Sequence[str], scores: Sequence[float], key: str) -> 
 
 
 def predict_response(predictions: list[dict[str, Any]], columnar: bool) -> dict[str, Any]:
-    """``{"predictions": [...]}``, or ``{"outputs": {field: [...]}}`` for a columnar request."""
+    """Rows keep their natural lengths; columns are tensors, so each per-detection output
+    is padded with zeros to the longest instance and ``num_detections`` says how many
+    of each instance's rows are real.  A classifier's columns are already rectangular."""
     if not columnar:
         return {"predictions": predictions}
-    fields = list(predictions[0]) if predictions else []
-    return {"outputs": {f: [p[f] for p in predictions] for f in fields}}
+    names = list(dict.fromkeys(k for p in predictions for k in p))
+    if not all("num_detections" in p for p in predictions):
+        return {"outputs": {f: [p.get(f) for p in predictions] for f in names}}
+    longest = max((p["num_detections"] for p in predictions), default=0)
+    outputs: dict[str, Any] = {}
+    for name in names:
+        if name in PER_INSTANCE:
+            outputs[name] = [p[name] for p in predictions]
+            continue
+        sample = next((p[name][0] for p in predictions if p.get(name)), 0.0)
+        filler = _zero(sample)
+        outputs[name] = [
+            p.get(name, []) + [filler] * (longest - len(p.get(name, []))) for p in predictions
+        ]
+    return {"outputs": outputs}
 
 
 def passthrough_batch_size(body: bytes) -> int:

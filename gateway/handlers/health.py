@@ -8,8 +8,8 @@ from typing import Any
 from flask import Response
 
 from gateway.auth import FailClosedAuthenticator
+from gateway.codecs.tfserving_api import parse_version
 from gateway.context import RequestContext
-from gateway.errors import BackendUnavailable
 from gateway.handlers.responses import json_response
 from gateway.runtime import Gateway
 
@@ -46,22 +46,16 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
     return json_response(503, body)
 
 
-def model_status(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
-    """``GET /v1/models/{service}`` answered as TF Serving does, for clients that poll it."""
+def model_status(
+    gw: Gateway,
+    request: Any,
+    ctx: RequestContext,
+    service: str,
+    version: str | None = None,
+    label: str | None = None,
+) -> Response:
+    """``GET /v1/models/{service}[/versions/{n}|/labels/{l}]`` answered as TF Serving
+    does, with the model server's own versions, for clients that poll it."""
     ctx.service = service
-    svc = gw.services.get(service)
-    r = svc.backend.readiness()
-    if not r.ready:
-        raise BackendUnavailable(f"the model of {service!r} is not available: {r.detail}")
-    return json_response(
-        200,
-        {
-            "model_version_status": [
-                {
-                    "version": r.version or "1",
-                    "state": "AVAILABLE",
-                    "status": {"error_code": "OK", "error_message": ""},
-                }
-            ]
-        },
-    )
+    backend = gw.services.get(service).backend
+    return json_response(200, backend.model_status(parse_version(version), label))

@@ -16,12 +16,15 @@ gives each object to exactly one tile.  Here tiles overlap by at least a cell's 
    grouped across tiles and reported once, with the union of the fragments as its box.
 
 Everything is vectorised with numpy; only boxes that overlap are compared pairwise.
+The model's other per-detection outputs (``TileDetections.extras``) follow their
+detection: a kept view keeps its own row, a cell made of fragments takes the row of its
+highest-scoring fragment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,13 +42,27 @@ class Merged:
     boxes: np.ndarray  # float32 (N, 4), slide pixels [x0, y0, x1, y1]
     scores: np.ndarray  # float32 (N,)
     classes: np.ndarray  # int32 (N,)
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)  # each (N, ...)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def take(self, rows: np.ndarray) -> Merged:
+        """These rows, in this order, extra outputs included."""
+        return Merged(
+            self.boxes[rows],
+            self.scores[rows],
+            self.classes[rows],
+            {k: v[rows] for k, v in self.extras.items()},
+        )
+
+
+def _empty_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+
 
 def empty() -> Merged:
-    return Merged(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+    return Merged(*_empty_arrays())
 
 
 def _pairwise_iou_ios(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,11 +143,31 @@ def _pair_iou_ios(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return iou, ios
 
 
+def _extra_names(per_tile: Sequence[TileDetections]) -> dict[str, tuple[int, ...]]:
+    """The extra outputs every tile gives for each of its detections, with the shape of
+    one detection's value; an output some tile lacks or shapes otherwise cannot be
+    merged and is left out.  A tile without detections has no say in the shape."""
+    names: set[str] | None = None
+    shapes: dict[str, tuple[int, ...]] = {}
+    clash: set[str] = set()
+    for det in per_tile:
+        n = len(np.asarray(det.scores).reshape(-1))
+        present = {k for k, v in det.extras.items() if np.ndim(v) >= 1 and len(v) >= n}
+        names = present if names is None else names & present
+        for k in present if n else ():
+            shape = tuple(np.shape(det.extras[k])[1:])
+            if shapes.setdefault(k, shape) != shape:
+                clash.add(k)
+    return {k: shapes.get(k, ()) for k in sorted((names or set()) - clash)}
+
+
 def _gather(
     tiles: Sequence[Tile], per_tile: Sequence[TileDetections], width: int, height: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Concatenate all tiles' detections in slide pixels, dropping invalid ones."""
+    names = _extra_names(per_tile)
     boxes, scores, classes, owner = [], [], [], []
+    extras: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for tile, det in zip(tiles, per_tile, strict=True):
         b = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
         s = np.asarray(det.scores, dtype=np.float64).reshape(-1)
@@ -152,9 +189,12 @@ def _gather(
         scores.append(np.clip(s[ok], 0.0, 1.0))
         classes.append(c[ok].astype(np.int64, copy=False))
         owner.append(np.full(int(ok.sum()), tile.index, dtype=np.int64))
+        for k in names:
+            extras[k].append(np.asarray(det.extras[k])[:n][ok])
+    E = {k: np.concatenate(v) if v else np.zeros((0, *names[k])) for k, v in extras.items()}
     if not boxes:
         z = np.zeros(0)
-        return np.zeros((0, 4)), z, z.astype(np.int64), z.astype(np.int64), z
+        return np.zeros((0, 4)), z, z.astype(np.int64), z.astype(np.int64), z, E
     B = np.concatenate(boxes)
     S = np.concatenate(scores)
     C = np.concatenate(classes)
@@ -173,7 +213,7 @@ def _gather(
             np.where(ty1 < height, ty1 - B[:, 3], inf),
         ]
     )
-    return B, S, C, T, margin
+    return B, S, C, T, margin, E
 
 
 def _shared_region_mask(boxes: np.ndarray, tiles: Sequence[Tile], owner: np.ndarray) -> np.ndarray:
@@ -202,9 +242,9 @@ def merge(
     """Detections of a whole slide from its tiles' detections: each cell exactly once."""
     if len(tiles) != len(per_tile):
         raise ValueError("one TileDetections per tile is required")
-    B, S, C, T, margin = _gather(tiles, per_tile, width, height)
+    B, S, C, T, margin, E = _gather(tiles, per_tile, width, height)
     if len(S) == 0:
-        return empty()
+        return Merged(*_empty_arrays(), E)
     whole = margin > EDGE_EPS
     keep = whole.copy()
 
@@ -232,7 +272,7 @@ def merge(
 
     # Step 4: fragments not accounted for by any kept whole view.
     frag = np.flatnonzero(~whole)
-    extra_boxes, extra_scores, extra_classes = [], [], []
+    extra_boxes, extra_scores, extra_classes, extra_rows = [], [], [], []
     if len(frag):
         kept_idx = np.flatnonzero(keep)
         if len(kept_idx):
@@ -264,10 +304,12 @@ def merge(
                 extra_boxes.append([B[m, 0].min(), B[m, 1].min(), B[m, 2].max(), B[m, 3].max()])
                 extra_scores.append(S[m].max())
                 extra_classes.append(C[m[0]])
+                extra_rows.append(m[0])  # score-sorted: the highest-scoring fragment
 
     boxes = B[keep]
     scores = S[keep]
     classes = C[keep]
+    rows = np.concatenate([np.flatnonzero(keep), np.asarray(extra_rows, dtype=np.int64)])
     if extra_boxes:
         boxes = np.concatenate([boxes, np.asarray(extra_boxes, dtype=np.float64)])
         scores = np.concatenate([scores, np.asarray(extra_scores, dtype=np.float64)])
@@ -277,6 +319,7 @@ def merge(
             boxes.astype(np.float32),
             scores.astype(np.float32),
             classes.astype(np.int32),
+            {k: v[rows] for k, v in E.items()},
         )
     )
 
@@ -285,10 +328,8 @@ def sort_by_score(m: Merged) -> Merged:
     """Score descending; ties by position, so answers are deterministic."""
     if len(m) == 0:
         return m
-    order = np.lexsort((m.boxes[:, 0], m.boxes[:, 1], -m.scores))
-    return Merged(m.boxes[order], m.scores[order], m.classes[order])
+    return m.take(np.lexsort((m.boxes[:, 0], m.boxes[:, 1], -m.scores)))
 
 
 def above(m: Merged, threshold: float) -> Merged:
-    keep = m.scores >= threshold
-    return Merged(m.boxes[keep], m.scores[keep], m.classes[keep])
+    return m.take(np.flatnonzero(m.scores >= threshold))

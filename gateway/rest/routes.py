@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from gateway.errors import MethodNotAllowed, NotFound
 
 NAME = r"(?P<service>[^/:]{1,200})"  # unknown names get 404 unknown_service
+VERSION = r"(?P<version>[^/:]{1,200})"  # digits, checked by the handler (a clear 400)
+LABEL = r"(?P<label>[^/:]{1,200})"
+# A model as TF Serving names it: its latest version, a version, or a labelled version.
+PINS = ("", f"/versions/{VERSION}", f"/labels/{LABEL}")
 
 _handlers: dict[str, Callable] = {}
 
@@ -37,10 +41,15 @@ class Route:
         return fn
 
 
+def _model_routes(name: str, methods: tuple[str, ...], suffix: str, target: str, usage=False):
+    return [
+        Route(name, methods, re.compile(rf"^/v1/models/{NAME}{pin}{suffix}$"), target, usage)
+        for pin in PINS
+    ]
+
+
 ROUTES: list[Route] = [
-    Route(
-        "predict", ("POST",), re.compile(rf"^/v1/models/{NAME}:predict$"), "predict:handle", True
-    ),
+    *_model_routes("predict", ("POST",), ":predict", "predict:handle", True),
     Route("detect", ("POST",), re.compile(rf"^/v1/services/{NAME}:detect$"), "detect:handle", True),
     Route(
         "classify",
@@ -49,12 +58,14 @@ ROUTES: list[Route] = [
         "classify:handle",
         True,
     ),
-    Route("model_status", ("GET",), re.compile(rf"^/v1/models/{NAME}$"), "health:model_status"),
+    *_model_routes("model_status", ("GET",), "", "health:model_status"),
+    *_model_routes("model_metadata", ("GET",), "/metadata", "metadata:model_metadata"),
     Route("services", ("GET",), re.compile(r"^/v1/services$"), "services:list_services"),
     Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), "services:get_service"),
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),
+    Route("predict", ("POST",), re.compile(r"^/$"), "predict:handle_root", True),
 ]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from gateway.backends.base import Classifier, ImageInput
+from gateway.backends.base import Backend, Classifier, ImageInput
 from gateway.config import CLASSIFICATION, Limits
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
@@ -42,12 +42,13 @@ def classify(
     ctx: RequestContext,
     limits: Limits,
     quota: Quota,
+    backend: Backend | None = None,
 ) -> Classifications:
     cfg = service.config
     require_kind(cfg, CLASSIFICATION)
     ctx.instances = len(images)
     infos = check_images(ctx, images, limits.max_pixels, quota)
-    backend = cast(Classifier, service.backend)
+    backend = cast(Classifier, backend or service.backend)
     deadline = time.monotonic() + cfg.backend.timeout_s
     backend.ensure_reachable(deadline)
     inputs = []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from gateway.backends.base import Detector
+from gateway.backends.base import Backend, Detector
 from gateway.config import DETECTION, Limits
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
@@ -37,14 +37,18 @@ def detect(
     ctx: RequestContext,
     limits: Limits,
     quota: Quota,
+    backend: Backend | None = None,
 ) -> Detections:
-    """Each slide checked, then decoded at most once, tiled, sent and merged; one deadline."""
+    """Each slide checked, then decoded at most once, tiled, sent and merged; one deadline.
+
+    ``threshold`` None is the service's own; ``backend`` is the service's unless a version
+    or label of its model was asked for (:meth:`Backend.pinned`)."""
     cfg = service.config
     require_kind(cfg, DETECTION)
     threshold = cfg.threshold if threshold is None else threshold
     ctx.instances, ctx.threshold = len(images), threshold
     infos = check_images(ctx, images, limits.max_pixels, quota)
-    backend = cast(Detector, service.backend)
+    backend = cast(Detector, backend or service.backend)
     deadline = time.monotonic() + cfg.backend.timeout_s
     backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
     slides = []

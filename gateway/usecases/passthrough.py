@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from gateway.backends.base import Forwarded, Forwarder
+from gateway.backends.base import Backend, Forwarded, Forwarder
 from gateway.codecs.tfserving_api import passthrough_batch_size
 from gateway.config import PASSTHROUGH
 from gateway.context import RequestContext
@@ -17,12 +17,19 @@ from gateway.registry import Service
 from gateway.usecases.checks import Quota, require_kind
 
 
-def forward(service: Service, body: bytes, *, ctx: RequestContext, quota: Quota) -> Forwarded:
+def forward(
+    service: Service,
+    body: bytes,
+    *,
+    ctx: RequestContext,
+    quota: Quota,
+    backend: Backend | None = None,
+) -> Forwarded:
     """The model's 2xx or 4xx answer; its 5xx, refusals and timeouts raise 502/503/504."""
     require_kind(service.config, PASSTHROUGH)
     ctx.instances = passthrough_batch_size(body)
     quota.check_quota(ctx, images=ctx.instances)
-    backend = cast(Forwarder, service.backend)
+    backend = cast(Forwarder, backend or service.backend)
     deadline = time.monotonic() + service.config.backend.timeout_s
     backend.ensure_reachable(deadline)
     answer = backend.forward(body, deadline)
