@@ -9,8 +9,10 @@ again by ``--resume``).
 from __future__ import annotations
 
 import queue
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -94,6 +96,50 @@ class Summary:
         if self.interrupted:
             text += "; interrupted: run again with --resume to finish"
         return text
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM as KeyboardInterrupt, but never while a result is being kept.
+
+    A slide whose progress line was printed must be in the result file: the signal is
+    held while :meth:`shield` is active and raised as soon as it ends.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.shielded = self.pending = False
+        self.previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.shielded:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        try:
+            yield
+        finally:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+
+    @contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 def run(

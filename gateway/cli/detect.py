@@ -21,7 +21,6 @@ import io
 import json
 import os
 import queue
-import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -281,10 +280,6 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from gateway import logs
@@ -350,16 +345,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = batch.Progress(len(todo), sys.stderr)
     slides: list[Slide] = []
 
+    interrupts = batch.Interrupts()
+
     def done(slide: Slide) -> None:
-        slides.append(slide)
-        progress.update(len(slides), slide)
-        if results is not None:
-            results.append(slide)
-        summary.retried += slide.retries
-        if slide.ok:
-            summary.counted += 1
-        else:
-            summary.failed += 1
+        with interrupts.shield():  # once its progress line is out, a slide is on disk
+            if results is not None:
+                results.append(slide)
+            slides.append(slide)
+            summary.retried += slide.retries
+            if slide.ok:
+                summary.counted += 1
+            else:
+                summary.failed += 1
+            progress.update(len(slides), slide)
 
     def work(item: tuple[Path, Path | None]) -> Slide:
         slide = _process(runner, *item)
@@ -367,23 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return slide
 
     started = time.monotonic()
-    previous = _set_sigterm(_interrupt)
     try:
-        batch.run(
-            todo,
-            work,
-            args.jobs if args.url else 0,
-            done,
-            notes,
-            progress.note,
-        )
+        with interrupts.installed():
+            batch.run(todo, work, args.jobs if args.url else 0, done, notes, progress.note)
     except KeyboardInterrupt:
         summary.interrupted = True
         halt.stop("not sent: the run was interrupted", "interrupted")
         if progress.tty:
             sys.stderr.write("\n")
-    finally:
-        _set_sigterm(previous)
     summary.seconds = time.monotonic() - started
     if results is not None:
         results.close(order)
@@ -431,11 +420,3 @@ def _print_results(
     else:
         print_table(slides, sys.stdout, kind)
     sys.stdout.flush()
-
-
-def _set_sigterm(handler: Any) -> Any:
-    """SIGTERM ends a run like Ctrl-C: the result file is left whole and in order."""
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
