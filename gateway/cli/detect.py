@@ -280,6 +280,27 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+def _runner(
+    args: argparse.Namespace, halt: Halt, notes: queue.Queue[str]
+) -> tuple[InProcess | Remote, str]:
+    """The way slides will be counted, and the service's kind."""
+    if not args.url:
+        return InProcess(args.service, args.threshold), "detection"
+    remote = Remote(
+        args.url,
+        args.service,
+        args.threshold,
+        args.api_key,
+        args.id_token,
+        args.timeout,
+        policy=RetryPolicy(retries=args.retries, max_wait_s=args.max_wait),
+        halt=halt,
+        notify=notes.put,
+        pool_size=args.jobs,
+    )
+    return remote, remote.discover()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from gateway import logs
@@ -306,25 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     halt = Halt()
     notes: queue.Queue[str] = queue.Queue()
-    kind = "detection"
     try:
-        if args.url:
-            policy = RetryPolicy(retries=args.retries, max_wait_s=args.max_wait)
-            runner: InProcess | Remote = Remote(
-                args.url,
-                args.service,
-                args.threshold,
-                args.api_key,
-                args.id_token,
-                args.timeout,
-                policy=policy,
-                halt=halt,
-                notify=notes.put,
-                pool_size=args.jobs,
-            )
-            kind = runner.discover()
-        else:
-            runner = InProcess(args.service, args.threshold)
+        runner, kind = _runner(args, halt, notes)
+    except KeyboardInterrupt:
+        return 130
     except Unusable as exc:
         return _usage_error(str(exc))
     except Exception as exc:  # unknown service, unusable configuration
@@ -396,24 +402,14 @@ def _print_results(
     summary: batch.Summary,
     output: tuple[Path, str] | None,
 ) -> None:
-    if args.json == "-":
-        doc = {
-            "service": args.service,
-            "url": args.url,
-            "kind": kind,
-            "slides": [slide_record(s, kind) for s in slides],
-            "failed": sum(not s.ok for s in slides),
-            "summary": summary.as_dict(),
-        }
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    elif args.json:
-        doc = {
-            "service": args.service,
-            "url": args.url,
-            "kind": kind,
-            "output": str(output[0]) if output else None,
-            "summary": summary.as_dict(),
-        }
+    if args.json:
+        doc: dict[str, Any] = {"service": args.service, "url": args.url, "kind": kind}
+        if args.json == "-":
+            doc["slides"] = [slide_record(s, kind) for s in slides]
+            doc["failed"] = sum(not s.ok for s in slides)
+        else:
+            doc["output"] = str(output[0]) if output else None
+        doc["summary"] = summary.as_dict()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif args.csv == "-":
         write_csv(slides, sys.stdout, kind)
