@@ -12,15 +12,19 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from procs import REPO, start_gateway
+from procs import REPO, start_gateway, start_model_server, write_config
 from synthetic import make_slide
+
+from gateway.usage.sqlite_store import SQLiteStore
 
 CELLS_A = [(100, 90, 44), (260, 200, 46), (420, 110, 42)]
 CELLS_B = [(80, 80, 44), (300, 150, 44)]
@@ -206,3 +210,158 @@ def test_single_slide_table_has_no_progress(tmp_path: Path) -> None:
     assert header.split() == ["file", "count", "width", "height", "seconds", "error"]
     assert row.split()[:4] == [str(slide), "3", "520", "300"]
     assert summary == "1 slides, 0 failed, 3 eosinophils in total"
+
+
+# --- large batches against a running gateway --------------------------------------------
+
+BATCH_KEY = "cli-batch-key-9f8e7d6c5b4a"
+
+
+def _batch(root: Path, n: int) -> list[tuple[Path, int]]:
+    """``n`` slides named in input order, alternating 3 and 2 cells: (file, its count)."""
+    made = []
+    for i in range(n):
+        if i % 2 == 0:
+            made.append((_save(root / f"s{i:02d}.jpg", CELLS_A), 3))
+        else:
+            made.append((_save(root / f"s{i:02d}.png", CELLS_B, fmt="PNG"), 2))
+    return made
+
+
+def _summary(stderr: str) -> str:
+    (line,) = [x for x in stderr.splitlines() if x.startswith("summary: ")]
+    return line
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def _quota_config(daily_images: int) -> dict:
+    digest = hashlib.sha256(BATCH_KEY.encode()).hexdigest()
+    return {
+        "auth": {"required": True, "api_keys": [{"id": "batch", "sha256": digest}]},
+        "quotas": {"default": {"daily_images": daily_images}},
+    }
+
+
+def test_a_quota_stops_the_batch_and_resume_finishes_it(tmp_path: Path) -> None:
+    made = _batch(tmp_path / "slides", 6)
+    workdir = tmp_path / "gw"
+    workdir.mkdir()
+    gw = start_gateway(_quota_config(3), workdir=workdir)
+    out = tmp_path / "counts.csv"
+    argv = [str(tmp_path / "slides"), "--url", gw.url, "--api-key", BATCH_KEY, "--csv", str(out)]
+    try:
+        first = run_cli(*argv, "--jobs", "2", "--max-wait", "60")  # not: wait for midnight
+        first_rows = _csv_rows(out)
+        write_config(_quota_config(100), workdir)  # more; the same store keeps today's usage
+        gw.restart()
+        second = run_cli(*argv, "--jobs", "2", "--resume")
+    finally:
+        gw.stop()
+
+    assert first.returncode == 1, first.stderr
+    assert "summary: 3 counted, 3 failed, 0 retried, 0 skipped" in _summary(first.stderr)
+    rows = first_rows
+    assert [r["path"] for r in rows] == [str(p) for p, _ in made]  # input order
+    counted = [r for r in rows if not r["error"]]
+    assert len(counted) == 3
+    assert all(r["count"] == str(dict((str(p), c) for p, c in made)[r["path"]]) for r in counted)
+    assert {r["code"] for r in rows if r["error"]} == {"quota_exceeded"}
+
+    assert second.returncode == 0, second.stderr
+    assert "summary: 3 counted, 0 failed, 0 retried, 3 skipped" in _summary(second.stderr)
+    rows = _csv_rows(out)
+    assert [(r["path"], r["count"], r["error"]) for r in rows] == [
+        (str(p), str(c), "") for p, c in made
+    ]
+    # Every slide was counted by the gateway exactly once: none sent again after success.
+    store = SQLiteStore(workdir / ".gateway" / "usage.sqlite3")
+    daily = store.daily("key:batch", "eos", datetime.now(UTC).strftime("%Y-%m-%d"))
+    assert daily["images"] == 6
+
+
+def _read_until(stream, wanted, seen: list[str]) -> None:
+    """Lines of ``stream`` into ``seen`` until one satisfies ``wanted``."""
+    for line in stream:
+        seen.append(line)
+        if wanted(line):
+            return
+    raise AssertionError("the CLI ended first:\n" + "".join(seen))
+
+
+def _popen_cli(*args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "K_SERVICE")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "detect", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def test_a_model_server_outage_is_ridden_out_and_ctrl_c_resumes(tmp_path: Path) -> None:
+    made = _batch(tmp_path / "slides", 10)
+    expected = [{"path": str(p), "count": c} for p, c in made]
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"delay_s": 0.5}))
+    model = start_model_server(control_file=control)
+    gw = None
+    try:
+        gw = start_gateway(
+            {"services": {"eos": {"backend": {"url": model.url, "model": "eos", "timeout_s": 20}}}}
+        )
+        common = [str(tmp_path / "slides"), "--url", gw.url]
+
+        # The model server goes away after the third slide and comes back once the CLI
+        # has seen the gateway's 503: the batch waits and retries, nothing fails.
+        out = tmp_path / "outage.jsonl"
+        cli = _popen_cli(*common, "--json", str(out), "--jobs", "2", "--retries", "40")
+        seen: list[str] = []
+        _read_until(cli.stderr, lambda line: line.startswith("[3/10]"), seen)
+        model.stop()
+        _read_until(cli.stderr, lambda line: line.startswith("retry: "), seen)
+        model.start()
+        rest, err = cli.communicate(timeout=600)
+        summary = json.loads(rest)["summary"]
+        assert cli.returncode == 0, "".join(seen) + err
+        assert any("HTTP 503" in line for line in seen if line.startswith("retry: "))
+        assert (summary["counted"], summary["failed"], summary["skipped"]) == (10, 0, 0)
+        assert summary["retried"] >= 1 and summary["interrupted"] is False
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [{"path": r["path"], "count": r["count"]} for r in records] == expected
+        assert all(r["error"] is None for r in records)
+        assert sum(r["retries"] for r in records) == summary["retried"]
+
+        # Ctrl-C after two slides, then a line cut off as if the machine died while
+        # writing it: --resume sends only what is missing and leaves one line a slide.
+        out = tmp_path / "interrupted.jsonl"
+        control.write_text(json.dumps({"delay_s": 1.0}))
+        cli = _popen_cli(*common, "--json", str(out), "--jobs", "1")
+        seen = []
+        _read_until(cli.stderr, lambda line: line.startswith("[2/10]"), seen)
+        cli.send_signal(signal.SIGINT)
+        rest, err = cli.communicate(timeout=120)
+        assert cli.returncode == 130, err
+        first = json.loads(rest)["summary"]
+        assert first["interrupted"] is True and "--resume" in err
+        done = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(done) == first["counted"] and 2 <= len(done) < 10, err
+        assert [r["path"] for r in done] == [e["path"] for e in expected[: len(done)]]
+        with open(out, "a") as fh:
+            fh.write('{"path": "' + expected[-1]["path"] + '", "cou')
+        control.write_text("{}")
+        again = run_cli(*common, "--json", str(out), "--jobs", "3", "--resume")
+        assert again.returncode == 0, again.stderr
+        second = json.loads(again.stdout)["summary"]
+        assert second["skipped"] == len(done) and second["counted"] == 10 - len(done)
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [{"path": r["path"], "count": r["count"]} for r in records] == expected
+    finally:
+        if gw is not None:
+            gw.stop()
+        model.stop()

@@ -3,69 +3,39 @@
 Without ``--url`` the slides go through the same pipeline as the deployed function, in
 this process (the embedded detector, or the TF Serving backend the configuration in
 ``GATEWAY_CONFIG`` names), so a count here equals the API's count for the same slide and
-threshold.  With ``--url`` each slide is sent to a deployed gateway's ``:detect`` route.
+threshold.  With ``--url`` the slides are sent to a deployed gateway, several at a time
+(``--jobs``), retried when the gateway is busy (:mod:`gateway.cli.retry`); a classifier
+service answers a label and a score instead of a count.
 
 One slide failing (unreadable, not an image, refused by the gateway) never stops the
-others; it is reported with its reason and makes the exit status 1.
+others; it is reported with its reason and makes the exit status 1.  A result file
+(``--csv FILE``, ``--json FILE``) is written as slides finish, so ``--resume`` can carry
+on where an interrupted run stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import io
 import json
-import mimetypes
 import os
+import queue
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-from urllib.parse import quote, urlencode
+from typing import Any
+
+from gateway.cli import batch
+from gateway.cli.halt import Halt
+from gateway.cli.output import ResultFile, print_table, slide_record, write_csv
+from gateway.cli.remote import Remote, Unusable
+from gateway.cli.retry import RetryPolicy
+from gateway.cli.slides import Classified, Counted, Slide, SlideFailed
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 RENDER_MAX_PIXELS = 400_000_000  # rendering is local: only the gateway's limit matters
-
-
-class SlideFailed(Exception):
-    """One slide could not be counted; the message says why, for a person."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Slide:
-    path: str
-    count: int | None = None
-    detections: list[dict[str, Any]] | None = None
-    width: int | None = None
-    height: int | None = None
-    seconds: float | None = None
-    threshold: float | None = None
-    error: str | None = None
-    code: str | None = None
-    render: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class Counted:
-    """What a runner found on one slide: the same fields whichever way it was counted."""
-
-    count: int
-    detections: list[dict[str, Any]]
-    width: int
-    height: int
-    threshold: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- finding the slides -----------------------------------------------------------------
@@ -106,7 +76,7 @@ class InProcess:
         self.svc = self.gw.services.get(service)  # UnknownService: a usage error, not per slide
         self.threshold = self.svc.config.threshold if threshold is None else threshold
 
-    def count(self, path: Path, data: bytes) -> Counted:
+    def count(self, path: Path, data: bytes) -> Counted | Classified:
         from gateway.codecs.detect import detections
         from gateway.config import CLASSIFICATION
         from gateway.context import RequestContext
@@ -128,13 +98,16 @@ class InProcess:
             raise SlideFailed(exc.message, exc.code) from exc
         if self.svc.config.kind == CLASSIFICATION:
             label, score = image.best()
-            return Counted(
-                count=0,
-                detections=[],
+            scores = [
+                {"label": name, "score": round(float(value), 6)}
+                for name, value in zip(image.labels, image.scores, strict=True)
+            ]
+            return Classified(
+                label=label,
+                score=round(float(score), 6),
+                scores=sorted(scores, key=lambda s: -s["score"]),
                 width=image.info.width,
                 height=image.info.height,
-                threshold=self.threshold,
-                extra={"label": label, "score": round(float(score), 6)},
             )
         return Counted(
             count=len(slide.kept),
@@ -142,71 +115,6 @@ class InProcess:
             width=slide.slide.width,
             height=slide.slide.height,
             threshold=self.threshold,
-        )
-
-
-class Remote:
-    """A deployed gateway's ``:detect`` route, the image sent as the raw request body."""
-
-    def __init__(
-        self,
-        url: str,
-        service: str,
-        threshold: float | None,
-        api_key: str | None,
-        id_token: str | None,
-        timeout_s: float,
-    ) -> None:
-        import urllib3
-
-        self.http = urllib3.PoolManager(
-            retries=False, timeout=urllib3.Timeout(connect=10.0, read=timeout_s)
-        )
-        query = {} if threshold is None else {"threshold": repr(threshold)}
-        self.endpoint = f"{url.rstrip('/')}/v1/services/{quote(service, safe='')}:detect"
-        if query:
-            self.endpoint += "?" + urlencode(query)
-        self.headers = {"Accept": "application/json", "User-Agent": "eos-gateway-cli"}
-        if api_key:
-            self.headers["X-API-Key"] = api_key
-        elif id_token:
-            self.headers["Authorization"] = f"Bearer {id_token}"
-
-    def count(self, path: Path, data: bytes) -> Counted:
-        import urllib3
-
-        content_type = mimetypes.guess_type(path.name)[0] or ""
-        if not content_type.startswith("image/"):
-            content_type = "application/octet-stream"
-        try:
-            r = self.http.request(
-                "POST",
-                self.endpoint,
-                body=data,
-                headers={**self.headers, "Content-Type": content_type},
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise SlideFailed(f"cannot reach the gateway: {exc}", "unreachable") from exc
-        try:
-            doc = json.loads(r.data)
-        except ValueError:
-            doc = None
-        if r.status != 200:
-            if isinstance(doc, dict) and "error" in doc:
-                raise SlideFailed(
-                    f"{doc['error']} (HTTP {r.status}, request {doc.get('request_id')})",
-                    doc.get("code"),
-                )
-            raise SlideFailed(f"the gateway answered HTTP {r.status}", f"http_{r.status}")
-        if not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
-            raise SlideFailed("the gateway answered 200 without a count", "bad_response")
-        return Counted(
-            count=doc["count"],
-            detections=doc.get("detections") or [],
-            width=doc["image"]["width"],
-            height=doc["image"]["height"],
-            threshold=doc["threshold"],
-            extra={"request_id": doc.get("request_id")},
         )
 
 
@@ -254,78 +162,6 @@ class RenderNames:
         return target
 
 
-# --- progress and output ----------------------------------------------------------------
-
-
-class Progress:
-    """A one-line bar on a terminal, one line per slide otherwise; only for 2+ slides."""
-
-    WIDTH = 28
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.enabled = total > 1
-        try:
-            self.tty = stream.isatty()
-        except (AttributeError, ValueError):
-            self.tty = False
-
-    def update(self, done: int, slide: Slide) -> None:
-        if not self.enabled:
-            return
-        result = f"{slide.count}" if slide.ok else "failed"
-        if self.tty:
-            filled = round(self.WIDTH * done / self.total)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            name = Path(slide.path).name[-30:]
-            self.stream.write(f"\r[{bar}] {done}/{self.total} {name:<30} {result:>6}")
-            if done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(f"[{done}/{self.total}] {slide.path}: {result}\n")
-        self.stream.flush()
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def print_table(slides: Sequence[Slide], out: TextIO) -> None:
-    rows = [["file", "count", "width", "height", "seconds", "error"]]
-    for s in slides:
-        rows.append(
-            [s.path, _fmt(s.count), _fmt(s.width), _fmt(s.height), _fmt(s.seconds), s.error or ""]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)]
-        out.write(("  ".join(cells) + ("  " + r[5] if r[5] else "")).rstrip() + "\n")
-    counted = [s for s in slides if s.ok]
-    failed = len(slides) - len(counted)
-    total = sum(s.count or 0 for s in counted)
-    out.write(f"{len(slides)} slides, {failed} failed, {total} eosinophils in total\n")
-
-
-CSV_FIELDS = ("path", "count", "width", "height", "seconds", "threshold", "error", "code")
-
-
-def write_csv(slides: Sequence[Slide], out: TextIO) -> None:
-    writer = csv.writer(out)
-    writer.writerow(CSV_FIELDS)
-    for s in slides:
-        row = [getattr(s, f) for f in CSV_FIELDS]
-        writer.writerow(
-            [
-                "" if v is None else (f"{v:.3f}" if f == "seconds" else v)
-                for f, v in zip(CSV_FIELDS, row, strict=True)
-            ]
-        )
-
-
 # --- the command ------------------------------------------------------------------------
 
 
@@ -337,6 +173,25 @@ def _threshold(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("the threshold must be between 0 and 1")
     return value
+
+
+def _bounded(kind: type, low: float, high: float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+# Four uploads at a time: enough for a deployed gateway to scale out to a few instances
+# and to keep a lab's uplink busy while one slide is being counted, few enough not to
+# run into an instance limit or a rate limit at once.  Raise it for big batches.
+DEFAULT_JOBS = 4
 
 
 def parser() -> argparse.ArgumentParser:
@@ -357,17 +212,50 @@ def parser() -> argparse.ArgumentParser:
     cred.add_argument("--id-token", help="Firebase or Google ID token for --url (bearer)")
     p.add_argument("--render", metavar="DIR", help="write each slide with its boxes as a JPEG")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    out.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="without FILE: one JSON document on stdout; with FILE: one JSON line per "
+        "slide, appended as slides finish (resumable)",
+    )
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the slides already counted in the --csv or --json FILE, append the rest",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per slide with --url")
+    p.add_argument(
+        "--jobs",
+        type=_bounded(int, 1, 64),
+        default=DEFAULT_JOBS,
+        help=f"slides sent at once with --url (default: {DEFAULT_JOBS})",
+    )
+    policy = RetryPolicy()
+    p.add_argument(
+        "--retries",
+        type=_bounded(int, 0, 100),
+        default=policy.retries,
+        help="with --url: how often one slide is sent again after 429, 503, 504 or a "
+        f"dropped connection (default: {policy.retries})",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=_bounded(float, 0, 86_400),
+        default=policy.max_wait_s,
+        metavar="S",
+        help="with --url: seconds one slide may wait between its retries in all; a "
+        f"longer Retry-After fails the slide at once (default: {policy.max_wait_s:g})",
+    )
     return p
 
 
 def _process(
     runner: InProcess | Remote,
     path: Path,
-    root: Path,
-    renders: RenderNames | None,
+    target: Path | None,
 ) -> Slide:
     slide = Slide(path=str(path))
     started = time.perf_counter()
@@ -376,26 +264,62 @@ def _process(
             data = path.read_bytes()
         except OSError as exc:
             raise SlideFailed(f"cannot read the file: {exc.strerror or exc}", "unreadable") from exc
-        counted = runner.count(path, data)
+        result = runner.count(path, data)
         slide.seconds = round(time.perf_counter() - started, 3)
-        slide.count, slide.detections = counted.count, counted.detections
-        slide.width, slide.height, slide.threshold = (
-            counted.width,
-            counted.height,
-            counted.threshold,
-        )
-        if renders is not None:
-            target = renders.name(path, root)
+        slide.retries = result.retries
+        slide.width, slide.height = result.width, result.height
+        if isinstance(result, Classified):
+            slide.label, slide.score, slide.scores = result.label, result.score, result.scores
+        else:
+            slide.count, slide.detections = result.count, result.detections
+            slide.threshold = result.threshold
+        if target is not None and isinstance(result, Counted):
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(render_jpeg(data, counted.detections))
+            target.write_bytes(render_jpeg(data, result.detections))
             slide.render = str(target)
     except SlideFailed as exc:
-        slide.error, slide.code = str(exc), exc.code
+        slide.error, slide.code, slide.retries = str(exc), exc.code, exc.retries
     except Exception as exc:  # one broken slide must not stop the others
         slide.error, slide.code = f"{type(exc).__name__}: {exc}", "internal"
     if slide.seconds is None:
         slide.seconds = round(time.perf_counter() - started, 3)
     return slide
+
+
+def _result_file(args: argparse.Namespace) -> tuple[Path, str] | None:
+    """(file, format) of a resumable result file, None when results go to stdout only."""
+    if args.csv and args.csv != "-":
+        return Path(args.csv), "csv"
+    if args.json and args.json != "-":
+        return Path(args.json), "jsonl"
+    return None
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _runner(
+    args: argparse.Namespace, halt: Halt, notes: queue.Queue[str]
+) -> tuple[InProcess | Remote, str]:
+    """The way slides will be counted, and the service's kind."""
+    if not args.url:
+        runner = InProcess(args.service, args.threshold)
+        return runner, runner.svc.config.kind
+    remote = Remote(
+        args.url,
+        args.service,
+        args.threshold,
+        args.api_key,
+        args.id_token,
+        args.timeout,
+        policy=RetryPolicy(retries=args.retries, max_wait_s=args.max_wait),
+        halt=halt,
+        notify=notes.put,
+        pool_size=args.jobs,
+    )
+    return remote, remote.discover()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,48 +330,115 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(stream=sys.stderr, min_severity="ERROR")
     if not args.url and (args.api_key or args.id_token):
         args.api_key = args.id_token = None  # credentials only matter for a remote gateway
+    output = _result_file(args)
+    if args.resume and output is None:
+        return _usage_error("--resume needs a result file: --csv FILE or --json FILE")
+    if (
+        output is not None
+        and args.json
+        and (output[0].is_dir() or output[0].suffix.lower() in IMAGE_SUFFIXES)
+    ):
+        return _usage_error(
+            f"--json {output[0]} would write into a slide or folder; name a .jsonl file, "
+            "or put --json after the paths"
+        )
     files = collect(args.paths)
     if not files:
-        print("error: no images found in the given paths", file=sys.stderr)
-        return 2
+        return _usage_error("no images found in the given paths")
+
+    halt = Halt()
+    notes: queue.Queue[str] = queue.Queue()
     try:
-        if args.url:
-            runner: InProcess | Remote = Remote(
-                args.url, args.service, args.threshold, args.api_key, args.id_token, args.timeout
-            )
-        else:
-            runner = InProcess(args.service, args.threshold)
+        runner, kind = _runner(args, halt, notes)
+    except KeyboardInterrupt:
+        return 130
+    except Unusable as exc:
+        return _usage_error(str(exc))
     except Exception as exc:  # unknown service, unusable configuration
-        print(f"error: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
-        return 2
+        return _usage_error(getattr(exc, "message", None) or str(exc))
+    if kind not in ("detection", "classification"):
+        return _usage_error(
+            f"{args.service!r} is a {kind} service: it takes TF Serving bodies on "
+            f"/v1/models/{args.service}:predict, not slides"
+        )
+    if args.render and kind != "detection":
+        return _usage_error(f"--render draws detections; {args.service!r} is a {kind} service")
+    try:
+        results = ResultFile(output[0], output[1], kind, args.resume) if output else None
+    except (OSError, ValueError) as exc:
+        return _usage_error(str(exc))
+
+    order = [str(path) for path, _ in files]
     renders = RenderNames(Path(args.render)) if args.render else None
-    progress = Progress(len(files), sys.stderr)
+    targets = [renders.name(path, root) if renders else None for path, root in files]
+    skip = results.done() if results and args.resume else set()
+    todo = [(p, t) for (p, _), t in zip(files, targets, strict=True) if str(p) not in skip]
+    summary = batch.Summary(slides=len(files), skipped=len(files) - len(todo))
+    progress = batch.Progress(len(todo), sys.stderr)
     slides: list[Slide] = []
-    for path, root in files:
-        slide = _process(runner, path, root, renders)
-        slides.append(slide)
-        progress.update(len(slides), slide)
+
+    interrupts = batch.Interrupts()
+
+    def done(slide: Slide) -> None:
+        with interrupts.shield():  # once its progress line is out, a slide is on disk
+            if results is not None:
+                results.append(slide)
+            slides.append(slide)
+            summary.retried += slide.retries
+            if slide.ok:
+                summary.counted += 1
+            else:
+                summary.failed += 1
+            progress.update(len(slides), slide)
+
+    def work(item: tuple[Path, Path | None]) -> Slide:
+        slide = _process(runner, *item)
+        halt.after(slide.error, slide.code)  # here, before this worker takes the next slide
+        return slide
+
+    started = time.monotonic()
+    try:
+        with interrupts.installed():
+            batch.run(todo, work, args.jobs if args.url else 0, done, notes, progress.note)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        halt.stop("not sent: the run was interrupted", "interrupted")
+        if progress.tty:
+            sys.stderr.write("\n")
+    summary.seconds = time.monotonic() - started
+    if results is not None:
+        results.close(order)
+    position = {p: i for i, p in reversed(list(enumerate(order)))}
+    slides.sort(key=lambda s: position[s.path])
     for s in slides:
         if not s.ok:
             print(f"error: {s.path}: {s.error}", file=sys.stderr)
+    if len(files) > 1 or args.resume or summary.interrupted:
+        print(summary.line(), file=sys.stderr)
+    _print_results(args, kind, slides, summary, output)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.failed == 0 else 1
 
+
+def _print_results(
+    args: argparse.Namespace,
+    kind: str,
+    slides: Sequence[Slide],
+    summary: batch.Summary,
+    output: tuple[Path, str] | None,
+) -> None:
     if args.json:
-        doc = {
-            "service": args.service,
-            "url": args.url,
-            "slides": [
-                {k: v for k, v in dataclasses.asdict(s).items() if k != "render" or v}
-                for s in slides
-            ],
-            "failed": sum(not s.ok for s in slides),
-        }
+        doc: dict[str, Any] = {"service": args.service, "url": args.url, "kind": kind}
+        if args.json == "-":
+            doc["slides"] = [slide_record(s, kind) for s in slides]
+            doc["failed"] = sum(not s.ok for s in slides)
+        else:
+            doc["output"] = str(output[0]) if output else None
+        doc["summary"] = summary.as_dict()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif args.csv == "-":
-        write_csv(slides, sys.stdout)
+        write_csv(slides, sys.stdout, kind)
     else:
-        if args.csv:
-            with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-                write_csv(slides, fh)
-        print_table(slides, sys.stdout)
+        print_table(slides, sys.stdout, kind)
     sys.stdout.flush()
-    return 0 if all(s.ok for s in slides) else 1

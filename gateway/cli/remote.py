@@ -1,0 +1,186 @@
+"""A deployed gateway, over HTTP: the service's kind, then one slide per request.
+
+Detection services get ``POST /v1/services/{s}:detect``, classifiers (``kind``
+``classification``) ``POST /v1/services/{s}:classify``; the image is the raw request body.
+Answers worth another try (429, 503, 504, a dropped connection) are retried as
+:mod:`gateway.cli.retry` says; a retry is announced through ``notify`` so a person sees
+why a batch slowed down.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+
+from gateway.cli.halt import Halt
+from gateway.cli.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from gateway.cli.slides import Classified, Counted, SlideFailed
+
+KINDS = ("detection", "classification")
+
+
+class Unusable(Exception):
+    """The gateway or service cannot be used at all: a usage error, not a slide's failure."""
+
+
+class Remote:
+    def __init__(
+        self,
+        url: str,
+        service: str,
+        threshold: float | None,
+        api_key: str | None,
+        id_token: str | None,
+        timeout_s: float,
+        policy: RetryPolicy | None = None,
+        halt: Halt | None = None,
+        notify: Callable[[str], None] | None = None,
+        pool_size: int = 1,
+    ) -> None:
+        self.http = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=max(1, pool_size),
+            retries=False,
+            timeout=urllib3.Timeout(connect=10.0, read=timeout_s),
+        )
+        self.base = f"{url.rstrip('/')}/v1/services/{quote(service, safe='')}"
+        self.service, self.threshold = service, threshold
+        self.policy = policy or RetryPolicy()
+        self.halt = halt or Halt()
+        self.notify = notify or (lambda _text: None)
+        self.headers = {"Accept": "application/json", "User-Agent": "eos-gateway-cli"}
+        if api_key:
+            self.headers["X-API-Key"] = api_key
+        elif id_token:
+            self.headers["Authorization"] = f"Bearer {id_token}"
+        self.kind = "detection"
+
+    def discover(self) -> str:
+        """Ask the gateway what kind of service this is; a missing ``kind`` is detection."""
+        # A wrong URL should fail in seconds, not after a slide's whole retry budget.
+        quick = RetryPolicy(retries=min(2, self.policy.retries), max_wait_s=10.0)
+        try:
+            status, doc, _ = self._send("GET", self.base, None, {}, "the service", quick)
+        except SlideFailed as exc:
+            raise Unusable(str(exc)) from exc
+        if status == 404:
+            raise Unusable(_reason(doc, status) or f"unknown service {self.service!r}")
+        if status != 200 or not isinstance(doc, dict):
+            raise Unusable(f"cannot read the service: {_reason(doc, status)}")
+        kind = doc.get("kind") or "detection"
+        if kind not in KINDS:
+            raise Unusable(f"service {self.service!r} is of kind {kind!r}, unknown to this CLI")
+        self.kind = kind
+        return kind
+
+    def count(self, path: Path, data: bytes) -> Counted | Classified:
+        content_type = mimetypes.guess_type(path.name)[0] or ""
+        if not content_type.startswith("image/"):
+            content_type = "application/octet-stream"
+        if self.kind == "classification":
+            endpoint = f"{self.base}:classify"
+        else:
+            endpoint = f"{self.base}:detect"
+            if self.threshold is not None:
+                endpoint += "?" + urlencode({"threshold": repr(self.threshold)})
+        status, doc, retries = self._send(
+            "POST", endpoint, data, {"Content-Type": content_type}, str(path)
+        )
+        if status != 200:
+            code = doc.get("code") if isinstance(doc, dict) else None
+            raise SlideFailed(_reason(doc, status), code or f"http_{status}", retries)
+        if self.kind == "classification":
+            return _classified(doc, retries)
+        if not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
+            raise SlideFailed("the gateway answered 200 without a count", "bad_response", retries)
+        return Counted(
+            count=doc["count"],
+            detections=doc.get("detections") or [],
+            width=doc["image"]["width"],
+            height=doc["image"]["height"],
+            threshold=doc["threshold"],
+            extra={"request_id": doc.get("request_id")},
+            retries=retries,
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        what: str,
+        policy: RetryPolicy | None = None,
+    ) -> tuple[int, Any, int]:
+        """(status, JSON answer or None, retries made) once the answer is final."""
+        policy = policy or self.policy
+        retries, waited = 0, 0.0
+        while True:
+            try:
+                self.halt.check()
+            except SlideFailed as exc:
+                exc.retries = retries
+                raise
+            retry_after: float | None = None
+            try:
+                r = self.http.request(method, url, body=body, headers={**self.headers, **headers})
+            except urllib3.exceptions.HTTPError as exc:
+                problem, code = f"cannot reach the gateway: {exc}", "unreachable"
+                status, doc = 0, None
+            else:
+                try:
+                    doc = json.loads(r.data)
+                except ValueError:
+                    doc = None
+                status = r.status
+                if status not in RETRY_STATUSES:
+                    return status, doc, retries
+                retry_after = parse_retry_after(r.headers.get("Retry-After"))
+                problem = _reason(doc, status)
+                code = (doc.get("code") if isinstance(doc, dict) else None) or f"http_{status}"
+            delay = policy.wait(retries, waited, retry_after)
+            if delay is None:
+                if status:
+                    return status, doc, retries
+                raise SlideFailed(problem, code, retries)
+            retries += 1
+            waited += delay
+            self.notify(
+                f"retry: {what}: {problem}; again in {delay:.1f} s "
+                f"(retry {retries} of at most {policy.retries})"
+            )
+            try:
+                self.halt.sleep(delay)
+            except SlideFailed as exc:
+                exc.retries = retries
+                raise
+
+
+def _reason(doc: Any, status: int) -> str:
+    if isinstance(doc, dict) and "error" in doc:
+        return f"{doc['error']} (HTTP {status}, request {doc.get('request_id')})"
+    return f"the gateway answered HTTP {status}"
+
+
+def _classified(doc: Any, retries: int) -> Classified:
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("label"), str)
+        or not isinstance(doc.get("score"), int | float)
+    ):
+        raise SlideFailed("the gateway answered 200 without a label", "bad_response", retries)
+    image = doc.get("image") if isinstance(doc.get("image"), dict) else {}
+    return Classified(
+        label=doc["label"],
+        score=float(doc["score"]),
+        scores=doc.get("scores") or [],
+        width=image.get("width"),
+        height=image.get("height"),
+        retries=retries,
+    )
