@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response
 
+from gateway.codecs import jpegcut
 from gateway.context import RequestContext
 from gateway.errors import BackendUnavailable
 from gateway.rest.responses import json_response
@@ -28,7 +29,8 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
         states = dict(zip(names, pool.map(lambda n: _readiness(gw, n), names), strict=True))
     not_ready = sorted(n for n, s in states.items() if not s["ready"])
     if not not_ready:
-        return json_response(200, {"status": "ready", "services": states})
+        body = {"status": "ready", "services": states, "image_path": jpegcut.image_path()}
+        return json_response(200, body)
     ctx.status, ctx.error_code = 503, "not_ready"
     body = {
         "error": f"not ready: {', '.join(not_ready)}",
@@ -36,6 +38,7 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
         "request_id": ctx.request_id,
         "status": "not ready",
         "services": states,
+        "image_path": jpegcut.image_path(),
     }
     return json_response(503, body)
 

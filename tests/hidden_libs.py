@@ -1,0 +1,36 @@
+"""Processes that run as if a system library were not installed.
+
+The library's files are covered by an empty file inside a private mount namespace
+(``unshare -m``, which needs root, as the tests and CI have here); nothing outside the
+process changes.  The fast-path tests and benchmarks use it to see the gateway as a
+machine without Debian's ``libturbojpeg0`` sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+
+def library_files(soname: str) -> list[str]:
+    """The files the dynamic loader would open for ``soname`` (its cache, links resolved)."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    files = []
+    for line in out.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        if name.split(" ")[0] == soname and path:
+            real = os.path.realpath(path)
+            if real not in files:
+                files.append(real)
+    return files
+
+
+def without_library(argv: list[str], soname: str) -> list[str]:
+    """``argv`` run where ``soname`` cannot be loaded (unchanged if it is not installed)."""
+    files = library_files(soname)
+    if not files:
+        return list(argv)
+    mounts = " && ".join(f"mount --bind /dev/null {shlex.quote(f)}" for f in files)
+    script = f'{mounts} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
