@@ -1,6 +1,6 @@
 """The gateway's benchmark harness: one command, figures as ratios against side-by-side references.
 
-    .venv/bin/python -m bench [--quick] [--only overhead,fanout,...] [--hide-system-libturbojpeg]
+    .venv/bin/python -m bench [--quick] [--only overhead,...] [--hide-libturbojpeg system|all]
 
 It starts what it needs on loopback: the gateway under ``functions-framework`` (gunicorn
 inside) as deployed, stub TF Serving backends (bench/stub_backend.py) with a set latency,
@@ -9,11 +9,12 @@ shared machine absolute times drift, so every figure is a ratio against a refere
 measured in the same run, interleaved with it, repeated, and summarised by the median.
 It prints a table and writes ``bench/results/gateway-<UTC time>.json``.
 
-``--hide-system-libturbojpeg`` runs every gateway where the system's ``libturbojpeg.so.0``
+``--hide-libturbojpeg system`` runs every gateway where the system's ``libturbojpeg.so.0``
 cannot be loaded (a private mount namespace covers it, ``tests/hidden_libs.py``; root
 only), as on a machine or a Cloud Functions build without Debian's ``libturbojpeg0``: the
-gateway then cuts with the library of the ``turbojpeg`` wheel, or decodes and re-encodes.
-The table's first line names the image path the gateway reported on ``/readyz``.
+gateway then cuts with the library of the ``turbojpeg`` wheel.  ``all`` hides that one
+too, so the gateway decodes and re-encodes.  The table's first line names the image path
+the gateway reported on ``/readyz``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ from bench.common import (
     ROOT,
     decode_once,
     free_port,
+    library_files,
     median,
     predict_body,
     slide_bytes,
     start_bare,
     start_stub,
-    without_library,
+    without_files,
 )
 from bench.common import start_gateway as start_plain_gateway
 
@@ -67,14 +69,23 @@ GOALS = {
 
 
 SYSTEM_TURBOJPEG = "libturbojpeg.so.0"
-_hide_system_turbojpeg = False
+_hidden_files: list[str] = []  # covered in each gateway's mount namespace (--hide-libturbojpeg)
+
+
+def turbojpeg_files(which: str) -> list[str]:
+    """The libturbojpeg files to hide: the system's, or the wheel's as well (``all``)."""
+    from gateway.codecs import jpegcut
+
+    files = library_files(SYSTEM_TURBOJPEG)
+    if which == "all":
+        files += [path for name, path in jpegcut.candidates() if path != SYSTEM_TURBOJPEG]
+    return files
 
 
 def start_gateway(config: dict, port: int | None = None, start: bool = True):
     """The gateway as ``tests/procs.py`` starts it, without the system libturbojpeg if asked."""
     proc = start_plain_gateway(config, port=port, start=False)
-    if _hide_system_turbojpeg:
-        proc.argv = without_library(proc.argv, SYSTEM_TURBOJPEG)
+    proc.argv = without_files(proc.argv, _hidden_files)
     return proc.start() if start else proc
 
 
@@ -618,25 +629,28 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset",
     )
     ap.add_argument(
-        "--hide-system-libturbojpeg",
-        action="store_true",
-        help="run the gateways where the system's libturbojpeg cannot be loaded (root)",
+        "--hide-libturbojpeg",
+        choices=["none", "system", "all"],
+        default="none",
+        help="libturbojpeg the gateways cannot load: the system's, or the wheel's too (root)",
     )
     args = ap.parse_args(argv)
-    global _hide_system_turbojpeg
-    _hide_system_turbojpeg = args.hide_system_libturbojpeg
     only = set(args.only.split(","))
     rounds = 5 if args.quick else 15
+    _hidden_files[:] = (
+        [] if args.hide_libturbojpeg == "none" else turbojpeg_files(args.hide_libturbojpeg)
+    )
     result: dict = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "command": "python -m bench " + " ".join(argv if argv is not None else []),
         "goals": GOALS,
-        "environment": (
-            f"system {SYSTEM_TURBOJPEG} hidden (private mount namespace)"
-            if _hide_system_turbojpeg
-            else f"system {SYSTEM_TURBOJPEG} visible if installed"
-        ),
+        "environment": {
+            "none": f"system {SYSTEM_TURBOJPEG} visible if installed",
+            "system": f"system {SYSTEM_TURBOJPEG} hidden (private mount namespace)",
+            "all": "system and wheel libturbojpeg hidden (private mount namespace)",
+        }[args.hide_libturbojpeg],
+        "hidden_files": list(_hidden_files),
     }
     started = time.perf_counter()
     procs = []

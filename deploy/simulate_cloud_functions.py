@@ -1,6 +1,6 @@
 """Rehearse a Cloud Functions deployment on this machine, as far as it can be without Google.
 
-    sudo .venv/bin/python deploy/simulate_cloud_functions.py [--python python3.12]
+    sudo .venv/bin/python deploy/simulate_cloud_functions.py [--python python3.13]
         [--keep-system-libturbojpeg] [--keep]
 
 What the platform does, step by step: the upload is the repository filtered by
@@ -113,7 +113,7 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--python", default="python3.12", help="interpreter for the build venv")
+    ap.add_argument("--python", default=sys.executable, help="interpreter for the build venv")
     ap.add_argument("--keep-system-libturbojpeg", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)

@@ -26,11 +26,15 @@ def library_files(soname: str) -> list[str]:
     return files
 
 
-def without_library(argv: list[str], soname: str) -> list[str]:
-    """``argv`` run where ``soname`` cannot be loaded (unchanged if it is not installed)."""
-    files = library_files(soname)
+def without_files(argv: list[str], files: list[str]) -> list[str]:
+    """``argv`` run where each of ``files`` reads as empty (so no library loads from it)."""
     if not files:
         return list(argv)
     mounts = " && ".join(f"mount --bind /dev/null {shlex.quote(f)}" for f in files)
     script = f'{mounts} && exec "$@"'
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+
+
+def without_library(argv: list[str], soname: str) -> list[str]:
+    """``argv`` run where the system's ``soname`` cannot be loaded (unchanged if absent)."""
+    return without_files(argv, library_files(soname))
