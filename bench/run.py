@@ -387,7 +387,11 @@ def measure_cold_start(stub_url: str, rounds: int) -> dict:
         status, _, _ = post(port, "/v1/models/eos:predict", body, timeout=30)
         return status == 200
 
-    config = gateway_config(stub_url, stub_url)
+    return against_hello(gateway_config(stub_url, stub_url), gateway_ok, rounds)
+
+
+def against_hello(config: dict, gateway_ok: Callable[[int], bool], rounds: int) -> dict:
+    """Spawn to the first ``gateway_ok`` answer, against the hello-world's first answer."""
 
     def gateway_once() -> float:
         proc = start_gateway(config, port=free_port(), start=False)
@@ -432,22 +436,7 @@ def measure_cold_detect(rounds: int) -> dict:
         finally:
             conn.close()
 
-    def gateway_once() -> float:
-        return _first_answer(start_gateway(config, port=free_port(), start=False), detect_ok)
-
-    def hello_once() -> float:
-        return _first_answer(start_bare("hello", port=free_port(), start=False), hello_ok)
-
-    t = interleaved({"gateway": gateway_once, "hello": hello_once}, rounds)
-    gw, hello = median(t["gateway"]), median(t["hello"])
-    return {
-        "gateway_ms": gw * 1e3,
-        "hello_ms": hello * 1e3,
-        "ratio": gw / hello,
-        "rounds": rounds,
-        "gateway_all_ms": [round(x * 1e3, 1) for x in t["gateway"]],
-        "hello_all_ms": [round(x * 1e3, 1) for x in t["hello"]],
-    }
+    return against_hello(config, detect_ok, rounds)
 
 
 def big_image(kind: str, target_bytes: int) -> bytes:
