@@ -3,11 +3,13 @@
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
+from gateway.codecs import jpegcut
 from gateway.rest.app import framework_error, handle
 from gateway.serving import configure_gunicorn, limit_heap_growth
 
 configure_gunicorn()  # graceful SIGTERM within the platform's 10 s; see gateway/serving.py
 limit_heap_growth()  # idle memory back to its level after large slides
+jpegcut.available()  # logs once, at start, how JPEG slides are tiled here
 
 
 @functions_framework.errorhandler(HTTPException)

@@ -281,12 +281,14 @@ def test_the_gateway_cuts_losslessly_without_the_system_library():
     """The gateway as a machine without libturbojpeg0 runs it: the pinned wheel's library.
 
     (The system library is covered in a private mount namespace, see tests/hidden_libs.py.)
+    Each process logs the path it takes once, at start, and ``/readyz`` shows it.
     """
     plain = start_gateway()
     hidden = start_gateway(start=False)
     hidden.argv = without_library(hidden.argv, jpegcut.SYSTEM_LIBRARY)
     hidden.start()
     try:
+        logged = [image_paths_logged(proc) for proc in (plain, hidden)]
         shown = readyz_image_path(plain)
         assert shown == jpegcut.image_path()
         assert shown.startswith("lossless JPEG cut: ")
@@ -295,13 +297,16 @@ def test_the_gateway_cuts_losslessly_without_the_system_library():
             assert without.startswith("lossless JPEG cut: turbojpeg wheel"), without
         else:
             assert without == "decode and re-encode (no libturbojpeg found)", without
-        for proc, path in ((plain, shown), (hidden, without)):
-            logged = [
-                json.loads(line)
-                for line in proc.log_text().splitlines()
-                if line.startswith("{") and '"image_path"' in line
-            ]
-            assert [line["image_path"] for line in logged] == [path]
+        assert image_paths_logged(plain) == [shown] and image_paths_logged(hidden) == [without]
+        assert logged == [[shown], [without]]  # logged at start, before any request
     finally:
         plain.stop()
         hidden.stop()
+
+
+def image_paths_logged(proc) -> list[str]:
+    return [
+        json.loads(line)["image_path"]
+        for line in proc.log_text().splitlines()
+        if line.startswith("{") and '"image_path"' in line
+    ]
