@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 
 
 def library_files(soname: str) -> list[str]:
     """The files the dynamic loader would open for ``soname`` (its cache, links resolved)."""
-    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"  # not on every PATH
+    out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=True).stdout
     files = []
     for line in out.splitlines():
         name, _, path = line.strip().partition(" => ")
