@@ -242,7 +242,8 @@ def test_deployed_requirements_are_pinned_and_hold_the_server_the_gateway_subcla
     assert pins["gunicorn"] == importlib.metadata.version("gunicorn")
     assert "gunicorn" not in (REPO / "requirements-dev.txt").read_text()
     turbojpeg = next(line for line in lines if line.startswith("turbojpeg=="))
-    assert 'platform_machine == "x86_64"' in turbojpeg
+    assert 'platform_machine == "x86_64"' in turbojpeg  # wheels for x86_64 only
+    assert 'python_version < "3.14"' in turbojpeg  # and for 3.11-3.13: no source builds
 
 
 def test_no_line_but_json_at_start_with_a_read_only_home() -> None:
