@@ -3,6 +3,7 @@
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
+from gateway.pipeline import jpegcut
 from gateway.rest.app import framework_error, handle
 from gateway.runtime import start
 from gateway.serving import configure_gunicorn, limit_heap_growth
@@ -10,6 +11,7 @@ from gateway.serving import configure_gunicorn, limit_heap_growth
 configure_gunicorn()  # graceful SIGTERM within the platform's 10 s; see gateway/serving.py
 limit_heap_growth()  # idle memory back to its level after large slides
 start()  # the configuration read and checked now: an error stops the start
+jpegcut.available()  # logs once, at start, how JPEG slides are tiled here
 
 
 @functions_framework.errorhandler(HTTPException)

@@ -15,6 +15,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the integration tests' process helpers
 
+from hidden_libs import library_files, without_files  # noqa: E402
 from procs import DATA, VENV_BIN, Proc, free_port, start_gateway  # noqa: E402
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "start_gateway",
     "start_stub",
     "start_bare",
+    "library_files",
+    "without_files",
 ]
 
 _PNG_CACHE = Path(tempfile.gettempdir()) / "eos-bench"

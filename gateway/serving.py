@@ -151,6 +151,9 @@ def configure_gunicorn() -> None:
         # Room for long bearer tokens, so an oversized one reaches the gateway and gets
         # its JSON 401 instead of gunicorn's HTML 431.
         self.cfg.set("limit_request_field_size", MAX_HEADER_BYTES)
+        # No gunicornc control socket: nothing here uses it, and its default place under
+        # $HOME is read-only on Cloud Functions (an error line at every start).
+        self.cfg.set("control_socket_disable", True)
 
     app_class.load_config = load_config
     app_class._gateway_configured = True

@@ -4,13 +4,17 @@ and example configurations that load.  (No Docker engine here: nothing is built.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import json
 import re
+import sys
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from procs import REPO
+from procs import REPO, start_gateway
 
 from gateway.auth import build_authenticator
 from gateway.auth.cors import Cors
@@ -18,6 +22,9 @@ from gateway.config import load_config
 from gateway.firestore_client import firestore_target
 
 DEPLOY = REPO / "deploy"
+sys.path.insert(0, str(DEPLOY))
+from simulate_cloud_functions import ignored, upload_files  # noqa: E402
+
 README = (DEPLOY / "README.md").read_text()
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 K8S = list(yaml.safe_load_all((DEPLOY / "k8s" / "tf-serving.yaml").read_text()))
@@ -163,3 +170,91 @@ def test_deploy_folder_is_not_uploaded_so_the_guide_copies_the_config() -> None:
     assert "cp deploy/gateway.yaml gateway.yaml" in README
     assert "GATEWAY_CONFIG=gateway.yaml" in README
     assert not any(Path(p).suffix == ".yaml" for p in ignored if p.startswith("*"))
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else None]
+
+
+def test_readme_deploy_steps_make_the_configuration_they_name() -> None:
+    """The README's deploy block creates ``gateway.yaml`` before it deploys with it."""
+    steps = _section((REPO / "README.md").read_text(), "## Deploy").split("```")[1]
+    copy = steps.index("cp deploy/gateway.yaml gateway.yaml")
+    deploy = steps.index("gcloud functions deploy")
+    assert copy < deploy and "GATEWAY_CONFIG=gateway.yaml" in steps[deploy:]
+    load_config(DEPLOY / "gateway.yaml")  # what is copied loads
+
+
+def test_the_upload_is_the_function_and_its_configuration() -> None:
+    files = upload_files(REPO)
+    assert {"main.py", "requirements.txt"} <= set(files)
+    code = {p.relative_to(REPO).as_posix() for p in (REPO / "gateway").rglob("*") if p.is_file()}
+    code = {c for c in code if "__pycache__" not in c}
+    assert code <= set(files)  # every module and the demo page's assets
+    tops = {f.split("/")[0] for f in files}
+    assert tops <= {"main.py", "requirements.txt", "gateway", "gateway.yaml"}, tops
+    patterns = (REPO / ".gcloudignore").read_text().splitlines()
+    patterns = [p.strip() for p in patterns if p.strip() and not p.startswith("#")]
+    assert not ignored("gateway.yaml", False, patterns)  # the README's copy goes up
+    for local in (".venv", "node_modules", ".git", "tests", "deploy", "bench", ".gateway"):
+        assert ignored(local, True, patterns), local
+    assert ignored(".git", False, patterns)  # a worktree's .git is a file
+
+
+def test_local_state_stays_out_of_git_and_docker_builds() -> None:
+    gitignore = (REPO / ".gitignore").read_text().splitlines()
+    assert "/gateway.yaml" in gitignore and "deploy/tf-serving/model/" in gitignore
+    dockerignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert dockerignore[dockerignore.index("*")] == "*"  # everything out, then the image's files
+    allowed = {line[1:].rstrip("/") for line in dockerignore if line.startswith("!")}
+    copied = set()
+    for line in GW_DOCKERFILE.splitlines():
+        if line.startswith("COPY "):
+            copied.update(p.rstrip("/").removeprefix("./") for p in line.split()[1:-1])
+    assert copied and copied <= allowed, copied - allowed
+    assert not {".venv", "node_modules", ".git", "tests"} & allowed
+
+
+def test_model_copy_steps_make_the_folder_first() -> None:
+    for text in (README, (DEPLOY / "docker-compose.yml").read_text()):
+        copies = [m.start() for m in re.finditer(r"cp -r \S+ deploy/tf-serving/model/", text)]
+        assert copies
+        for at in copies:
+            assert "mkdir -p deploy/tf-serving/model" in text[max(0, at - 200) : at]
+
+
+def test_deployed_requirements_are_pinned_and_hold_the_server_the_gateway_subclasses() -> None:
+    lines = [
+        line.split("#")[0].strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    pins = {}
+    for line in lines:
+        spec = line.split(";")[0].strip()
+        name, sep, version = spec.partition("==")
+        assert sep and version, f"not pinned: {line}"
+        pins[name.lower()] = version
+    serving = (REPO / "gateway" / "serving.py").read_text()
+    assert "from gunicorn." in serving  # its worker internals: the pin must be the tested one
+    assert pins["gunicorn"] == importlib.metadata.version("gunicorn")
+    assert "gunicorn" not in (REPO / "requirements-dev.txt").read_text()
+    turbojpeg = next(line for line in lines if line.startswith("turbojpeg=="))
+    assert 'platform_machine == "x86_64"' in turbojpeg  # wheels for x86_64 only
+    assert 'python_version < "3.14"' in turbojpeg  # and for 3.11-3.13: no source builds
+
+
+def test_no_line_but_json_at_start_with_a_read_only_home() -> None:
+    """``/proc`` as HOME: nothing can be created there, not even by root."""
+    gw = start_gateway(env={"HOME": "/proc", "XDG_RUNTIME_DIR": ""})
+    try:
+        with urllib.request.urlopen(f"{gw.url}/readyz", timeout=30) as resp:
+            assert resp.status == 200
+    finally:
+        gw.stop()
+    lines = gw.log_text().splitlines()
+    assert lines
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line

@@ -11,12 +11,17 @@ count is known, are checked against both.
 from __future__ import annotations
 
 import io
+import json
+import platform
+import sys
 import time
+import urllib.request
 
 import numpy as np
 import pytest
+from hidden_libs import without_library
 from PIL import Image
-from procs import DATA, start_model_server
+from procs import DATA, start_gateway, start_model_server
 from synthetic import make_slide, random_cells
 
 from gateway.backends.base import TileInput
@@ -30,6 +35,8 @@ from gateway.pipeline.images import decode, probe
 from gateway.pipeline.slide import cuts_losslessly, detect_slide, lossless_tiles, tiles_for
 
 MAX_PIXELS = 40_000_000
+# requirements.txt pins the turbojpeg wheel (a libturbojpeg of its own) where wheels exist.
+WHEEL_PINNED = platform.machine() == "x86_64" and sys.version_info < (3, 14)
 THRESHOLD = 0.3
 
 
@@ -204,8 +211,10 @@ def test_plain_path_when_the_library_is_missing(backend, monkeypatch):
     data = (DATA / "real-slide.jpg").read_bytes()
     assert uses_fast_path(data, backend[0])
     monkeypatch.setattr(jpegcut, "_lib", None)
+    monkeypatch.setattr(jpegcut, "_source", None)
     monkeypatch.setattr(jpegcut, "_lib_tried", True)
     assert not jpegcut.available()
+    assert jpegcut.image_path() == "decode and re-encode (no libturbojpeg found)"
     assert not uses_fast_path(data, backend[0])
     fallback, plain = run(data, backend, True), run(data, backend, False)
     assert len(plain) > 10
@@ -219,3 +228,91 @@ def test_unaligned_or_outside_regions_are_refused():
     assert jpegcut.cut(data, [(0, 0, 1921, 720)]) is None
     assert jpegcut.cut(data, [(16, 16, 16, 720)]) is None
     assert jpegcut.cut(data, [(16, 16, 32, 32)]) is not None
+
+
+def test_every_library_source_cuts_the_same_bytes(monkeypatch):
+    """The system's library and the one bundled in the pinned wheel give identical tiles."""
+    sources = jpegcut.candidates()
+    if WHEEL_PINNED:
+        assert any(name.startswith("turbojpeg wheel") for name, _ in sources)
+    data = (DATA / "real-slide-1920x1440.jpg").read_bytes()
+    boxes = [(0, 0, 960, 720), (832, 0, 1920, 720), (0, 592, 960, 1440), (1904, 1424, 1920, 1440)]
+    cuts = {}
+    for name, path in sources:
+        lib = jpegcut.open_library(path)
+        if lib is None:
+            assert name.startswith("system"), f"{name} does not load"
+            continue
+        monkeypatch.setattr(jpegcut, "_lib", lib)
+        monkeypatch.setattr(jpegcut, "_source", name)
+        monkeypatch.setattr(jpegcut, "_lib_tried", True)
+        assert jpegcut.image_path() == f"lossless JPEG cut: {name}"
+        cuts[name] = jpegcut.cut(data, boxes)
+        assert cuts[name] is not None and len(cuts[name]) == len(boxes)
+    assert cuts
+    first = next(iter(cuts.values()))
+    assert all(tiles == first for tiles in cuts.values())
+    for tile, (x0, y0, x1, y1) in zip(first, boxes, strict=True):
+        assert Image.open(io.BytesIO(tile)).size == (x1 - x0, y1 - y0)
+
+
+def test_the_image_path_is_logged_once_per_process(monkeypatch):
+    from gateway import logs
+
+    out = io.StringIO()
+    monkeypatch.setattr(jpegcut, "_lib_tried", False)
+    monkeypatch.setattr(jpegcut, "_lib", None)
+    monkeypatch.setattr(jpegcut, "_source", None)
+    logs.configure(stream=out)
+    try:
+        for _ in range(3):
+            assert jpegcut.available() == jpegcut.image_path().startswith("lossless")
+    finally:
+        logs.configure()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["image_path"] for line in lines] == [jpegcut.image_path()]
+    assert lines[0]["message"] == f"image path: {jpegcut.image_path()}"
+
+
+def readyz_image_path(proc) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/readyz", timeout=30) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as e:  # 503 when a backend is down: the field is there too
+        body = json.loads(e.read())
+    return body["image_path"]
+
+
+def test_the_gateway_cuts_losslessly_without_the_system_library():
+    """The gateway as a machine without libturbojpeg0 runs it: the pinned wheel's library.
+
+    (The system library is covered in a private mount namespace, see tests/hidden_libs.py.)
+    Each process logs the path it takes once, at start, and ``/readyz`` shows it.
+    """
+    plain = start_gateway()
+    hidden = start_gateway(start=False)
+    hidden.argv = without_library(hidden.argv, jpegcut.SYSTEM_LIBRARY)
+    hidden.start()
+    try:
+        logged = [image_paths_logged(proc) for proc in (plain, hidden)]
+        shown = readyz_image_path(plain)
+        assert shown == jpegcut.image_path()
+        assert shown.startswith("lossless JPEG cut: ")
+        without = readyz_image_path(hidden)
+        if WHEEL_PINNED:
+            assert without.startswith("lossless JPEG cut: turbojpeg wheel"), without
+        else:
+            assert without == "decode and re-encode (no libturbojpeg found)", without
+        assert image_paths_logged(plain) == [shown] and image_paths_logged(hidden) == [without]
+        assert logged == [[shown], [without]]  # logged at start, before any request
+    finally:
+        plain.stop()
+        hidden.stop()
+
+
+def image_paths_logged(proc) -> list[str]:
+    return [
+        json.loads(line)["image_path"]
+        for line in proc.log_text().splitlines()
+        if line.startswith("{") and '"image_path"' in line
+    ]

@@ -11,6 +11,7 @@ from gateway.auth import FailClosedAuthenticator
 from gateway.codecs.tfserving_api import parse_version
 from gateway.context import RequestContext
 from gateway.handlers.responses import json_response
+from gateway.pipeline import jpegcut
 from gateway.runtime import Gateway
 
 
@@ -31,7 +32,8 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
     # Fail-closed auth refuses every call to every service: not ready either.
     refusing = gw.auth.message if isinstance(gw.auth, FailClosedAuthenticator) else None
     if not not_ready and refusing is None:
-        return json_response(200, {"status": "ready", "services": states})
+        body = {"status": "ready", "services": states, "image_path": jpegcut.image_path()}
+        return json_response(200, body)
     ctx.status, ctx.error_code = 503, "not_ready"
     problems = ([f"auth: {refusing}"] if refusing else []) + not_ready
     body = {
@@ -40,6 +42,7 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
         "request_id": ctx.request_id,
         "status": "not ready",
         "services": states,
+        "image_path": jpegcut.image_path(),
     }
     if refusing:
         body["auth"] = {"ready": False, "detail": refusing}

@@ -9,8 +9,11 @@ Anything else, or a library that is missing or fails, returns ``None`` and the c
 takes the plain path (decode, crop, encode), which also decides whether a broken image is
 a 422.
 
-The TurboJPEG C API is called through ctypes (the calls release the GIL), so nothing is
-needed beyond the system's ``libturbojpeg.so.0`` (Debian: ``libturbojpeg0``).
+The TurboJPEG C API is called through ctypes (the calls release the GIL).  The library
+comes from the system (``libturbojpeg.so.0``, Debian: ``libturbojpeg0``) when it is there,
+as the distribution keeps it patched, and otherwise from the ``turbojpeg`` wheel pinned in
+``requirements.txt`` (x86_64), which bundles its own copy: a Cloud Functions build installs
+that file and nothing else.  Both give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import logs
 
 # TurboJPEG constants (turbojpeg.h, stable since 1.2).
 _TJXOP_NONE = 0
@@ -48,70 +54,115 @@ class _Transform(ctypes.Structure):
 
 _lib: ctypes.CDLL | None = None
 _lib_tried = False
+_source: str | None = None
 _lib_lock = threading.Lock()
 _local = threading.local()
 
+SYSTEM_LIBRARY = "libturbojpeg.so.0"
+
+
+def _wheel_library() -> str | None:
+    """The libturbojpeg that the ``turbojpeg`` wheel bundles, found without importing it."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("turbojpeg")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    libs = Path(spec.origin).parent / "turbojpeg.libs"
+    found = sorted(libs.glob("libturbojpeg*.so*")) if libs.is_dir() else []
+    return str(found[0]) if found else None
+
+
+def candidates() -> list[tuple[str, str]]:
+    """``(source, path)`` of each library to try, preferred first."""
+    found = [(f"system {SYSTEM_LIBRARY}", SYSTEM_LIBRARY)]
+    wheel = _wheel_library()
+    if wheel:
+        found.append((f"turbojpeg wheel ({Path(wheel).name})", wheel))
+    return found
+
+
+def open_library(path: str) -> ctypes.CDLL | None:
+    """The TurboJPEG library at ``path`` with the calls used here declared; ``None`` if unusable."""
+    try:
+        lib = ctypes.CDLL(path)
+        lib.tjInitTransform.restype = ctypes.c_void_p
+        lib.tjInitTransform.argtypes = []
+        lib.tjDecompressHeader3.restype = ctypes.c_int
+        lib.tjDecompressHeader3.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.POINTER(ctypes.c_int),
+        ]
+        lib.tjTransform.restype = ctypes.c_int
+        lib.tjTransform.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.POINTER(ctypes.c_ulong),
+            ctypes.POINTER(_Transform),
+            ctypes.c_int,
+        ]
+        lib.tjFree.restype = None
+        lib.tjFree.argtypes = [ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return None
+    return lib
+
 
 def _load() -> ctypes.CDLL | None:
-    """The library, loaded at first use; ``None`` (for good) when it is not installed."""
-    global _lib, _lib_tried
+    """The library, loaded at first use; ``None`` (for good) when none is usable.
+
+    The first call logs which image path this process takes, once, so an operator can
+    see from the logs whether tiles are cut losslessly or decoded and re-encoded.
+    """
+    global _lib, _lib_tried, _source
     if _lib_tried:
         return _lib
     with _lib_lock:
         if _lib_tried:
             return _lib
-        lib = None
-        for name in ("libturbojpeg.so.0", "find"):
-            try:
-                if name == "find":  # other systems' names; ctypes.util is slow to import
-                    from ctypes.util import find_library
-
-                    name = find_library("turbojpeg")
-                    if not name:
-                        break
-                lib = ctypes.CDLL(name)
-                lib.tjInitTransform.restype = ctypes.c_void_p
-                lib.tjInitTransform.argtypes = []
-                lib.tjDecompressHeader3.restype = ctypes.c_int
-                lib.tjDecompressHeader3.argtypes = [
-                    ctypes.c_void_p,
-                    ctypes.c_char_p,
-                    ctypes.c_ulong,
-                    ctypes.POINTER(ctypes.c_int),
-                    ctypes.POINTER(ctypes.c_int),
-                    ctypes.POINTER(ctypes.c_int),
-                    ctypes.POINTER(ctypes.c_int),
-                ]
-                lib.tjTransform.restype = ctypes.c_int
-                lib.tjTransform.argtypes = [
-                    ctypes.c_void_p,
-                    ctypes.c_char_p,
-                    ctypes.c_ulong,
-                    ctypes.c_int,
-                    ctypes.POINTER(ctypes.c_void_p),
-                    ctypes.POINTER(ctypes.c_ulong),
-                    ctypes.POINTER(_Transform),
-                    ctypes.c_int,
-                ]
-                lib.tjFree.restype = None
-                lib.tjFree.argtypes = [ctypes.c_void_p]
+        lib, source = None, None
+        for name, path in candidates():
+            lib = open_library(path)
+            if lib is not None:
+                source = name
                 break
-            except (OSError, AttributeError):
-                lib = None
-        _lib, _lib_tried = lib, True
-        return lib
+        _lib, _source, _lib_tried = lib, source, True
+    logs.emit("INFO", f"image path: {image_path()}", image_path=image_path())
+    return lib
 
 
 def available() -> bool:
     return _load() is not None
 
 
+def image_path() -> str:
+    """How this process turns a JPEG slide into tiles, for the logs and ``/readyz``."""
+    _load()
+    if _source is None:
+        return "decode and re-encode (no libturbojpeg found)"
+    return f"lossless JPEG cut: {_source}"
+
+
 def _handle(lib: ctypes.CDLL) -> int | None:
-    """One TurboJPEG handle per thread: handles are not thread-safe, and cheap to keep."""
-    h = getattr(_local, "handle", None)
+    """One TurboJPEG handle per thread and library: handles are not thread-safe, and cheap
+    to keep."""
+    handles = getattr(_local, "handles", None)
+    if handles is None:
+        handles = _local.handles = {}
+    h = handles.get(lib)
     if h is None:
-        h = lib.tjInitTransform()
-        _local.handle = h
+        h = handles[lib] = lib.tjInitTransform()
     return h or None
 
 
