@@ -14,6 +14,25 @@ def make_recorder(raw: dict[str, Any]):
     return build_usage(parse_config(raw))
 
 
+def daily_counters(client, principal: str, service: str, day: str, prefix: str = "") -> dict:
+    """A Firestore day's counters as a reader sums them: the day's document and its shards."""
+    from gateway.usage.records import COUNTERS, daily_doc_id
+
+    ref = client.collection(f"{prefix}usage_daily").document(daily_doc_id(principal, service, day))
+    snap = ref.get()
+    assert snap.exists, f"no usage_daily document for {principal}"
+    data = snap.to_dict()
+    out = {k: data.get(k) for k in ("principal", "service", "day")}
+    for name in COUNTERS:
+        out[name] = int(data.get(name) or 0)
+    out["shards"] = 0
+    for shard in ref.collection("shards").stream():
+        out["shards"] += 1
+        for name in COUNTERS:
+            out[name] += int(shard.to_dict().get(name) or 0)
+    return out
+
+
 def serve(
     recorder,
     *,
@@ -31,8 +50,8 @@ def serve(
     ctx.service = service
     ctx.principal = principal
     ctx.auth_method = auth_method
-    recorder.begin(ctx)
     try:
+        recorder.begin(ctx)  # raises past requests_per_minute
         ctx.instances = images
         recorder.check_quota(ctx, images=images)
         ctx.image = {"bytes": 1234, "width": 64, "height": 48, "format": "jpeg"}

@@ -10,7 +10,6 @@ runs out).  Sending a record twice is harmless anyway: Firestore refuses the sec
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._owner = f"{os.getpid()}"
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
