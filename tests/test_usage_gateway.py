@@ -26,7 +26,7 @@ from gateway.usage.report import percentile
 from gateway.usage.sqlite_store import SQLiteStore
 from tests.procs import REPO, start_gateway
 from tests.synthetic import make_slide
-from tests.usage_helpers import daily_counters
+from tests.usage_helpers import daily_counters, run_clients
 
 LAB_KEY = "lab-key-0f9e8d7c6b5a"
 CAM_KEY = "cam-key-1a2b3c4d5e6f"
@@ -419,3 +419,32 @@ def test_spooled_records_are_sent_when_the_instance_stops(
     assert all(d["spooled"] is True for d in docs.values())
     assert daily_doc(client, "key:lab-script")["requests"] == 5
     assert '"message":"usage: spool sent at shutdown"' in log
+
+
+def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_project, jpeg):
+    """Four gateway processes as separate instances (each its own working directory and
+    spool) on one Firestore; sixteen clients of one principal with a quota of 60 send until
+    they are refused.  Served stays within 90-105% of the quota, and every answered request
+    has its record and its counters."""
+    config = fs_config()
+    config["quotas"] = {"principals": {"key:lab-script": {"daily_images": 60}}}
+    env = firestore_emulator.env(firestore_project) | {"WORKERS": "1"}
+    fleet = [start_gateway(config, env=env, start=False) for _ in range(4)]
+    try:
+        for gw in fleet:
+            gw.start()
+        answers = run_clients([detect_url(gw) for gw in fleet], 16, jpeg, LAB_KEY,
+                              until_refused=True)  # fmt: skip
+    finally:
+        for gw in fleet:
+            gw.stop()
+    assert {a.status for a in answers} <= {200, 429}
+    served = sum(1 for a in answers if a.status == 200)
+    assert 54 <= served <= 63, f"served {served} of a quota of 60"
+    assert len({a.instance for a in answers if a.status == 200}) >= 2
+    client = firestore_emulator.client(firestore_project)
+    docs = usage_docs(client)
+    assert set(docs) == {a.request_id for a in answers}
+    lab = daily_doc(client, "key:lab-script")
+    assert (lab["requests"], lab["images"], lab["errors"]) == (len(answers), served,
+                                                               len(answers) - served)  # fmt: skip

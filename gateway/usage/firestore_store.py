@@ -9,7 +9,7 @@ client is dropped, because its gRPC channel can take many seconds to reconnect.
 
 Counters follow Firestore's distributed-counter pattern: ``usage_daily/<id>`` holds the
 names (``principal``, ``service``, ``day``) and the counters live in
-``usage_daily/<id>/shards/<n>``, one shard (chosen at random) per commit, so one busy
+``usage_daily/<id>/shards/<n>``, one shard (from the request id) per commit, so one busy
 caller spreads its writes over ``usage.counter_shards`` documents.  Readers add the
 shards and any counters on the day's document itself (written before counters were
 sharded), so older days still count.
@@ -17,7 +17,7 @@ sharded), so older days still count.
 
 from __future__ import annotations
 
-import random
+import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,11 @@ from gateway.usage.stores import StoreUnavailable
 
 _TRANSIENT_FAILURE = 3  # grpc_connectivity_state in gRPC core
 LEDGER_TTL = timedelta(days=2)  # ``expires`` of ledger entries, for a Firestore TTL policy
+
+
+def shard_of(request_id: str, shards: int) -> int:
+    """The shard a record's counters go to: spread evenly, and the same on every retry."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") % shards
 
 
 class FirestoreStore:
@@ -127,7 +132,7 @@ class FirestoreStore:
             for name, value in record.increments.items():
                 shard[name] = firestore.Increment(value)
             daily = client.collection(self.daily_name).document(record.daily_id)
-            n = random.randrange(self.settings.counter_shards)
+            n = shard_of(record.request_id, self.settings.counter_shards)
             batch = client.batch()
             batch.create(client.collection(self.usage_name).document(record.request_id), doc)
             if not named:
