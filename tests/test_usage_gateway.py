@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import pytest
 from PIL import Image
 
-from gateway.usage.records import daily_doc_id
+from gateway.usage.records import daily_doc_id, ledger_id
 from gateway.usage.report import percentile
 from gateway.usage.sqlite_store import SQLiteStore
 from tests.procs import REPO, start_gateway
@@ -448,3 +448,32 @@ def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_proje
     lab = daily_doc(client, "key:lab-script")
     assert (lab["requests"], lab["images"], lab["errors"]) == (len(answers), served,
                                                                len(answers) - served)  # fmt: skip
+
+
+def test_a_stopping_instance_gives_back_its_unused_allowance(
+    firestore_emulator, firestore_project, jpeg
+):
+    """The first request takes a block (an eighth of 400); at SIGTERM the instance returns
+    what it did not use, so another instance can serve the whole rest of the quota."""
+    config = fs_config()
+    config["quotas"] = {"principals": {"key:lab-script": {"daily_images": 400}}}
+    env = firestore_emulator.env(firestore_project) | {"WORKERS": "1"}
+    first = start_gateway(config, env=env)
+    try:
+        assert post(detect_url(first), jpeg, LAB_KEY)[0] == 200
+    finally:
+        assert first.stop() == 0
+    client = firestore_emulator.client(firestore_project)
+    ledger = client.collection("usage_allowances").document(
+        ledger_id("key:lab-script", "images", _today())
+    )
+    amounts = [s.to_dict()["amount"] for s in ledger.collection("entries").stream()]
+    assert amounts == [0, 50, -49]  # base, the block, what was not used
+    second = start_gateway(config, env=env)
+    try:
+        total = [post(detect_url(second), jpeg, LAB_KEY)[0] for _ in range(3)]
+    finally:
+        second.stop()
+    assert total == [200, 200, 200]
+    amounts = [s.to_dict()["amount"] for s in ledger.collection("entries").stream()]
+    assert sum(amounts) <= 400 and amounts[3] == 50  # the next block is cut from 399 left

@@ -59,19 +59,6 @@ class Spool:
             return 0
         return int(self._conn().execute("SELECT COUNT(*) FROM spool").fetchone()[0])
 
-    def unflushed_images(self, principal: str, day: str) -> int:
-        if not self.exists():
-            return 0
-        row = (
-            self._conn()
-            .execute(
-                "SELECT COALESCE(SUM(images), 0) FROM spool WHERE principal = ? AND day = ?",
-                (principal, day),
-            )
-            .fetchone()
-        )
-        return int(row[0])
-
     def claim(self, limit: int) -> list[UsageRecord]:
         """Take up to ``limit`` unclaimed records for this worker for ``CLAIM_LEASE_S``."""
         if not self.exists():
