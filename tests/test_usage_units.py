@@ -310,3 +310,25 @@ def test_a_request_flushes_only_what_fits_its_budget(tmp_path):
         assert len(sent) <= 12
     assert all(1 <= n <= 3 for n in sent), sent
     assert sorted(store.committed) == sorted(ids)
+
+
+def test_on_google_cloud_without_credentials_requests_are_served_and_spooled(
+    tmp_path, monkeypatch, capsys
+):
+    """Firestore is the default there; when the runtime has no usable credentials the
+    store is unavailable: requests are served, quotas fail open, records are spooled."""
+    from tests.usage_helpers import serve
+
+    monkeypatch.setenv("K_SERVICE", "gateway")
+    for name in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "FIRESTORE_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    raw = {
+        "usage": {"spool_path": str(tmp_path / "spool.sqlite3")},
+        "quotas": {"default": {"daily_images": 5, "requests_per_minute": 10}},
+    }
+    recorder = build_usage(parse_config(raw))
+    assert recorder.store.name == "Firestore"
+    assert [serve(recorder, principal="key:x").status for _ in range(3)] == [200, 200, 200]
+    assert recorder.spool.pending() == 3
+    assert "usage: record not written to Firestore; spooled" in capsys.readouterr().out

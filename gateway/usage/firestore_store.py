@@ -61,7 +61,10 @@ class FirestoreStore:
         self._named_lock = threading.Lock()
 
     def client(self) -> Any:
-        return firestore_client.client_for(self.target)
+        try:
+            return firestore_client.client_for(self.target)
+        except Exception as exc:  # no credentials or project here: the store is unavailable
+            raise StoreUnavailable(f"no Firestore client: {type(exc).__name__}: {exc}") from exc
 
     def forget_client(self, client: Any) -> None:
         firestore_client.discard_client(self.target, client)

@@ -166,8 +166,8 @@ class UsageRecorder:
         if not self.delivery.down():
             try:
                 return self.allowances.take(ledger, window, n, limit, meta, base)
-            except (StoreUnavailable, Contention) as exc:
-                if isinstance(exc, StoreUnavailable):
+            except Exception as exc:  # a broken store must not refuse work: serve, and say so
+                if not isinstance(exc, Contention):
                     self.delivery.mark_down(exc)
                 log_event("ERROR", "usage: quota not checked; serving", error=repr(exc))
         return not self.allowances.exhausted(ledger, n, limit)
