@@ -11,7 +11,10 @@ clients call as one principal, the busy-caller case.  It reports:
   daily-image allowances and a request rate), interleaved, p50/p95 and what recording adds;
 - writes: the highest number of writes in one second to any one document (counter shards
   from each record's server time and its shard, ledger entries), against what one unsharded
-  daily document would have taken.
+  daily document would have taken;
+- a ledger simulation at ``--simulate`` instances (100): that many quota accountants in
+  this process, one client each, on one principal's daily ledger: overshoot, allowance left
+  unused, write attempts on one ledger entry, requests asked to retry after losing appends.
 
 The stub TF Serving backend (bench/stub_backend.py) answers after 20 ms, so the figures are
 about the gateway and its usage store, not a model.  Writes ``bench/results/usage-<time>.json``.
@@ -25,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import threading
 import time
 from collections import Counter
 
@@ -32,8 +36,11 @@ from PIL import Image
 
 from bench.common import ROOT, start_gateway, start_stub
 from bench.run import machine
-from gateway.usage.firestore_store import shard_of
+from gateway.config import parse_config
+from gateway.usage.allowance import Allowances, Contention, parts
+from gateway.usage.firestore_store import FirestoreStore, shard_of
 from gateway.usage.records import ledger_id
+from gateway.usage.settings import usage_settings
 from tests.firestore_emulator import FirestoreEmulator
 from tests.synthetic import make_slide
 from tests.usage_helpers import daily_counters, run_clients
@@ -177,12 +184,86 @@ def latency_runs(
     return out
 
 
+class CountingStore:
+    """A store whose appends are counted per ledger entry: the write attempts one entry
+    document takes, the winner's and the losers'."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.attempts: Counter = Counter()
+        self.lock = threading.Lock()
+
+    def entries_after(self, ledger: str, index: int):
+        return self.store.entries_after(ledger, index)
+
+    def append_entry(self, ledger: str, index: int, amount: int, meta: dict) -> bool:
+        with self.lock:
+            self.attempts[(ledger, index)] += 1
+        return self.store.append_entry(ledger, index, amount, meta)
+
+
+def ledger_simulation(emulator, instances: int, limit: int) -> dict:
+    """``instances`` quota accountants (one Allowances each, as in one gateway process per
+    instance) in this process, one client thread each, taking one image at a time from one
+    principal's daily ledger on the emulator until refused."""
+    project = f"sim-{time.time_ns()}"
+    with emulator.environment(project):
+        store = CountingStore(FirestoreStore(usage_settings(parse_config({}))))
+        fleet = [Allowances(store) for _ in range(instances)]
+    day = _utc(time.time(), "%Y-%m-%d")
+    ledger = ledger_id(PRINCIPAL, "images", day)
+    meta = {"principal": PRINCIPAL, "kind": "images", "window": day}
+    served = [0] * instances
+
+    busy = [0] * instances
+
+    def client(i: int) -> None:
+        while True:
+            try:
+                if not fleet[i].take(ledger, day, 1, limit, meta, base=lambda: 0):
+                    return
+            except Contention:  # the gateway answers 429 with Retry-After: 1
+                busy[i] += 1
+                time.sleep(1)
+                continue
+            served[i] += 1
+
+    started = time.monotonic()
+    with emulator.environment(project):
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(instances)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = sum(s.held for a in fleet for s in a._ledgers.values())
+        sizes = parts(limit)
+        names = [ledger] if len(sizes) == 1 else [f"{ledger}__{p}" for p in range(len(sizes))]
+        total = sum(a for name in names for _, a in store.entries_after(name, -1))
+    return {
+        "instances": instances,
+        "limit": limit,
+        "served": sum(served),
+        "overshoot": max(0, sum(served) - limit),
+        "held_unused_at_end": held,
+        "ledger_sum_equals_served_plus_held": total == sum(served) + held,
+        "entries": len(store.attempts),
+        "max_write_attempts_one_entry": max(store.attempts.values()),
+        "mean_write_attempts_per_entry": round(
+            sum(store.attempts.values()) / len(store.attempts), 2
+        ),
+        "asked_to_retry": sum(busy),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=4)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=15, help="per client in a latency run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved off/on latency runs")
+    parser.add_argument("--simulate", type=int, default=100, help="instances in the ledger run")
+    parser.add_argument("--limit", type=int, default=1000, help="the quota in the ledger run")
     args = parser.parse_args(argv)
     started = time.monotonic()
     body = _jpeg()
@@ -194,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         latency = latency_runs(
             emulator, stub.url, args.instances, args.clients, args.requests, args.rounds, body
         )
+        simulation = ledger_simulation(emulator, args.simulate, args.limit)
     finally:
         stub.stop()
         emulator.close()
@@ -204,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients,
         "quota": quota,
         "latency": latency,
+        "ledger_simulation": simulation,
         "seconds": round(time.monotonic() - started, 1),
     }
     q, lat, w = quota, latency, latency["writes"]
@@ -221,6 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         f"writes/s to one document: shard {w['max_writes_per_s_one_shard']}, unsharded day "
         f"document would be {w['max_writes_per_s_unsharded_day_doc']}; ledger entries "
         f"{w['ledger_entries']} (at most {w['max_ledger_entries_per_s_one_ledger']}/s)"
+    )
+    sim = simulation
+    print(
+        f"ledger at {sim['instances']} instances, limit {sim['limit']}: served {sim['served']} "
+        f"(overshoot {sim['overshoot']}, held unused {sim['held_unused_at_end']}), "
+        f"{sim['entries']} entries, at most {sim['max_write_attempts_one_entry']} write "
+        f"attempts on one entry (mean {sim['mean_write_attempts_per_entry']}), "
+        f"{sim['asked_to_retry']} requests asked to retry (429, Retry-After: 1), "
+        f"{sim['seconds']} s"
     )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"usage-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"

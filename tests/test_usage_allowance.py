@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from gateway.usage.allowance import Allowances
+from gateway.usage import allowance
+from gateway.usage.allowance import Allowances, Contention
 from gateway.usage.sqlite_store import SQLiteStore
 
 META = {"principal": "key:lab", "kind": "images", "window": "2026-01-01"}
@@ -79,18 +80,71 @@ def test_the_base_entry_counts_what_was_recorded_before(tmp_path):
     assert not one.take("D", "w", 1, 10, META, base=lambda: 8)
 
 
-class FlakyStore:
-    """Every append loses the race (another instance always wins)."""
+class LosingStore:
+    """A store on which every append loses (another instance always wins) while ``lose``."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store, self.lose = store, True
 
     def entries_after(self, ledger, index):
-        return []
+        return self.store.entries_after(ledger, index)
 
     def append_entry(self, ledger, index, amount, meta):
-        return False
+        return False if self.lose else self.store.append_entry(ledger, index, amount, meta)
 
 
-def test_an_append_that_always_loses_ends_with_contention():
-    from gateway.usage.allowance import Contention
-
+def test_appends_that_keep_losing_end_with_contention_and_nothing_taken(tmp_path, monkeypatch):
+    monkeypatch.setattr(allowance, "CLAIM_BUDGET_S", 0.05)
+    store = LosingStore(SQLiteStore(tmp_path / "u.sqlite3"))
+    one = Allowances(store)
     with pytest.raises(Contention):
-        Allowances(FlakyStore()).take("L", "w", 1, 10, META)
+        one.take("L", "w", 2, 40, META)
+    store.lose = False
+    assert one.take("L", "w", 2, 40, META)
+    assert _ledger_total(store.store, "L") == 2 + one._ledgers["L"].held
+
+
+def test_a_large_limit_is_split_into_parts_that_add_up_to_it(tmp_path):
+    from gateway.usage.allowance import parts
+
+    assert parts(60) == [60] and parts(64) == [32, 32] and sum(parts(1001)) == 1001
+    assert len(parts(10**6)) == 8
+    instances = [Allowances(SQLiteStore(tmp_path / "u.sqlite3"), home=h) for h in range(8)]
+    served = [0] * 8
+
+    def client(i: int) -> None:
+        while instances[i].take("L", "w", 1, 1000, META):
+            served[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sum(served) == 1000  # every client ran until refused: nothing left unused
+    store = instances[0].store
+    assert sum(_ledger_total(store, f"L__{p}") for p in range(8)) == 1000
+
+
+def test_one_request_may_take_from_several_parts(tmp_path):
+    (one,) = _instances(tmp_path, 1)
+    assert one.take("L", "w", 40, 64, META)  # 32 from one part, 8 from the other
+    assert one.take("L", "w", 24, 64, META)
+    assert not one.take("L", "w", 1, 64, META)
+
+
+def test_a_busy_ledger_asks_the_caller_to_retry_in_a_second(tmp_path, monkeypatch):
+    from tests.usage_helpers import make_recorder, serve
+
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(allowance, "CLAIM_BUDGET_S", 0.05)
+    raw = {
+        "usage": {"sqlite": {"path": str(tmp_path / "u.sqlite3")}},
+        "quotas": {"default": {"daily_images": 100}},
+    }
+    recorder = make_recorder(raw)
+    recorder.allowances.store = LosingStore(recorder.store)
+    refused = serve(recorder, principal="key:lab")
+    assert (refused.status, refused.error_code, refused.retry_after) == (429, "quota_exceeded", "1")
+    recorder.allowances.store.lose = False
+    assert serve(recorder, principal="key:lab").status == 200

@@ -453,27 +453,28 @@ def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_proje
 def test_a_stopping_instance_gives_back_its_unused_allowance(
     firestore_emulator, firestore_project, jpeg
 ):
-    """The first request takes a block (an eighth of 400); at SIGTERM the instance returns
-    what it did not use, so another instance can serve the whole rest of the quota."""
+    """A request takes a block from the ledger; at SIGTERM the instance returns what it did
+    not use (a negative entry), so the ledgers hold exactly what was served."""
     config = fs_config()
     config["quotas"] = {"principals": {"key:lab-script": {"daily_images": 400}}}
     env = firestore_emulator.env(firestore_project) | {"WORKERS": "1"}
-    first = start_gateway(config, env=env)
-    try:
-        assert post(detect_url(first), jpeg, LAB_KEY)[0] == 200
-    finally:
-        assert first.stop() == 0
     client = firestore_emulator.client(firestore_project)
-    ledger = client.collection("usage_allowances").document(
-        ledger_id("key:lab-script", "images", _today())
-    )
-    amounts = [s.to_dict()["amount"] for s in ledger.collection("entries").stream()]
-    assert amounts == [0, 50, -49]  # base, the block, what was not used
-    second = start_gateway(config, env=env)
-    try:
-        total = [post(detect_url(second), jpeg, LAB_KEY)[0] for _ in range(3)]
-    finally:
-        second.stop()
-    assert total == [200, 200, 200]
-    amounts = [s.to_dict()["amount"] for s in ledger.collection("entries").stream()]
-    assert sum(amounts) <= 400 and amounts[3] == 50  # the next block is cut from 399 left
+    base = ledger_id("key:lab-script", "images", _today())
+
+    def entries() -> list[int]:  # a limit of 400 is split into 8 ledgers of 50
+        ledgers = client.collection("usage_allowances")
+        return [
+            s.to_dict()["amount"]
+            for p in range(8)
+            for s in ledgers.document(f"{base}__{p}").collection("entries").stream()
+        ]
+
+    for served in (1, 3):
+        gw = start_gateway(config, env=env)
+        try:
+            assert [post(detect_url(gw), jpeg, LAB_KEY)[0] for _ in range(served)] == [200] * served
+            assert sum(entries()) > 4  # a block is more than the request needs
+        finally:
+            assert gw.stop() == 0
+        assert any(amount < 0 for amount in entries())
+    assert sum(entries()) == 4

@@ -13,6 +13,14 @@ single requests as the limit nears: what instances hold unused when the limit is
 is at most about one small block each.  A request that fails gives its images back to its
 instance's block; an instance that stops gives back what it holds (a negative entry).
 
+A limit of at least 64 is split into up to eight parts of at least 32, each its own ledger;
+every instance starts with a part of its own choosing and moves on to the others when it
+runs out, so instances that start together race for eight entries instead of one.  The
+parts add up to the limit, so the bound stays zero; a request's images may come from
+several parts.  Appends that keep losing are retried for ``CLAIM_BUDGET_S`` with jittered
+backoff; then :class:`Contention` is raised and the request is asked to retry a second
+later (429 with ``Retry-After: 1``): nothing is ever served that no block covers.
+
 Entry 0 of a daily ledger is the base: the images the counters already held when the
 ledger was started (records of that day written before ledgers existed), so they count.
 """
@@ -30,11 +38,19 @@ from typing import Any
 from gateway.usage.stores import UsageStore
 
 SPLIT = 8  # a block is this fraction of what is left
-MAX_ATTEMPTS = 12  # appends lost to other instances before giving up on this request
+SPREAD, MIN_PART = 8, 32  # a limit is split into up to 8 ledgers of at least 32 each
+CLAIM_BUDGET_S = 2.0  # appends lost to other instances are retried this long
+BACKOFF_S, BACKOFF_CAP_S = 0.005, 0.2  # the wait after a lost append: doubling, capped
 
 
 class Contention(Exception):
-    """Other instances won every append this request tried."""
+    """Other instances won every append this request tried within ``CLAIM_BUDGET_S``."""
+
+
+def parts(limit: int) -> list[int]:
+    """The limits of a ledger's parts: they add up to ``limit``."""
+    k = max(1, min(SPREAD, limit // MIN_PART))
+    return [limit // k + (1 if i < limit % k else 0) for i in range(k)]
 
 
 @dataclass
@@ -47,9 +63,20 @@ class _Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _part_base(
+    base: Callable[[], int] | None, sizes: list[int], part: int
+) -> Callable[[], int] | None:
+    """A part's share of the base: the parts are filled in order."""
+    if base is None:
+        return None
+    before = sum(sizes[:part])
+    return lambda: min(sizes[part], max(0, base() - before))
+
+
 class Allowances:
-    def __init__(self, store: UsageStore) -> None:
+    def __init__(self, store: UsageStore, home: int | None = None) -> None:
         self.store = store
+        self.home = random.randrange(SPREAD) if home is None else home  # the part tried first
         self._lock = threading.Lock()
         self._ledgers: dict[str, _Ledger] = {}
         self.appends = 0  # entries this process appended (for the load simulation)
@@ -81,47 +108,102 @@ class Allowances:
     ) -> bool:
         """Take ``n`` from the ledger's ``limit``; False when it does not have them.
 
-        Raises the store's errors, and :class:`Contention` after ``MAX_ATTEMPTS`` lost races.
+        A large limit is split into parts, each its own ledger (``<ledger>__<part>``), so
+        instances that start together do not all race for the same entry: each begins
+        with its own home part and moves on to the others when that one runs out.
+        Raises the store's errors, and :class:`Contention` when appends kept losing.
         """
-        state = self._ledger(ledger, window, meta)
+        sizes = parts(limit)
+        deadline = time.monotonic() + CLAIM_BUDGET_S
+        taken: list[tuple[_Ledger, int]] = []
+        need = n
+        try:
+            for j in range(len(sizes)):
+                part = (self.home + j) % len(sizes)
+                sub = ledger if len(sizes) == 1 else f"{ledger}__{part}"
+                state = self._ledger(sub, window, meta)
+                base_part = _part_base(base, sizes, part)
+                got = self._take_part(sub, state, need, sizes[part], deadline, base_part)
+                if got:
+                    taken.append((state, got))
+                    need -= got
+                if need == 0:
+                    return True
+        except BaseException:
+            self._keep(taken)
+            raise
+        self._keep(taken)  # not enough anywhere: they serve this instance's next requests
+        return False
+
+    @staticmethod
+    def _keep(taken: list[tuple[_Ledger, int]]) -> None:
+        for state, got in taken:
+            with state.lock:
+                state.held += got
+
+    def _take_part(
+        self,
+        ledger: str,
+        state: _Ledger,
+        n: int,
+        limit: int,
+        deadline: float,
+        base: Callable[[], int] | None,
+    ) -> int:
+        """Up to ``n`` from one part: from what this instance holds, else a new block."""
         with state.lock:
             if state.held >= n:
                 state.held -= n
-                return True
-            for attempt in range(MAX_ATTEMPTS):
+                return n
+            attempt = 0
+            while True:
                 self._catch_up(ledger, state)
                 if state.index < 0 and base is not None:
                     amount = base()
-                    if self.store.append_entry(ledger, 0, amount, {**meta, "kind": "base"}):
+                    if self.store.append_entry(ledger, 0, amount, {**state.meta, "kind": "base"}):
                         state.index, state.total = 0, amount
                         self.appends += 1
-                    continue
-                need = n - state.held
-                free = limit - state.total
-                if free < need:
-                    return False
-                size = min(free, max(need, math.ceil(free / SPLIT)))
-                if self.store.append_entry(ledger, state.index + 1, size, {**meta, "kind": "take"}):
-                    self.appends += 1
-                    state.index, state.total = state.index + 1, state.total + size
-                    state.held += size - n
-                    return True
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # spread the next try
-        raise Contention(f"{MAX_ATTEMPTS} appends to {ledger} lost to other instances")
+                        continue
+                else:
+                    free = limit - state.total
+                    if free <= 0:  # what is held is all this part has left
+                        got, state.held = state.held, 0
+                        return got
+                    size = min(free, max(n - state.held, math.ceil(free / SPLIT)))
+                    meta = {**state.meta, "kind": "take"}
+                    if self.store.append_entry(ledger, state.index + 1, size, meta):
+                        self.appends += 1
+                        state.index, state.total = state.index + 1, state.total + size
+                        got = min(n, state.held + size)
+                        state.held += size - got
+                        return got
+                if time.monotonic() > deadline:
+                    raise Contention(f"appends to {ledger} kept losing to other instances")
+                # Lost to another instance: spread the next tries (full jitter, doubling).
+                time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_S * 2**attempt)))
+                attempt += 1
 
     def exhausted(self, ledger: str, n: int, limit: int) -> bool:
         """From what was last read: the ledger cannot give ``n`` (for a store outage)."""
+        sizes = parts(limit)
+        left = 0
         with self._lock:
-            state = self._ledgers.get(ledger)
-        return state is not None and state.held < n and limit - state.total < n - state.held
+            for part, size in enumerate(sizes):
+                state = self._ledgers.get(ledger if len(sizes) == 1 else f"{ledger}__{part}")
+                if state is None:
+                    return False
+                left += state.held + max(0, size - state.total)
+        return left < n
 
     def give(self, ledger: str, n: int) -> None:
-        """A request that took ``n`` failed: they go back to this process's block."""
+        """A request that took ``n`` failed: they go back to what this instance holds."""
         with self._lock:
-            state = self._ledgers.get(ledger)
-        if state is not None:
-            with state.lock:
-                state.held += n
+            states = [
+                v for k, v in self._ledgers.items() if k == ledger or k.startswith(ledger + "__")
+            ]
+        if states:
+            with states[0].lock:
+                states[0].held += n
 
     def give_back(self, budget_s: float) -> int:
         """At shutdown: return what this process holds to the ledgers; how much went back."""

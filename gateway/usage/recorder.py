@@ -156,7 +156,11 @@ class UsageRecorder:
     def _take(
         self, ledger: str, window: str, n: int, limit: int, meta: dict, principal: str
     ) -> bool:
-        """From the ledger; when the store cannot answer, serve unless it was used up."""
+        """From the ledger; when the store cannot answer, serve unless it was used up.
+
+        Raises QuotaExceeded (``Retry-After: 1``) when other instances won every append
+        for ``CLAIM_BUDGET_S``.
+        """
         base = None
         if meta["kind"] == "images":
 
@@ -166,9 +170,15 @@ class UsageRecorder:
         if not self.delivery.down():
             try:
                 return self.allowances.take(ledger, window, n, limit, meta, base)
+            except Contention as exc:  # never serve what no block covers: ask for a retry
+                log_event("WARNING", "usage: quota ledger busy; asking to retry", error=str(exc))
+                raise QuotaExceeded(
+                    f"too many requests of {principal} at once for its quota to keep up; "
+                    "retry in 1 s",
+                    headers={"Retry-After": "1"},
+                ) from exc
             except Exception as exc:  # a broken store must not refuse work: serve, and say so
-                if not isinstance(exc, Contention):
-                    self.delivery.mark_down(exc)
+                self.delivery.mark_down(exc)
                 log_event("ERROR", "usage: quota not checked; serving", error=repr(exc))
         return not self.allowances.exhausted(ledger, n, limit)
 
