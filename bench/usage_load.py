@@ -37,7 +37,7 @@ from PIL import Image
 from bench.common import ROOT, start_gateway, start_stub
 from bench.run import machine
 from gateway.config import parse_config
-from gateway.usage.allowance import Allowances, Contention, parts
+from gateway.usage.allowance import SPREAD, Allowances, Contention, parts
 from gateway.usage.firestore_store import FirestoreStore, shard_of
 from gateway.usage.records import ledger_id
 from gateway.usage.settings import usage_settings
@@ -107,11 +107,12 @@ def _writes(client, answers, shards: int) -> dict:
     for t in range(int(first) - 60, int(last) + 60, 30):
         windows.add(("requests", _utc(t, "%Y-%m-%dT%H:%M")))
     for kind, window in sorted(windows):
-        ledger = ledger_id(PRINCIPAL, kind, window)
-        ref = client.collection("usage_allowances").document(ledger).collection("entries")
-        for snap in ref.stream():
-            entries += 1
-            per_ledger[(ledger, int(snap.to_dict()["at"].timestamp()))] += 1
+        base = ledger_id(PRINCIPAL, kind, window)
+        for ledger in [base] + [f"{base}__{p}" for p in range(SPREAD)]:
+            ref = client.collection("usage_allowances").document(ledger).collection("entries")
+            for snap in ref.stream():
+                entries += 1
+                per_ledger[(ledger, int(snap.to_dict()["at"].timestamp()))] += 1
     span = last - first
     return {
         "records": len(ids),

@@ -346,3 +346,23 @@ def test_a_long_principal_has_its_quota(firestore_emulator, firestore_project, s
     client = firestore_emulator.client(firestore_project)
     assert {r["principal"] for r in _records(client).values()} == {principal}
     assert _daily(client, principal)["images"] == 2
+
+
+def test_queries_of_a_hung_firestore_end_as_store_unavailable(
+    firestore_emulator, firestore_project, spool_path
+):
+    """A query that times out is the store being unavailable (the quota is then served
+    unchecked, as in any outage), not a library error escaping the usage layer."""
+    from gateway.usage.stores import StoreUnavailable
+
+    recorder = make_recorder(_config(spool_path, read_timeout_s=0.5))
+    store = recorder.store
+    assert store.entries_after("some-ledger", -1) == []  # connects
+    firestore_emulator.pause()
+    try:
+        for query in (lambda: store.entries_after("some-ledger", -1),
+                      lambda: store.daily_images("key:lab", _today())):  # fmt: skip
+            with pytest.raises(StoreUnavailable):
+                query()
+    finally:
+        firestore_emulator.resume()

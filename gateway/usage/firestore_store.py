@@ -3,8 +3,9 @@
 Imported only when Firestore is configured and first used, so a cold start that never
 touches Firestore never pays for importing ``google.cloud.firestore``.
 
-Every call passes ``retry=None`` and a timeout: the client's default retry turns a short
-timeout against an unreachable server into a wait of a minute.  After a failure the shared
+Every call passes no retry (``retry=None``, or :data:`NO_RETRY` for queries) and a
+timeout: the client's default retry turns a short timeout against an unreachable server
+into a wait of a minute.  After a failure the shared
 client is dropped, because its gRPC channel can take many seconds to reconnect.
 
 Counters follow Firestore's distributed-counter pattern: ``usage_daily/<id>`` holds the
@@ -24,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
 from google.cloud import firestore
 
 from gateway import firestore_client
@@ -34,6 +36,9 @@ from gateway.usage.stores import StoreUnavailable
 
 _TRANSIENT_FAILURE = 3  # grpc_connectivity_state in gRPC core
 LEDGER_TTL = timedelta(days=2)  # ``expires`` of ledger entries, for a Firestore TTL policy
+# Queries take a Retry that never retries rather than ``retry=None``: a stream that fails
+# half-way asks its retry whether to resume, and None has nothing to ask.
+NO_RETRY = Retry(predicate=lambda exc: False)
 
 
 def shard_of(request_id: str, shards: int) -> int:
@@ -157,7 +162,7 @@ class FirestoreStore:
         data = snap.to_dict() or {}
         total = {name: int(data.get(name) or 0) for name in COUNTERS}
         shards = snap.reference.collection("shards").stream(
-            retry=None, timeout=self.settings.read_timeout_s
+            retry=NO_RETRY, timeout=self.settings.read_timeout_s
         )
         for shard in shards:
             fields = shard.to_dict() or {}
@@ -172,7 +177,7 @@ class FirestoreStore:
                 .where(filter=firestore.FieldFilter("principal", "==", principal))
                 .where(filter=firestore.FieldFilter("day", "==", day))
             )
-            snaps = query.stream(retry=None, timeout=self.settings.read_timeout_s)
+            snaps = query.stream(retry=NO_RETRY, timeout=self.settings.read_timeout_s)
             return sum(self._sum_day(snap)["images"] for snap in snaps)
 
         return self._call(run)
@@ -230,7 +235,7 @@ class FirestoreStore:
                 .order_by("index")
             )
             out = []
-            for snap in query.stream(retry=None, timeout=self.settings.read_timeout_s):
+            for snap in query.stream(retry=NO_RETRY, timeout=self.settings.read_timeout_s):
                 data = snap.to_dict() or {}
                 out.append((int(data["index"]), int(data["amount"])))
             return out
