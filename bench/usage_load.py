@@ -14,7 +14,9 @@ clients call as one principal, the busy-caller case.  It reports:
   daily document would have taken;
 - a ledger simulation at ``--simulate`` instances (100): that many quota accountants in
   this process, one client each, on one principal's daily ledger: overshoot, allowance left
-  unused, write attempts on one ledger entry, requests asked to retry after losing appends.
+  unused, write attempts on one ledger entry, requests asked to retry after losing appends,
+  store calls past their deadline (a gateway serves those requests unchecked, as in an
+  outage; the clients here wait a second instead).
 
 The stub TF Serving backend (bench/stub_backend.py) answers after 20 ms, so the figures are
 about the gateway and its usage store, not a model.  Writes ``bench/results/usage-<time>.json``.
@@ -41,6 +43,7 @@ from gateway.usage.allowance import SPREAD, Allowances, Contention, parts
 from gateway.usage.firestore_store import FirestoreStore, shard_of
 from gateway.usage.records import ledger_id
 from gateway.usage.settings import usage_settings
+from gateway.usage.stores import StoreUnavailable
 from tests.firestore_emulator import FirestoreEmulator
 from tests.synthetic import make_slide
 from tests.usage_helpers import daily_counters, run_clients
@@ -217,6 +220,7 @@ def ledger_simulation(emulator, instances: int, limit: int) -> dict:
     served = [0] * instances
 
     busy = [0] * instances
+    timeouts = [0] * instances
 
     def client(i: int) -> None:
         while True:
@@ -225,6 +229,10 @@ def ledger_simulation(emulator, instances: int, limit: int) -> dict:
                     return
             except Contention:  # the gateway answers 429 with Retry-After: 1
                 busy[i] += 1
+                time.sleep(1)
+                continue
+            except StoreUnavailable:  # a gateway would serve it unchecked (outage policy)
+                timeouts[i] += 1
                 time.sleep(1)
                 continue
             served[i] += 1
@@ -244,6 +252,7 @@ def ledger_simulation(emulator, instances: int, limit: int) -> dict:
         "instances": instances,
         "limit": limit,
         "served": sum(served),
+        "store_timeouts": sum(timeouts),
         "overshoot": max(0, sum(served) - limit),
         "held_unused_at_end": held,
         "ledger_sum_equals_served_plus_held": total == sum(served) + held,
@@ -313,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{sim['entries']} entries, at most {sim['max_write_attempts_one_entry']} write "
         f"attempts on one entry (mean {sim['mean_write_attempts_per_entry']}), "
         f"{sim['asked_to_retry']} requests asked to retry (429, Retry-After: 1), "
+        f"{sim['store_timeouts']} store calls past their deadline, "
         f"{sim['seconds']} s"
     )
     RESULTS.mkdir(exist_ok=True)
