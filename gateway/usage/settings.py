@@ -157,8 +157,7 @@ def _parse(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def usage_settings(config: Config) -> UsageSettings:
     raw = _mapping(config.usage, "usage")
-    validate_usage_section(raw)
-    parsed = _parse(raw)
+    parsed = _parse(raw)  # unknown keys: validate_usage_section, wired in by the config
     target = (
         None if parsed["store_choice"] == "sqlite" else firestore_target(config, cloud_default=True)
     )
