@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -332,3 +333,18 @@ def test_on_google_cloud_without_credentials_requests_are_served_and_spooled(
     assert [serve(recorder, principal="key:x").status for _ in range(3)] == [200, 200, 200]
     assert recorder.spool.pending() == 3
     assert "usage: record not written to Firestore; spooled" in capsys.readouterr().out
+
+
+def test_sqlite_asked_for_on_google_cloud_is_a_warning_at_start(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("K_SERVICE", "gateway")
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    raw = {"usage": {"store": "sqlite", "sqlite": {"path": str(tmp_path / "u.sqlite3")}}}
+    recorder = build_usage(parse_config(raw))
+    assert recorder.store.name == "SQLite"
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["severity"] for x in lines] == ["WARNING"]
+    assert "kept per instance" in lines[0]["message"]
+    build_usage(parse_config({"usage": {"sqlite": {"path": str(tmp_path / "v.sqlite3")}}}))
+    monkeypatch.delenv("K_SERVICE")
+    build_usage(parse_config(raw))
+    assert capsys.readouterr().out == ""  # Firestore on Cloud, or SQLite off Cloud: no warning
