@@ -148,3 +148,13 @@ def test_a_busy_ledger_asks_the_caller_to_retry_in_a_second(tmp_path, monkeypatc
     assert (refused.status, refused.error_code, refused.retry_after) == (429, "quota_exceeded", "1")
     recorder.allowances.store.lose = False
     assert serve(recorder, principal="key:lab").status == 200
+
+
+def test_ledgers_of_past_windows_are_dropped_and_others_kept(tmp_path):
+    (one,) = _instances(tmp_path, 1)
+    minute = {"principal": "key:lab", "kind": "requests"}
+    assert one.take("D", "2026-01-01", 1, 40, META)  # a day ledger, holding a block
+    assert one.take("M1", "2026-01-01T10:00", 1, 40, {**minute, "window": "2026-01-01T10:00"})
+    assert one.take("M2", "2026-01-01T10:01", 1, 40, {**minute, "window": "2026-01-01T10:01"})
+    assert set(one._ledgers) == {"D", "M2"}  # the past minute went, the day stayed
+    assert one._ledgers["D"].held == 4

@@ -85,9 +85,12 @@ class Allowances:
         with self._lock:
             state = self._ledgers.get(ledger)
             if state is None:
-                # Ledgers of past windows with nothing held are done with.
+                # A past day or minute is over: what is held of it is worth nothing now.
+                kind = meta.get("kind")
                 for key in [
-                    k for k, v in self._ledgers.items() if v.window < window and not v.held
+                    k
+                    for k, v in self._ledgers.items()
+                    if v.meta.get("kind") == kind and v.window < window
                 ]:
                     del self._ledgers[key]
                 state = self._ledgers[ledger] = _Ledger(window, meta)
