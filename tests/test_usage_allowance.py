@@ -158,3 +158,15 @@ def test_ledgers_of_past_windows_are_dropped_and_others_kept(tmp_path):
     assert one.take("M2", "2026-01-01T10:01", 1, 40, {**minute, "window": "2026-01-01T10:01"})
     assert set(one._ledgers) == {"D", "M2"}  # the past minute went, the day stayed
     assert one._ledgers["D"].held == 4
+
+
+def test_the_base_is_counted_once_across_parts(tmp_path):
+    a = Allowances(SQLiteStore(tmp_path / "u.sqlite3"), home=2)
+    b = Allowances(SQLiteStore(tmp_path / "u.sqlite3"), home=1)
+    served = sum(a.take("L", "w", 1, 128, META, base=lambda: 0) for _ in range(5))
+    # the counters now hold a's 5 images; b must not count them again as a base
+    served += sum(b.take("L", "w", 1, 128, META, base=lambda: 5) for _ in range(200))
+    assert served == 128 - a._ledgers["L__2"].held
+    c = Allowances(SQLiteStore(tmp_path / "v.sqlite3"), home=3)
+    legacy = sum(c.take("L", "w", 1, 128, META, base=lambda: 40) for _ in range(200))
+    assert legacy == 128 - 40  # part 0 holds 32 of the base, part 1 the other 8

@@ -21,8 +21,10 @@ several parts.  Appends that keep losing are retried for ``CLAIM_BUDGET_S`` with
 backoff; then :class:`Contention` is raised and the request is asked to retry a second
 later (429 with ``Retry-After: 1``): nothing is ever served that no block covers.
 
-Entry 0 of a daily ledger is the base: the images the counters already held when the
-ledger was started (records of that day written before ledgers existed), so they count.
+Entry 0 of a daily ledger (of its part 0) is the base: the images the counters already
+held when the ledger was started (records of that day written before ledgers existed), so
+they count; it is written before any block, and later parts start with their share of
+it (parts are filled in order).
 """
 
 from __future__ import annotations
@@ -60,17 +62,15 @@ class _Ledger:
     index: int = -1  # the last entry read
     total: int = 0  # the sum of entries 0..index
     held: int = 0  # taken by this process and not used yet
+    first: int | None = None  # the amount of entry 0 (the base, in part 0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _part_base(
-    base: Callable[[], int] | None, sizes: list[int], part: int
-) -> Callable[[], int] | None:
-    """A part's share of the base: the parts are filled in order."""
-    if base is None:
-        return None
+def _part_base(first: int, sizes: list[int], part: int) -> Callable[[], int]:
+    """A later part's share of the base (all of it is entry 0 of part 0): the parts are
+    filled in order, so what part 0 cannot hold counts against the next ones."""
     before = sum(sizes[:part])
-    return lambda: min(sizes[part], max(0, base() - before))
+    return lambda: min(sizes[part], max(0, first - before))
 
 
 class Allowances:
@@ -99,6 +99,8 @@ class Allowances:
     def _catch_up(self, ledger: str, state: _Ledger) -> None:
         for index, amount in self.store.entries_after(ledger, state.index):
             state.index, state.total = index, state.total + amount
+            if index == 0:
+                state.first = amount
 
     def take(
         self,
@@ -117,16 +119,17 @@ class Allowances:
         Raises the store's errors, and :class:`Contention` when appends kept losing.
         """
         sizes = parts(limit)
+        names = [ledger] if len(sizes) == 1 else [f"{ledger}__{p}" for p in range(len(sizes))]
         deadline = time.monotonic() + CLAIM_BUDGET_S
         taken: list[tuple[_Ledger, int]] = []
         need = n
+        first = 0 if base is None else self._base(names[0], window, meta, base)
         try:
             for j in range(len(sizes)):
                 part = (self.home + j) % len(sizes)
-                sub = ledger if len(sizes) == 1 else f"{ledger}__{part}"
-                state = self._ledger(sub, window, meta)
-                base_part = _part_base(base, sizes, part)
-                got = self._take_part(sub, state, need, sizes[part], deadline, base_part)
+                state = self._ledger(names[part], window, meta)
+                base_part = None if base is None or part == 0 else _part_base(first, sizes, part)
+                got = self._take_part(names[part], state, need, sizes[part], deadline, base_part)
                 if got:
                     taken.append((state, got))
                     need -= got
@@ -137,6 +140,19 @@ class Allowances:
             raise
         self._keep(taken)  # not enough anywhere: they serve this instance's next requests
         return False
+
+    def _base(self, ledger: str, window: str, meta: dict[str, Any], base: Callable[[], int]) -> int:
+        """Entry 0 of part 0: what was counted before the ledger began, read once and
+        written before any block, so no image served from the ledger is in it."""
+        state = self._ledger(ledger, window, meta)
+        with state.lock:
+            if state.first is None:
+                self._catch_up(ledger, state)
+            if state.first is None and state.index < 0:
+                if self.store.append_entry(ledger, 0, base(), {**meta, "kind": "base"}):
+                    self.appends += 1
+                self._catch_up(ledger, state)
+            return state.first or 0
 
     @staticmethod
     def _keep(taken: list[tuple[_Ledger, int]]) -> None:
