@@ -10,26 +10,32 @@ import os
 import threading
 from typing import Any
 
-from gateway.config import Config
+from gateway.config import Config, on_google_cloud
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
 
 
-def firestore_target(config: Config) -> tuple[str, str] | None:
+def firestore_target(config: Config, *, cloud_default: bool = False) -> tuple[str, str] | None:
     """(project, database) when Firestore is configured, else None (embedded default).
 
-    Firestore is used when ``usage.firestore.project`` is set in the config, or when
-    ``FIRESTORE_EMULATOR_HOST`` is set (project from ``GOOGLE_CLOUD_PROJECT``).
+    Firestore is used when ``usage.firestore.project`` is set in the config, when
+    ``FIRESTORE_EMULATOR_HOST`` is set (project from ``GOOGLE_CLOUD_PROJECT``), and, with
+    ``cloud_default`` (usage records), on Google Cloud (``K_SERVICE`` set): there each
+    instance has its own ``/tmp``, so only the project's Firestore gives every instance the
+    same records and quotas.  An empty project means the one the runtime's credentials
+    belong to (found by the client library).
     """
     fs = config.usage.get("firestore") or {}
     project = fs.get("project") if isinstance(fs, dict) else None
     database = (fs.get("database") if isinstance(fs, dict) else None) or "(default)"
     if project:
         return str(project), str(database)
+    env_project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
     if os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
-        return (project or "demo-gateway"), str(database)
+        return (env_project or "demo-gateway"), str(database)
+    if cloud_default and on_google_cloud():
+        return (env_project or ""), str(database)
     return None
 
 
@@ -72,14 +78,17 @@ def new_client(project: str, database: str = "(default)") -> Any:
             ]
             return grpc.insecure_channel(self._emulator_host, options=options)
 
-    return Client(project=project, database=database)
+    return Client(project=project or None, database=database)
 
 
 def get_client(config: Config) -> Any | None:
     """The shared ``google.cloud.firestore.Client``, or None when Firestore is not configured."""
     target = firestore_target(config)
-    if target is None:
-        return None
+    return None if target is None else client_for(target)
+
+
+def client_for(target: tuple[str, str]) -> Any:
+    """The shared client of one (project, database), created on first use."""
     client = _clients.get(target)
     if client is not None:
         return client
@@ -97,16 +106,13 @@ def reset_clients() -> None:
         _clients.clear()
 
 
-def discard_client(config: Config, client: Any) -> None:
+def discard_client(target: tuple[str, str], client: Any) -> None:
     """Forget ``client`` if it is still the shared one, so the next caller builds a new one.
 
     After Firestore was unreachable, the old gRPC channel can take many seconds to notice
     that the server is back; a new client connects at once.  Only the failed client is
     dropped, so concurrent callers that already replaced it are not disturbed.
     """
-    target = firestore_target(config)
-    if target is None:
-        return
     with _lock:
         if _clients.get(target) is client:
             del _clients[target]

@@ -332,11 +332,13 @@ def test_quota_counts_images_of_both_kinds_and_usage_is_recorded(gateway, slide)
         gateway, "/v1/models/echo:predict", {"instances": [1]}, key=CAM_KEY
     )
     outcomes.append(status)
-    assert outcomes == [200, 200, 429, 200, 429]
+    outcomes.append(post_json(gateway, "/v1/services/cls:classify", image, key=OTHER_KEY)[0])
+    assert outcomes == [200, 200, 429, 200, 429, 403]
     assert doc["code"] == "quota_exceeded" and int(headers["Retry-After"]) > 0
 
     rows = {(r["principal"], r["service"]): r for r in run_report(gateway)["rows"]}
     cls, echo = rows[("key:cam", "cls")], rows[("key:cam", "echo")]
     assert (cls["requests"], cls["images"], cls["errors"]) == (2, 2, 0)
     assert (echo["requests"], echo["images"], echo["errors"]) == (3, 2, 2)
-    assert rows[("key:other", "cls")]["errors"] >= 1  # refusals are recorded too
+    # A caller the service does not allow is refused before admission: logged, not stored.
+    assert ("key:other", "cls") not in rows

@@ -7,10 +7,10 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from usage_helpers import make_recorder, serve
 
 from gateway.errors import QuotaExceeded
 from gateway.usage.records import daily_doc_id, quota_doc_id
+from tests.usage_helpers import daily_counters, make_recorder, serve
 
 
 def _today() -> str:
@@ -40,12 +40,7 @@ def _records(client, prefix: str = "") -> dict[str, dict]:
 
 
 def _daily(client, principal: str, service: str = "eos", prefix: str = "") -> dict:
-    ref = client.collection(f"{prefix}usage_daily").document(
-        daily_doc_id(principal, service, _today())
-    )
-    snap = ref.get()
-    assert snap.exists, f"no usage_daily document for {principal}"
-    return snap.to_dict()
+    return daily_counters(client, principal, service, _today(), prefix)
 
 
 def test_good_and_failed_requests_are_recorded_with_counters(
@@ -271,17 +266,16 @@ def test_hung_firestore_does_not_hold_the_request(
     assert recorder.spool.pending() == 1
 
 
-def test_request_recorded_after_the_quota_read_still_counts(
+def test_a_request_admitted_earlier_is_checked_against_what_was_served_since(
     firestore_emulator, firestore_project, spool_path
 ):
-    """A's counters are read, then B is served and recorded, then A is checked: A sees B."""
+    """A is admitted, then B is served and recorded, then A is checked: A sees B."""
     from gateway.context import RequestContext
 
     recorder = make_recorder(_config(spool_path, quotas={"default": {"daily_images": 1}}))
     a = RequestContext(method="POST", path="/v1/services/eos:detect")
     a.route, a.service, a.principal = "detect", "eos", "key:race"
     recorder.begin(a)
-    assert recorder._pending[a.request_id].quota_read.result(timeout=30)[2] == 0
     assert serve(recorder, principal="key:race").status == 200
     with pytest.raises(QuotaExceeded):
         recorder.check_quota(a, images=1)
@@ -305,3 +299,70 @@ def test_full_spool_still_logs_the_record(
     assert [x["usage_record"]["request_id"] for x in lines] == ids
     assert [x["spooled"] for x in lines] == [True, True, False]
     assert "spool full" in lines[2]["error"]
+
+
+def test_counters_are_sharded_and_days_written_before_still_count(
+    firestore_emulator, firestore_project, spool_path
+):
+    """Counters go to ``usage_daily/<id>/shards/<n>``; a day document that holds counters
+    itself (written before sharding) is added by readers, the quota's base included."""
+    raw = _config(spool_path, quotas={"default": {"daily_images": 10}})
+    raw["usage"]["counter_shards"] = 4
+    client = firestore_emulator.client(firestore_project)
+    old = client.collection("usage_daily").document(daily_doc_id("key:old", "eos", _today()))
+    old.set({"principal": "key:old", "service": "eos", "day": _today(), "requests": 7,
+             "errors": 0, "images": 7, "tiles": 7, "detections": 21})  # fmt: skip
+    recorder = make_recorder(raw)
+    statuses = [serve(recorder, principal="key:old").status for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]  # 7 before + 3 = 10
+    for _ in range(20):
+        serve(recorder, principal="key:new")
+    new = _daily(client, "key:new")
+    assert new["requests"] == 20 and 1 < new["shards"] <= 4
+    parent = client.collection("usage_daily").document(daily_doc_id("key:new", "eos", _today()))
+    assert set(parent.get().to_dict()) == {"principal", "service", "day"}  # names only
+    assert recorder.store.daily_images("key:old", _today()) == 10
+    assert recorder.store.daily("key:old", "eos", _today())["requests"] == 12
+
+
+def test_request_rate_holds_across_processes(firestore_emulator, firestore_project, spool_path):
+    quotas = {"default": {"requests_per_minute": 6}}
+    a = make_recorder(_config(spool_path, quotas=quotas))
+    b = make_recorder(_config(spool_path + "-2", quotas=quotas))
+    for _ in range(2):  # each UTC minute has its own ledger: measure within one
+        minute = datetime.now(UTC).strftime("%H:%M")
+        statuses = [serve(w, principal="key:fast").status for w in (a, b) * 6]
+        if datetime.now(UTC).strftime("%H:%M") == minute:
+            break
+    assert statuses.count(200) == 6 and statuses.count(429) == 6
+
+
+def test_a_long_principal_has_its_quota(firestore_emulator, firestore_project, spool_path):
+    principal = "google:" + "p" * 3000 + "@example.com"
+    recorder = make_recorder(_config(spool_path, quotas={"default": {"daily_images": 2}}))
+    assert [serve(recorder, principal=principal).status for _ in range(3)] == [200, 200, 429]
+    fresh = make_recorder(_config(spool_path + "-2", quotas={"default": {"daily_images": 2}}))
+    assert serve(fresh, principal=principal).status == 429
+    client = firestore_emulator.client(firestore_project)
+    assert {r["principal"] for r in _records(client).values()} == {principal}
+    assert _daily(client, principal)["images"] == 2
+
+
+def test_queries_of_a_hung_firestore_end_as_store_unavailable(
+    firestore_emulator, firestore_project, spool_path
+):
+    """A query that times out is the store being unavailable (the quota is then served
+    unchecked, as in any outage), not a library error escaping the usage layer."""
+    from gateway.usage.stores import StoreUnavailable
+
+    recorder = make_recorder(_config(spool_path, read_timeout_s=0.5))
+    store = recorder.store
+    assert store.entries_after("some-ledger", -1) == []  # connects
+    firestore_emulator.pause()
+    try:
+        for query in (lambda: store.entries_after("some-ledger", -1),
+                      lambda: store.daily_images("key:lab", _today())):  # fmt: skip
+            with pytest.raises(StoreUnavailable):
+                query()
+    finally:
+        firestore_emulator.resume()

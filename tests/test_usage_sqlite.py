@@ -8,11 +8,10 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from usage_helpers import make_recorder, serve
-
 from gateway.context import RequestContext
 from gateway.usage.records import record_from_context
 from gateway.usage.sqlite_store import SQLiteStore
+from tests.usage_helpers import make_recorder, serve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +96,7 @@ def test_many_threads(tmp_path, monkeypatch):
 _WORKER = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-from usage_helpers import make_recorder, serve
+from tests.usage_helpers import make_recorder, serve
 recorder = make_recorder({{"usage": {{"sqlite": {{"path": {db!r}}}}}}})
 for _ in range(40):
     serve(recorder, principal="key:p")
@@ -115,3 +114,37 @@ def test_many_processes(tmp_path):
     store = SQLiteStore(db)
     assert len(list(store.records())) == 160
     assert store.daily("key:p", "eos", _today())["requests"] == 160
+
+
+def test_request_rate_counts_failed_requests_and_answers_429(tmp_path, monkeypatch):
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    db = tmp_path / "usage.sqlite3"
+    quotas = {"default": {"requests_per_minute": 3}, "principals": {"key:big": {}}}
+    recorder = make_recorder(_config(db, quotas=quotas))
+    statuses = [
+        serve(recorder, principal="key:a", status=422, error_code="undecodable_image").status,
+        serve(recorder, principal="key:a", status=422, error_code="undecodable_image").status,
+        serve(recorder, principal="key:a").status,
+    ]
+    refused = serve(recorder, principal="key:a")
+    assert statuses == [422, 422, 200] and refused.status == 429
+    assert refused.error_code == "quota_exceeded" and "per minute" in refused.error_message
+    assert 1 <= int(refused.retry_after) <= 60
+    assert all(serve(recorder, principal="key:big").status == 200 for _ in range(5))
+    daily = SQLiteStore(db).daily("key:a", "eos", _today())
+    assert (daily["requests"], daily["errors"], daily["images"]) == (4, 3, 1)
+
+
+def test_only_admitted_requests_of_configured_services_are_stored(tmp_path, monkeypatch):
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    db = tmp_path / "usage.sqlite3"
+    recorder = make_recorder(_config(db))
+    refused = RequestContext(method="POST", path="/v1/services/eos:detect")
+    refused.service, refused.status, refused.error_code = "eos", 401, "unauthenticated"
+    recorder.finish(refused)  # begin was never called: the caller was not admitted
+    made_up = serve(recorder, principal="key:a", service="no-such-service")
+    store = SQLiteStore(db)
+    records = {r["request_id"]: r for r in store.records()}
+    assert list(records) == [made_up.request_id]
+    assert records[made_up.request_id]["service"] == "-"
+    assert store.daily("key:a", "no-such-service", _today()) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -12,16 +13,18 @@ import pytest
 from gateway.config import ConfigError, parse_config
 from gateway.context import RequestContext
 from gateway.usage import NullUsage, build_usage
-from gateway.usage.quotas import quota_policy
+from gateway.usage.quotas import quota_policy, validate_quotas_section
 from gateway.usage.records import (
     UsageRecord,
     daily_doc_id,
     escape_id_part,
+    ledger_id,
+    quota_doc_id,
     record_from_context,
     seconds_until_utc_day_end,
 )
 from gateway.usage.report import percentile, summarize
-from gateway.usage.settings import usage_settings
+from gateway.usage.settings import usage_settings, validate_usage_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,22 +123,100 @@ def test_usage_settings(monkeypatch):
     s = usage_settings(parse_config({}))
     assert s.firestore is None
     assert s.sqlite_path == Path(".gateway/usage.sqlite3")
-    assert s.collections == {"usage": "usage", "usage_daily": "usage_daily", "quotas": "quotas"}
+    assert s.collections == {
+        "usage": "usage",
+        "usage_daily": "usage_daily",
+        "quotas": "quotas",
+        "allowances": "usage_allowances",
+    }
+    assert s.counter_shards == 10
     s = usage_settings(
         parse_config({"usage": {"collection_prefix": "lab_", "firestore": {"project": "p"}}})
     )
     assert s.firestore == ("p", "(default)")
     assert s.collections["usage_daily"] == "lab_usage_daily"
     monkeypatch.setenv("K_SERVICE", "gateway")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.delenv("GCLOUD_PROJECT", raising=False)
     s = usage_settings(parse_config({}))
     assert str(s.spool_path).startswith("/tmp/") and str(s.sqlite_path).startswith("/tmp/")
+    # On Google Cloud usage goes to the project's Firestore unless the config says otherwise
+    assert s.firestore == ("", "(default)") and not s.per_instance_on_cloud
+    s = usage_settings(parse_config({"usage": {"store": "sqlite"}}))
+    assert s.firestore is None and s.per_instance_on_cloud
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "emu")
     assert usage_settings(parse_config({})).firestore == ("emu", "(default)")
     for bad in ({"collection_prefix": "a/b"}, {"firestore": {"write_timeout_s": 0}}):
         with pytest.raises(ConfigError):
             usage_settings(parse_config({"usage": bad}))
+    monkeypatch.delenv("K_SERVICE")
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST")
+    with pytest.raises(ConfigError, match="usage.store is firestore"):
+        usage_settings(parse_config({"usage": {"store": "firestore"}}))
     assert isinstance(build_usage(parse_config({"usage": {"enabled": False}})), NullUsage)
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({"counter_shard": 4}, "'counter_shard' in usage"),
+        ({"firestore": {"projet": "p"}}, "'projet' in usage.firestore"),
+        ({"sqlite": {"file": "x"}}, "'file' in usage.sqlite"),
+        ({"counter_shards": 0}, "usage.counter_shards"),
+        ({"counter_shards": "10"}, "usage.counter_shards"),
+        ({"store": "redis"}, "usage.store"),
+        ({"enabled": "yes"}, "usage.enabled"),
+        ({"firestore": {"project": 5}}, "usage.firestore.project"),
+        ({"spool_path": 3}, "usage.spool_path"),
+        ({"flush_batch": 0}, "usage.flush_batch"),
+        ({"firestore": []}, "usage.firestore"),
+    ],
+)
+def test_usage_section_is_strict(section, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate_usage_section(section)
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({"weekly": {}}, "'weekly' in quotas"),
+        ({"default": {"images": 3}}, "'images' in quotas.default"),
+        ({"principals": {"key:a": {"requests_per_minute": -1}}}, "quotas.principals.key:a"),
+        ({"principals": {"key:a": {"requests_per_minute": 1.5}}}, "requests_per_minute"),
+        ({"principals": ["key:a"]}, "quotas.principals"),
+        ([], "quotas"),
+    ],
+)
+def test_quotas_section_is_strict(section, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate_quotas_section(section)
+
+
+def test_request_rates_per_principal():
+    policy = validate_quotas_section(
+        {
+            "default": {"daily_images": 500, "requests_per_minute": 60},
+            "principals": {"key:batch": {"requests_per_minute": 600}, "key:free": {}},
+        }
+    )
+    assert policy.requests_per_minute("anonymous") == 60
+    assert policy.requests_per_minute("key:batch") == 600
+    assert policy.configured_limit("key:batch") is None  # an entry replaces the default
+    assert policy.requests_per_minute("key:free") is None
+
+
+def test_long_principals_keep_one_key_for_records_and_quotas():
+    principal = "google:" + "x" * 5000 + "@example.com"
+    ctx = RequestContext(method="POST", path="/")
+    ctx.principal, ctx.service = principal, "eos"
+    rec = record_from_context(ctx)
+    assert rec.principal == principal and rec.fields["principal"] == principal
+    for doc_id in (rec.daily_id, quota_doc_id(principal), ledger_id(principal, "images", "d")):
+        assert len(doc_id.encode()) <= 1500
+    assert quota_doc_id(principal) != quota_doc_id(principal + "y")
+    assert ledger_id(principal, "images", "d") != ledger_id(principal + "y", "images", "d")
 
 
 def test_percentile_and_summary():
@@ -184,6 +265,8 @@ def test_importing_the_gateway_does_not_import_firestore(tmp_path):
 class SlowStore:
     """A Firestore stand-in whose every commit takes ``delay_s``."""
 
+    name, where = "slow", "slow:"
+
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.committed: list[str] = []
@@ -213,7 +296,7 @@ def test_a_request_flushes_only_what_fits_its_budget(tmp_path):
     recorder = build_usage(parse_config(raw))
     assert recorder.settings.flush_budget_s == 0.1 and recorder.settings.flush_batch == 20
     store = SlowStore(0.05)
-    recorder._firestore = store
+    recorder.delivery.store = store
     ids = []
     for _ in range(12):
         ctx = RequestContext(method="POST", path="/v1/services/eos:detect")
@@ -223,8 +306,45 @@ def test_a_request_flushes_only_what_fits_its_budget(tmp_path):
     sent = []
     while recorder.spool.pending():
         before = len(store.committed)
-        recorder._warm_and_flush()  # what each request's begin() starts
+        recorder.delivery.warm_and_flush()  # what each request's begin() starts
         sent.append(len(store.committed) - before)
         assert len(sent) <= 12
     assert all(1 <= n <= 3 for n in sent), sent
     assert sorted(store.committed) == sorted(ids)
+
+
+def test_on_google_cloud_without_credentials_requests_are_served_and_spooled(
+    tmp_path, monkeypatch, capsys
+):
+    """Firestore is the default there; when the runtime has no usable credentials the
+    store is unavailable: requests are served, quotas fail open, records are spooled."""
+    from tests.usage_helpers import serve
+
+    monkeypatch.setenv("K_SERVICE", "gateway")
+    for name in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "FIRESTORE_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    raw = {
+        "usage": {"spool_path": str(tmp_path / "spool.sqlite3")},
+        "quotas": {"default": {"daily_images": 5, "requests_per_minute": 10}},
+    }
+    recorder = build_usage(parse_config(raw))
+    assert recorder.store.name == "Firestore"
+    assert [serve(recorder, principal="key:x").status for _ in range(3)] == [200, 200, 200]
+    assert recorder.spool.pending() == 3
+    assert "usage: record not written to Firestore; spooled" in capsys.readouterr().out
+
+
+def test_sqlite_asked_for_on_google_cloud_is_a_warning_at_start(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("K_SERVICE", "gateway")
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    raw = {"usage": {"store": "sqlite", "sqlite": {"path": str(tmp_path / "u.sqlite3")}}}
+    recorder = build_usage(parse_config(raw))
+    assert recorder.store.name == "SQLite"
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["severity"] for x in lines] == ["WARNING"]
+    assert "kept per instance" in lines[0]["message"]
+    build_usage(parse_config({"usage": {"sqlite": {"path": str(tmp_path / "v.sqlite3")}}}))
+    monkeypatch.delenv("K_SERVICE")
+    build_usage(parse_config(raw))
+    assert capsys.readouterr().out == ""  # Firestore on Cloud, or SQLite off Cloud: no warning

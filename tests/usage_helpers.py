@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import parse_config
@@ -12,6 +17,25 @@ from gateway.usage import build_usage
 
 def make_recorder(raw: dict[str, Any]):
     return build_usage(parse_config(raw))
+
+
+def daily_counters(client, principal: str, service: str, day: str, prefix: str = "") -> dict:
+    """A Firestore day's counters as a reader sums them: the day's document and its shards."""
+    from gateway.usage.records import COUNTERS, daily_doc_id
+
+    ref = client.collection(f"{prefix}usage_daily").document(daily_doc_id(principal, service, day))
+    snap = ref.get()
+    assert snap.exists, f"no usage_daily document for {principal}"
+    data = snap.to_dict()
+    out = {k: data.get(k) for k in ("principal", "service", "day")}
+    for name in COUNTERS:
+        out[name] = int(data.get(name) or 0)
+    out["shards"] = 0
+    for shard in ref.collection("shards").stream():
+        out["shards"] += 1
+        for name in COUNTERS:
+            out[name] += int(shard.to_dict().get(name) or 0)
+    return out
 
 
 def serve(
@@ -31,8 +55,8 @@ def serve(
     ctx.service = service
     ctx.principal = principal
     ctx.auth_method = auth_method
-    recorder.begin(ctx)
     try:
+        recorder.begin(ctx)  # raises past requests_per_minute
         ctx.instances = images
         recorder.check_quota(ctx, images=images)
         ctx.image = {"bytes": 1234, "width": 64, "height": 48, "format": "jpeg"}
@@ -53,3 +77,74 @@ def serve(
     finally:
         recorder.finish(ctx)
     return ctx
+
+
+# --- a fleet of gateway processes and clients of one principal ------------------------------
+
+
+@dataclass
+class Answer:
+    """One response as a client saw it."""
+
+    status: int
+    request_id: str | None
+    latency_s: float
+    at: float  # time.time() when it was answered
+    instance: int
+
+
+def post_image(url: str, body: bytes, key: str, timeout: float = 120.0) -> tuple[int, str | None]:
+    """(status, X-Request-Id) of one detect request with an API key; no exception on errors."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "image/jpeg", "X-API-Key": key}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            resp.read()
+            return resp.status, resp.headers.get("X-Request-Id")
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return exc.code, exc.headers.get("X-Request-Id")
+
+
+def run_clients(
+    urls: list[str],
+    clients: int,
+    body: bytes,
+    key: str,
+    *,
+    until_refused: bool = False,
+    requests_each: int | None = None,
+    max_each: int = 10_000,
+) -> list[Answer]:
+    """``clients`` threads of one principal, client ``i`` on instance ``i % len(urls)``.
+
+    Each sends back to back: until it is refused (429) with ``until_refused``, or
+    ``requests_each`` requests.  Every answer is returned, in no particular order.
+    """
+    answers: list[Answer] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        instance = i % len(urls)
+        try:
+            for _ in range(requests_each or max_each):
+                start = time.perf_counter()
+                status, rid = post_image(urls[instance], body, key)
+                answer = Answer(status, rid, time.perf_counter() - start, time.time(), instance)
+                with lock:
+                    answers.append(answer)
+                if until_refused and status == 429:
+                    return
+        except BaseException as exc:  # reported by the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    if errors:
+        raise errors[0]
+    return answers

@@ -1,20 +1,24 @@
 """Usage records and quotas.
 
 Interface used by the REST layer (kept stable): ``build_usage(config)`` returns a recorder
-with ``begin(ctx)`` (called once the caller is known, before the backend is called),
+with ``begin(ctx)`` (called once the caller is admitted, before the body is read; raises
+:class:`~gateway.errors.QuotaExceeded` past ``requests_per_minute``),
 ``check_quota(ctx, images)`` (raises :class:`~gateway.errors.QuotaExceeded`) and
 ``finish(ctx)`` (called for every request, failed ones too, before the response is
-returned; it must never raise).  Records go to Firestore when it is configured, else to an
-embedded SQLite file; see docs/usage.md.
+returned; it must never raise).  ``validate_usage_section`` and
+``validate_quotas_section`` check those configuration sections alone.  Records go to
+Firestore when it is configured (and on Google Cloud), else to an embedded SQLite file;
+see docs/usage.md.
 """
 
 from __future__ import annotations
 
 from gateway.config import Config
 from gateway.context import RequestContext
-from gateway.usage.quotas import quota_policy
+from gateway.usage.delivery import log_event
+from gateway.usage.quotas import quota_policy, validate_quotas_section
 from gateway.usage.recorder import UsageRecorder
-from gateway.usage.settings import usage_settings
+from gateway.usage.settings import usage_settings, validate_usage_section
 
 
 class NullUsage:
@@ -36,7 +40,21 @@ def build_usage(config: Config) -> UsageRecorder | NullUsage:
     policy = quota_policy(config)
     if not settings.enabled:
         return NullUsage()
+    if settings.per_instance_on_cloud:
+        log_event(
+            "WARNING",
+            "usage: records and quotas are kept per instance (SQLite in /tmp on Google Cloud, "
+            "usage.store: sqlite): each instance counts alone and its records go with it; "
+            "remove usage.store to use the project's Firestore",
+            sqlite_path=str(settings.sqlite_path),
+        )
     return UsageRecorder(config, settings, policy)
 
 
-__all__ = ["NullUsage", "UsageRecorder", "build_usage"]
+__all__ = [
+    "NullUsage",
+    "UsageRecorder",
+    "build_usage",
+    "validate_quotas_section",
+    "validate_usage_section",
+]

@@ -1,9 +1,16 @@
-"""Daily image quotas from the ``quotas`` section of the configuration.
+"""Quotas from the ``quotas`` section of the configuration.
 
-No ``quotas`` section means no quotas at all (and no quota reads).  With one, a principal's
-limit is, in order: its document in the ``quotas`` collection (``daily_images``; set by an
-administrator without a redeploy), ``quotas.principals[principal]``, ``quotas.default``,
-else unlimited.  ``daily_images: null`` means unlimited.
+No ``quotas`` section means no quotas at all (and no quota reads).  With one, a principal
+has two limits:
+
+- ``daily_images``: images per UTC day over all services.  In order: its document in the
+  ``quotas`` collection (set by an administrator without a redeploy),
+  ``quotas.principals[principal]``, ``quotas.default``, else unlimited.
+- ``requests_per_minute``: admitted requests per UTC minute, failed ones included (a
+  caller cannot send undecodable images for free).  ``quotas.principals[principal]``, else
+  ``quotas.default``, else unlimited.
+
+``null`` means unlimited.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from typing import Any
 from gateway.config import Config, ConfigError
 from gateway.schema import INTEGER, Fields, MapOf
 
-_DAILY = Fields({"daily_images": INTEGER})
-CONFIG_SCHEMA = Fields({"default": _DAILY, "principals": MapOf(_DAILY)})  # ``quotas``
+ENTRY_KEYS = ("daily_images", "requests_per_minute")
+_ENTRY = Fields({key: INTEGER for key in ENTRY_KEYS})
+CONFIG_SCHEMA = Fields({"default": _ENTRY, "principals": MapOf(_ENTRY)})  # ``quotas``
 
 
 def _limit(value: Any, where: str) -> int | None:
@@ -34,48 +42,60 @@ def parse_limit(raw: Any) -> int | None:
     return int(raw)
 
 
-def _daily_images(entry: Any, where: str) -> int | None:
+@dataclass(frozen=True)
+class Limits:
+    """One entry: ``{daily_images: 500, requests_per_minute: 60}``."""
+
+    daily_images: int | None = None
+    requests_per_minute: int | None = None
+
+
+def _entry(entry: Any, where: str) -> Limits:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a mapping like {{daily_images: 500}}")
-    unknown = set(entry) - {"daily_images"}
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    return _limit(entry.get("daily_images"), f"{where}.daily_images")
+    return Limits(
+        daily_images=_limit(entry.get("daily_images"), f"{where}.daily_images"),
+        requests_per_minute=_limit(
+            entry.get("requests_per_minute"), f"{where}.requests_per_minute"
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class QuotaPolicy:
     enabled: bool = False
-    default_daily_images: int | None = None
-    principals: dict[str, int | None] = field(default_factory=dict)
+    default: Limits = field(default_factory=Limits)
+    principals: dict[str, Limits] = field(default_factory=dict)
 
     def configured_limit(self, principal: str) -> int | None:
-        if principal in self.principals:
-            return self.principals[principal]
-        return self.default_daily_images
+        """Images per day from the configuration (a ``quotas`` document overrides it)."""
+        return self.principals.get(principal, self.default).daily_images
+
+    def requests_per_minute(self, principal: str) -> int | None:
+        return self.principals.get(principal, self.default).requests_per_minute
+
+
+def validate_quotas_section(raw: Any) -> QuotaPolicy:
+    """The policy of a ``quotas`` section; ConfigError naming the key and place otherwise."""
+    if raw is None:
+        return QuotaPolicy(enabled=False)
+    CONFIG_SCHEMA.check(raw, "quotas")
+    default = raw.get("default")
+    principals_raw = raw.get("principals") or {}
+    if not isinstance(principals_raw, Mapping):
+        raise ConfigError("quotas.principals must be a mapping of principal -> {daily_images}")
+    return QuotaPolicy(
+        enabled=True,
+        default=Limits() if default is None else _entry(default, "quotas.default"),
+        principals={
+            str(name): _entry(entry, f"quotas.principals.{name}")
+            for name, entry in principals_raw.items()
+        },
+    )
 
 
 def quota_policy(config: Config) -> QuotaPolicy:
     raw = config.raw.get("quotas") if config.raw else None
     if raw is None:
         raw = config.quotas or None
-    if raw is None:
-        return QuotaPolicy(enabled=False)
-    if not isinstance(raw, Mapping):
-        raise ConfigError("quotas must be a mapping")
-    unknown = set(raw) - {"default", "principals"}
-    if unknown:
-        raise ConfigError(f"quotas has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    default = raw.get("default")
-    principals_raw = raw.get("principals") or {}
-    if not isinstance(principals_raw, Mapping):
-        raise ConfigError("quotas.principals must be a mapping of principal -> {daily_images}")
-    principals = {
-        str(name): _daily_images(entry, f"quotas.principals.{name}")
-        for name, entry in principals_raw.items()
-    }
-    return QuotaPolicy(
-        enabled=True,
-        default_daily_images=None if default is None else _daily_images(default, "quotas.default"),
-        principals=principals,
-    )
+    return validate_quotas_section(raw)

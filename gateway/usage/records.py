@@ -19,7 +19,7 @@ from gateway.context import RequestContext
 # is percent-encoded per UTF-8 byte, so '__' only ever appears as the separator.
 _SAFE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789@.:+-")
 _MAX_ID_BYTES = 1500  # Firestore's limit for a document id
-_MAX_LABEL = 200  # principal/service strings longer than this are cut in records
+COUNTERS = ("requests", "errors", "images", "tiles", "detections")  # per principal, service, day
 
 
 def escape_id_part(value: str) -> str:
@@ -43,7 +43,18 @@ def daily_doc_id(principal: str, service: str, day: str) -> str:
 
 
 def quota_doc_id(principal: str) -> str:
-    return escape_id_part(principal)
+    doc_id = escape_id_part(principal)
+    if len(doc_id.encode()) > _MAX_ID_BYTES:
+        doc_id = "sha256-" + hashlib.sha256(principal.encode()).hexdigest()
+    return doc_id
+
+
+def ledger_id(principal: str, kind: str, window: str) -> str:
+    """The allowance ledger of a principal's ``images`` per day or ``requests`` per minute."""
+    doc_id = f"{escape_id_part(principal)}__{kind}__{window}"
+    if len(doc_id.encode()) > _MAX_ID_BYTES:
+        doc_id = f"sha256-{hashlib.sha256(principal.encode()).hexdigest()}__{kind}__{window}"
+    return doc_id
 
 
 def utc_day(when: datetime) -> str:
@@ -55,10 +66,6 @@ def seconds_until_utc_day_end(now: datetime | None = None) -> int:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, math.ceil((midnight - now).total_seconds()))
-
-
-def _label(value: str | None, default: str) -> str:
-    return (value or default)[:_MAX_LABEL]
 
 
 @dataclass(frozen=True)
@@ -111,10 +118,17 @@ def counted_images(ctx: RequestContext) -> int:
     return max(0, int(ctx.instances)) if ctx.status < 400 else 0
 
 
-def record_from_context(ctx: RequestContext, now: datetime | None = None) -> UsageRecord:
+def record_from_context(
+    ctx: RequestContext, now: datetime | None = None, service: str | None = None
+) -> UsageRecord:
+    """The record of ``ctx``; ``service`` replaces the name in the URL (``-`` for one that
+    is not configured, so a made-up name never becomes a counter document).
+
+    The principal is kept whole: the quota is looked up under the same string.
+    """
     now = now or datetime.now(UTC)
-    principal = _label(ctx.principal, "anonymous")
-    service = _label(ctx.service, "-")
+    principal = ctx.principal or "anonymous"
+    service = service or ctx.service or "-"
     image = ctx.image or {}
     failed = ctx.status >= 400
     fields: dict[str, Any] = {

@@ -92,9 +92,7 @@ def records_in(stream: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any] 
 def _store() -> tuple[str, Any]:
     """(where records go, a commit function) under the current configuration."""
     where, store = configured_store(create=True)
-    if where.startswith("firestore:"):  # a late write keeps the request's own time
-        return where, lambda rec: store.commit(rec, spooled=True)
-    return where, store.commit
+    return where, lambda rec: store.commit(rec, spooled=True)  # a late write keeps its time
 
 
 def replay(found: Iterable[tuple[str, dict[str, Any] | None]], commit: Any) -> ReplayResult:

@@ -17,6 +17,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-]{0,64}$")
 CONFIG_SCHEMA = Fields(  # the ``usage`` section
     {
         "enabled": BOOL,
+        "store": STRING,
         "collection_prefix": STRING,
         "firestore": Fields(
             {
@@ -33,8 +34,11 @@ CONFIG_SCHEMA = Fields(  # the ``usage`` section
         "spool_max_records": INTEGER,
         "quota_cache_s": NUMBER,
         "flush_budget_s": NUMBER,
+        "counter_shards": INTEGER,
     }
 )
+STORES = ("auto", "firestore", "sqlite")
+MAX_COUNTER_SHARDS = 100
 
 
 def _state_dir() -> Path:
@@ -49,12 +53,31 @@ def _seconds(raw: Mapping[str, Any], key: str, default: float, where: str) -> fl
     return float(value)
 
 
+def _whole(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int | None = None) -> int:
+    value = raw.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < lo
+        or (hi is not None and value > hi)
+    ):
+        bound = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"usage.{key} must be a whole number {bound}, got {value!r}")
+    return value
+
+
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     return value
+
+
+def validate_usage_section(raw: Any) -> None:
+    """Refuse unknown keys (naming key and place) and values of the wrong type or range."""
+    CONFIG_SCHEMA.check(raw, "usage")
+    _parse(_mapping(raw, "usage"))
 
 
 @dataclass(frozen=True)
@@ -65,12 +88,14 @@ class UsageSettings:
     sqlite_path: Path
     spool_path: Path
     write_timeout_s: float  # deadline of one commit
-    read_timeout_s: float  # deadline of the quota read
+    read_timeout_s: float  # deadline of a quota read or an allowance claim
     retry_after_s: float  # after a failure, records go to the spool this long before a retry
     quota_cache_s: float  # how long per-principal quota overrides are cached
     flush_batch: int  # spooled records sent per request at most
     flush_budget_s: float  # a request starts no spooled-record commit after this long
     spool_max_records: int  # beyond this a record is only logged (the disk/tmpfs is finite)
+    counter_shards: int = 10  # shards of each usage_daily document (Firestore)
+    store_choice: str = "auto"  # usage.store as configured
 
     @property
     def collections(self) -> dict[str, str]:
@@ -78,41 +103,65 @@ class UsageSettings:
             "usage": f"{self.prefix}usage",
             "usage_daily": f"{self.prefix}usage_daily",
             "quotas": f"{self.prefix}quotas",
+            "allowances": f"{self.prefix}usage_allowances",
         }
 
+    @property
+    def per_instance_on_cloud(self) -> bool:
+        """SQLite on Google Cloud: every instance would count on its own, in its memory."""
+        return self.enabled and self.firestore is None and on_google_cloud()
 
-def usage_settings(config: Config) -> UsageSettings:
-    raw = _mapping(config.usage, "usage")
+
+def _parse(raw: Mapping[str, Any]) -> dict[str, Any]:
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError("usage.enabled must be true or false")
+    store = raw.get("store", "auto")
+    if store not in STORES:
+        raise ConfigError(f"usage.store must be one of {', '.join(STORES)}, got {store!r}")
     prefix = raw.get("collection_prefix") or ""
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
         raise ConfigError(
             f"usage.collection_prefix must be up to 64 letters, digits, '_' or '-', got {prefix!r}"
         )
     fs = _mapping(raw.get("firestore"), "usage.firestore")
+    for key in ("project", "database"):
+        if fs.get(key) is not None and not isinstance(fs.get(key), str):
+            raise ConfigError(f"usage.firestore.{key} must be a string, got {fs.get(key)!r}")
     sq = _mapping(raw.get("sqlite"), "usage.sqlite")
+    for where, value in (
+        ("usage.sqlite.path", sq.get("path")),
+        ("usage.spool_path", raw.get("spool_path")),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where} must be a path, got {value!r}")
     state = _state_dir()
-    sqlite_path = Path(str(sq.get("path") or state / "usage.sqlite3"))
-    spool_path = Path(str(raw.get("spool_path") or state / "usage-spool.sqlite3"))
-    flush_batch = raw.get("flush_batch", 20)
-    if isinstance(flush_batch, bool) or not isinstance(flush_batch, int) or flush_batch < 1:
-        raise ConfigError("usage.flush_batch must be a positive integer")
-    spool_max = raw.get("spool_max_records", 100_000)
-    if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
-        raise ConfigError("usage.spool_max_records must be a whole number >= 0")
-    return UsageSettings(
-        enabled=enabled,
-        prefix=prefix,
-        firestore=firestore_target(config),
-        sqlite_path=sqlite_path,
-        spool_path=spool_path,
-        write_timeout_s=_seconds(fs, "write_timeout_s", 2.0, "usage.firestore"),
-        read_timeout_s=_seconds(fs, "read_timeout_s", 1.0, "usage.firestore"),
-        retry_after_s=_seconds(fs, "retry_after_s", 5.0, "usage.firestore"),
-        quota_cache_s=_seconds(raw, "quota_cache_s", 30.0, "usage"),
-        flush_batch=flush_batch,
-        flush_budget_s=_seconds(raw, "flush_budget_s", 0.1, "usage"),
-        spool_max_records=spool_max,
+    return {
+        "enabled": enabled,
+        "store_choice": store,
+        "prefix": prefix,
+        "sqlite_path": Path(str(sq.get("path") or state / "usage.sqlite3")),
+        "spool_path": Path(str(raw.get("spool_path") or state / "usage-spool.sqlite3")),
+        "write_timeout_s": _seconds(fs, "write_timeout_s", 2.0, "usage.firestore"),
+        "read_timeout_s": _seconds(fs, "read_timeout_s", 1.0, "usage.firestore"),
+        "retry_after_s": _seconds(fs, "retry_after_s", 5.0, "usage.firestore"),
+        "quota_cache_s": _seconds(raw, "quota_cache_s", 30.0, "usage"),
+        "flush_batch": _whole(raw, "flush_batch", 20, 1),
+        "flush_budget_s": _seconds(raw, "flush_budget_s", 0.1, "usage"),
+        "spool_max_records": _whole(raw, "spool_max_records", 100_000, 0),
+        "counter_shards": _whole(raw, "counter_shards", 10, 1, MAX_COUNTER_SHARDS),
+    }
+
+
+def usage_settings(config: Config) -> UsageSettings:
+    raw = _mapping(config.usage, "usage")
+    parsed = _parse(raw)  # unknown keys: validate_usage_section, wired in by the config
+    target = (
+        None if parsed["store_choice"] == "sqlite" else firestore_target(config, cloud_default=True)
     )
+    if parsed["store_choice"] == "firestore" and target is None:
+        raise ConfigError(
+            "usage.store is firestore but no project is known: set usage.firestore.project "
+            "(or GOOGLE_CLOUD_PROJECT, or FIRESTORE_EMULATOR_HOST for an emulator)"
+        )
+    return UsageSettings(firestore=target, **parsed)

@@ -10,7 +10,6 @@ runs out).  Sending a record twice is harmless anyway: Firestore refuses the sec
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._owner = f"{os.getpid()}"
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
@@ -60,19 +58,6 @@ class Spool:
         if not self.exists():
             return 0
         return int(self._conn().execute("SELECT COUNT(*) FROM spool").fetchone()[0])
-
-    def unflushed_images(self, principal: str, day: str) -> int:
-        if not self.exists():
-            return 0
-        row = (
-            self._conn()
-            .execute(
-                "SELECT COALESCE(SUM(images), 0) FROM spool WHERE principal = ? AND day = ?",
-                (principal, day),
-            )
-            .fetchone()
-        )
-        return int(row[0])
 
     def claim(self, limit: int) -> list[UsageRecord]:
         """Take up to ``limit`` unclaimed records for this worker for ``CLAIM_LEASE_S``."""

@@ -1,8 +1,11 @@
-"""The embedded default: usage records and daily counters in one local SQLite file.
+"""The embedded default: usage records, daily counters and allowance ledgers in one local
+SQLite file, behind the same interface as Firestore (:class:`~gateway.usage.stores.UsageStore`).
 
 Several threads and several worker processes write to the same file: WAL journal, a busy
 timeout, one connection per thread, and each record with its counters in one
 ``BEGIN IMMEDIATE`` transaction.  A record whose id is already there is not counted again.
+One row per day's counters is enough here (SQLite takes thousands of updates a second to a
+row), so ``usage.counter_shards`` has nothing to spread.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.usage.records import UsageRecord
+from gateway.usage.records import COUNTERS, UsageRecord
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -41,7 +44,6 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("backend_model", ("backend", "model")),
     ("backend_version", ("backend", "version")),
 )
-COUNTERS = ("requests", "errors", "images", "tiles", "detections")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -57,11 +59,15 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class SQLiteStore:
+    name = "SQLite"
+
     def __init__(self, path: Path, prefix: str = "") -> None:
         self.path = path
         self.usage_table = f'"{prefix}usage"'
         self.daily_table = f'"{prefix}usage_daily"'
         self.quotas_table = f'"{prefix}quotas"'
+        self.ledger_table = f'"{prefix}usage_allowances"'
+        self.where = f"sqlite:{path}"
         self._local = threading.local()
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -95,12 +101,21 @@ class SQLiteStore:
                     ON {self.daily_table} (principal, day);
                 CREATE TABLE IF NOT EXISTS {self.quotas_table} (
                     principal TEXT PRIMARY KEY, daily_images INTEGER);
+                CREATE TABLE IF NOT EXISTS {self.ledger_table} (
+                    ledger TEXT NOT NULL, idx INTEGER NOT NULL, amount INTEGER NOT NULL,
+                    PRIMARY KEY (ledger, idx));
                 """
             )
             self._schema_ready = True
 
-    def commit(self, record: UsageRecord) -> bool:
-        """Store the record and add its counters, atomically; False if it was already there."""
+    def warm(self) -> None:
+        self._conn()
+
+    def commit(self, record: UsageRecord, *, spooled: bool = False) -> bool:
+        """Store the record and add its counters, atomically; False if it was already there.
+
+        ``ts`` is always the request's own time here, so a late write needs no marking.
+        """
         values = [record.time.isoformat()] + [_get(record.fields, p) for _, p in _COLUMNS]
         names = ", ".join(["ts"] + [name for name, _ in _COLUMNS])
         marks = ", ".join("?" for _ in values)
@@ -149,6 +164,21 @@ class SQLiteStore:
             .fetchone()
         )
         return (False, None) if row is None else (True, row[0])
+
+    def append_entry(self, ledger: str, index: int, amount: int, meta: dict[str, Any]) -> bool:
+        cur = self._conn().execute(
+            f"INSERT OR IGNORE INTO {self.ledger_table} (ledger, idx, amount) VALUES (?, ?, ?)",
+            (ledger, index, amount),
+        )
+        return cur.rowcount == 1
+
+    def entries_after(self, ledger: str, index: int) -> list[tuple[int, int]]:
+        rows = self._conn().execute(
+            f"SELECT idx, amount FROM {self.ledger_table} WHERE ledger = ? AND idx > ? "
+            "ORDER BY idx",
+            (ledger, index),
+        )
+        return [(int(i), int(a)) for i, a in rows]
 
     def set_quota(self, principal: str, daily_images: int | None) -> None:
         self._conn().execute(
