@@ -4,10 +4,12 @@ import functions_framework
 from werkzeug.exceptions import HTTPException
 
 from gateway.rest.app import framework_error, handle
+from gateway.rest.static_route import close_static_route
 from gateway.serving import configure_gunicorn, limit_heap_growth
 
 configure_gunicorn()  # graceful SIGTERM within the platform's 10 s; see gateway/serving.py
 limit_heap_growth()  # idle memory back to its level after large slides
+close_static_route()  # /static/ would serve gateway/static/ (the demo page)
 
 
 @functions_framework.errorhandler(HTTPException)

@@ -98,7 +98,8 @@ class TokenVerifier:
             header = _json_object(parts[0])
             claims = _json_object(parts[1])
             signature = _b64url(parts[2])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+            # A header of deeply nested arrays makes the JSON parser recurse past its limit.
             raise reject("malformed token") from None
 
         if header.get("alg") != "RS256":
