@@ -46,8 +46,14 @@ class FirebaseRules:
 @dataclass(frozen=True)
 class GoogleRules:
     audiences: frozenset[str]
-    emails: frozenset[str] | None  # None: any verified email
+    # Accounts accepted at all; None: any, but only services whose ``allow`` names the
+    # caller admit it (see ``Authenticator.authorize``); ``{"*"}``: any, everywhere.
+    emails: frozenset[str] | None
     certs: CertCache
+
+    @property
+    def any_email(self) -> bool:
+        return self.emails is not None and "*" in self.emails
 
 
 def _b64url(segment: str) -> bytes:
@@ -169,6 +175,7 @@ class TokenVerifier:
         verified = claims.get("email_verified")
         if verified is not None and verified is not True and verified != "true":
             raise reject("email not verified")
-        if self.google.emails is not None and email.lower() not in self.google.emails:
+        emails = self.google.emails
+        if emails is not None and not self.google.any_email and email.lower() not in emails:
             raise reject("account not accepted")
         return Identity("google", f"google:{email}")
