@@ -203,7 +203,9 @@ def configure_gunicorn() -> None:
 
     def load_config(self) -> None:
         original(self)
-        if self.cfg.threads > 1 and "worker_class" not in self.options:
+        if "worker_class" not in self.options:
+            # Also with THREADS=1, where gunicorn would pick its sync worker: one thread
+            # then serves while the event loop holds slow and idle connections.
             self.cfg.set("worker_class", GatewayWorker)
         self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_S)
         # Room for long bearer tokens, so an oversized one reaches the gateway and gets
