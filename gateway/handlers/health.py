@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response
 
+from gateway import logs
 from gateway.context import RequestContext
 from gateway.errors import BackendUnavailable
 from gateway.rest.responses import json_response
@@ -18,8 +19,13 @@ def healthz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
 
 
 def _readiness(gw: Gateway, name: str) -> dict[str, Any]:
+    """State only: these routes answer without credentials, the model server's text is
+    logged instead."""
     r = gw.services.get(name).backend.readiness()
-    return {"ready": r.ready, "detail": r.detail, "model": r.model, "version": r.version}
+    if not r.ready:
+        logs.emit("WARNING", "model not ready", service=name, backend_error=r.detail)
+    state = "ready" if r.ready else "not ready"
+    return {"ready": r.ready, "detail": state, "model": r.model, "version": r.version}
 
 
 def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
@@ -46,7 +52,9 @@ def model_status(gw: Gateway, request: Any, ctx: RequestContext, service: str) -
     svc = gw.services.get(service)
     r = svc.backend.readiness()
     if not r.ready:
-        raise BackendUnavailable(f"the model of {service!r} is not available: {r.detail}")
+        raise BackendUnavailable(
+            f"the model of {service!r} is not available", detail=f"readiness: {r.detail}"
+        )
     return json_response(
         200,
         {
