@@ -14,6 +14,7 @@ from gateway.errors import (
     UndecodableImage,
     UnsupportedImage,
 )
+from gateway.pipeline import decode_budget
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import ImageInfo, probe
 from gateway.pipeline.slide import SlideResult, detect_slide_bytes
@@ -62,6 +63,7 @@ def check_images(gw: Gateway, ctx: RequestContext, images: Sequence[bytes]) -> l
     for i, data in enumerate(images):
         try:
             info = probe(data, max_pixels)
+            decode_budget.check(gw.config, info.width, info.height, info.mode)
         except GatewayError as exc:
             if i == 0:
                 ctx.image = {"bytes": len(data), "width": None, "height": None, "format": None}
@@ -87,9 +89,10 @@ def run_slides(
     out = []
     for i, data in enumerate(images):
         try:
-            result = detect_slide_bytes(
-                data, gw.config.limits.max_pixels, svc.config, svc.backend, deadline
-            )
+            with decode_budget.decoding(gw.config, data):  # waits for memory, or 503
+                result = detect_slide_bytes(
+                    data, gw.config.limits.max_pixels, svc.config, svc.backend, deadline
+                )
         except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
             raise _for_instance(exc, i, len(images)) from exc  # the image's fault, not the model's
         kept = merging.above(result.detections, threshold)

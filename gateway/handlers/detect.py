@@ -12,6 +12,7 @@ from gateway.codecs import detect as wire
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge
 from gateway.handlers.common import admit, check_images, read_body, run_slides
+from gateway.pipeline import decode_budget
 from gateway.pipeline.images import decode
 from gateway.pipeline.merge import Merged
 from gateway.render import draw_detections
@@ -54,13 +55,14 @@ def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
     The slide is decoded a second time here: the pipeline drops its pixels as soon as the
     tiles are cut, and only rendered answers need them again.
     """
-    image = decode(data, gw.config.limits.max_pixels)
-    annotated = draw_detections(
-        Image.fromarray(image.rgb), kept.boxes.tolist(), kept.scores.tolist(), count_text=True
-    )
-    del image
-    out = io.BytesIO()
-    annotated.save(out, format="JPEG", quality=88)
+    with decode_budget.decoding(gw.config, data, copies=2):  # the slide and its drawing
+        image = decode(data, gw.config.limits.max_pixels)
+        annotated = draw_detections(
+            Image.fromarray(image.rgb), kept.boxes.tolist(), kept.scores.tolist(), count_text=True
+        )
+        del image
+        out = io.BytesIO()
+        annotated.save(out, format="JPEG", quality=88)
     return out.getvalue()
 
 

@@ -16,7 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")
+# MPO: the multi-picture JPEG some phones save (a JPEG followed by more pictures); it is
+# read as its first picture, a JPEG like any other.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "MPO")
 MIME_TYPES = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
@@ -24,6 +26,7 @@ MIME_TYPES = {
     "WEBP": "image/webp",
     "BMP": "image/bmp",
     "GIF": "image/gif",
+    "MPO": "image/jpeg",
 }
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked from the header first
@@ -51,6 +54,7 @@ class ImageInfo:
     width: int  # after EXIF orientation
     height: int
     orientation: int  # EXIF orientation tag, 1 when absent
+    mode: str = "RGB"  # Pillow's pixel mode as stored in the file, for the decoded size
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,9 @@ def _oriented_info(img: Image.Image, orientation: int) -> ImageInfo:
     w, h = img.size
     if orientation in _ORIENTATION_SWAPS_AXES:
         w, h = h, w
-    return ImageInfo(format=str(img.format), width=w, height=h, orientation=orientation)
+    return ImageInfo(
+        format=str(img.format), width=w, height=h, orientation=orientation, mode=str(img.mode)
+    )
 
 
 def probe(data: bytes, max_pixels: int) -> ImageInfo:
@@ -188,7 +194,7 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
     if img.mode != "RGB":
         raise UndecodableImage("the image could not be converted to RGB")
     if img.size != (info.width, info.height):
-        info = ImageInfo(info.format, img.width, img.height, info.orientation)
+        info = ImageInfo(info.format, img.width, img.height, info.orientation, info.mode)
     return info, img
 
 
