@@ -11,9 +11,9 @@ deployed with.  The size an image takes once decoded is known from its header, s
   then is answered 503 ``overloaded`` with ``Retry-After``: the process never takes more
   memory than it was sized for.
 
-The decoded size counts Pillow's copy of the pixels as stored (1 to 8 bytes a pixel by
-mode) and the 8-bit RGB copy the pipeline works on (4 bytes a pixel, Pillow pads RGB),
-plus the float copy that 16-bit and float images are scaled through.
+The decoded size counts the 8-bit RGB copy the pipeline works on (4 bytes a pixel,
+Pillow pads RGB), plus, for other modes, Pillow's copy of the pixels as stored (1 to 4
+bytes a pixel) and the float copy that 16-bit and float images are scaled through.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from gateway.pipeline.images import probe
 
 MB = 1024 * 1024
 DEFAULT_MAX_DECODED_MB = 256
-DEFAULT_DECODE_BUDGET_MB = 512
+DEFAULT_DECODE_BUDGET_MB = 384
 DEFAULT_DECODE_WAIT_S = 5.0
 RETRY_AFTER_S = 2
 RGB_BYTES = 4  # Pillow stores RGB as 4 bytes a pixel
@@ -67,11 +67,12 @@ class Overloaded(GatewayError):
 def decoded_bytes(width: int, height: int, mode: str, copies: int = 1) -> int:
     """Memory one decode of the image takes at its peak; ``copies`` more RGB copies for
     callers that hold the pixels twice (a rendered answer)."""
-    pixels = width * height
-    per_pixel = _MODE_BYTES.get(mode, 4) + RGB_BYTES * copies
+    per_pixel = RGB_BYTES * copies
+    if mode != "RGB":  # the file's own mode, converted to RGB
+        per_pixel += _MODE_BYTES.get(mode, 4)
     if mode in _FLOAT_SCALED:
         per_pixel += 8
-    return pixels * per_pixel
+    return width * height * per_pixel
 
 
 def _mb(raw: dict, key: str, default: float) -> float:
