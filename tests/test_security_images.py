@@ -19,7 +19,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline import decode_budget
 from gateway.pipeline.decode_budget import DecodeBudget, Overloaded, decoded_bytes
 from tests.loadgen import synthetic_slide
-from tests.procs import start_gateway
+from tests.procs import free_port, start_gateway
 
 MB = 1024 * 1024
 
@@ -172,3 +172,19 @@ def test_mpo_is_read_as_its_first_picture():
 
 def test_overloaded_is_a_gateway_error():
     assert issubclass(Overloaded, GatewayError)
+
+
+def test_a_truncated_image_is_a_422_while_the_model_server_is_down():
+    """The image's own fault first: the caller must not retry an image that never decodes."""
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    gateway = start_gateway({"services": {"eos": {"backend": {"url": down, "timeout_s": 5}}}})
+    slide = synthetic_slide(960, 720, 6, 5, "PNG")
+    try:
+        first, _, doc = post_predict(gateway.url, slide)
+        assert first == 503 and doc["code"] == "backend_unavailable", doc  # known down now
+        truncated, _, doc = post_predict(gateway.url, slide[: len(slide) * 2 // 3])
+        assert truncated == 422 and doc["code"] == "undecodable_image", doc
+        whole, _, doc = post_predict(gateway.url, slide)
+        assert whole == 503 and doc["code"] == "backend_unavailable", doc
+    finally:
+        gateway.stop()

@@ -8,13 +8,14 @@ from typing import Any
 
 from gateway.context import RequestContext
 from gateway.errors import (
+    BackendUnavailable,
     BadRequest,
     GatewayError,
     PayloadTooLarge,
     UndecodableImage,
     UnsupportedImage,
 )
-from gateway.pipeline import decode_budget
+from gateway.pipeline import decode_budget, image_faults
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import ImageInfo, probe
 from gateway.pipeline.slide import SlideResult, detect_slide_bytes
@@ -85,7 +86,15 @@ def run_slides(
 ) -> list[tuple[SlideResult, merging.Merged]]:
     """Each slide decoded once, tiled, sent, merged; one deadline for the whole request."""
     deadline = time.monotonic() + svc.config.backend.timeout_s
-    svc.backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
+    try:
+        svc.backend.ensure_reachable(deadline)  # a quick 503 before tiling when it is down
+    except BackendUnavailable:
+        for i, data in enumerate(images):  # but an image's own fault first (422, not 503)
+            try:
+                image_faults.check_decodable(gw.config, data)
+            except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
+                raise _for_instance(exc, i, len(images)) from exc
+        raise
     out = []
     for i, data in enumerate(images):
         try:
