@@ -55,6 +55,7 @@ BODY_GRACE_S = _env_number("GATEWAY_BODY_GRACE_S", 10.0)
 # Bytes a second, on average, once the grace is spent.
 BODY_MIN_RATE = _env_number("GATEWAY_BODY_MIN_RATE", 64 * 1024)
 CHUNKED_BODY_BYTES = 32 * 1024 * 1024  # the deadline of a body without a length
+RECV_BYTES = 256 * 1024
 WATCHDOG_TICK_S = 0.2
 LINGER_S = 2.0
 LINGER_MAX_BYTES = 64 * 1024
@@ -266,7 +267,7 @@ class SlowClientGuard:
     _gathered_bytes = 0  # bodies' bytes held by connections the loop is reading
 
     def _gather_head(self, conn: Any) -> None:
-        conn.gateway_head = b""
+        conn.gateway_head = bytearray()
         conn.gateway_wants = None  # bytes of head and body to gather, once the head is in
         conn.timeout = time.monotonic() + HEADER_TIMEOUT_S
         conn.sock.setblocking(False)
@@ -275,7 +276,7 @@ class SlowClientGuard:
 
     def _on_head_bytes(self, conn: Any, client: Any) -> None:
         try:
-            data = conn.sock.recv(16384)
+            data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -352,8 +353,8 @@ class SlowClientGuard:
     # -- the thread's part -----------------------------------------------------------------
 
     def handle(self, conn: Any) -> Any:
-        head = getattr(conn, "gateway_head", b"")
-        conn.gateway_head = b""
+        head = bytes(getattr(conn, "gateway_head", b""))
+        conn.gateway_head = bytearray()
         deadline = time.monotonic() + HEADER_TIMEOUT_S
         if head:
             deadline = conn.timeout  # set when the loop started gathering it
