@@ -215,7 +215,9 @@ def test_sighup_rereads_the_configuration_without_refusing_connections(tmp_path)
 def test_one_workers_exit_does_not_stop_the_others():
     gateway = start_gateway(env={"WORKERS": "2", "THREADS": "4"})
     try:
-        workers = _worker_pids(gateway.pid)
+        deadline = time.monotonic() + 20
+        while len(workers := _worker_pids(gateway.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the second worker may still be starting
         assert len(workers) == 2
         with Hammer(gateway.port) as hammer:
             time.sleep(0.5)

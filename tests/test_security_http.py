@@ -245,3 +245,17 @@ def test_text_log_is_one_line_per_request():
         proc.stop()
     assert not any(line.startswith("INFO forged") for line in text.splitlines()), text
     assert any("/evil\\nINFO forged line 404" in line for line in text.splitlines()), text
+
+
+def test_demo_page_when_on_is_served_with_its_security_headers():
+    proc = start_gateway({"demo": True})
+    try:
+        page = parse(exchange(proc.port, request("GET", "/")))
+        static = parse(exchange(proc.port, request("GET", "/static/demo.html")))
+    finally:
+        proc.stop()
+    status, headers, _ = page
+    assert status == 200
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert static[0] == 404  # only through its route, never as a bare static file

@@ -9,12 +9,11 @@ from flask import Response
 from werkzeug.exceptions import HTTPException
 
 from gateway import logs
-from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.memory import idle_trim
 from gateway.rest import routes
-from gateway.rest.client_address import client_ip, trusted_proxies
+from gateway.rest.client_address import client_ip
 from gateway.rest.http_errors import from_http_exception
 from gateway.rest.responses import error_response
 from gateway.rest.unread_body import refuse_unread_body
@@ -23,12 +22,7 @@ from gateway.runtime import current_gateway, get_gateway
 
 def _client_ip(request: Any, gw: Any = None) -> str | None:
     gw = gw if gw is not None else current_gateway()
-    try:
-        hops = trusted_proxies(gw.config) if gw is not None else 0
-    except ConfigError as exc:
-        logs.emit_once("ERROR", f"configuration: {exc}; the peer's address is logged instead")
-        hops = 0
-    return client_ip(request, hops)
+    return client_ip(request, gw.config if gw is not None else None)
 
 
 def framework_error(exc: Any) -> Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from gateway import logs
 from gateway.config import Config, ConfigError, on_google_cloud
 
 MAX_TRUSTED_PROXIES = 10
@@ -54,7 +55,12 @@ def masked(address: str | None) -> str | None:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
 
-def client_ip(request: Any, hops: int) -> str | None:
+def client_ip(request: Any, config: Config | None) -> str | None:
     """What the access log records as ``remoteIp``."""
+    try:
+        hops = trusted_proxies(config) if config is not None else 0
+    except ConfigError as exc:
+        logs.emit_once("ERROR", f"configuration: {exc}; the peer's address is logged instead")
+        hops = 0
     forwarded = request.headers.get("X-Forwarded-For", "")
     return masked(caller_address(forwarded, request.remote_addr, hops))
