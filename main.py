@@ -5,11 +5,13 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.pipeline import jpegcut
 from gateway.rest.app import framework_error, handle
+from gateway.rest.static_route import close_static_route
 from gateway.runtime import start
 from gateway.serving import configure_gunicorn, limit_heap_growth
 
 configure_gunicorn()  # graceful SIGTERM within the platform's 10 s; see gateway/serving.py
 limit_heap_growth()  # idle memory back to its level after large slides
+close_static_route()  # /static/ would serve gateway/static/ (the demo page)
 start()  # the configuration read and checked now: an error stops the start
 jpegcut.available()  # logs once, at start, how JPEG slides are tiled here
 

@@ -38,6 +38,10 @@ DEFAULT_SERVICE = "eos"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # Cloud Functions' own request cap
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_INSTANCES = 16
+DEFAULT_MAX_DECODED_MB = 256.0
+DEFAULT_DECODE_BUDGET_MB = 384.0  # two 33 MP slides decoding at once
+DEFAULT_DECODE_WAIT_S = 5.0
+MAX_TRUSTED_PROXIES = 10
 
 DETECTION, CLASSIFICATION, PASSTHROUGH = "detection", "classification", "passthrough"
 KINDS = (DETECTION, CLASSIFICATION, PASSTHROUGH)
@@ -74,7 +78,16 @@ _KIND_KEYS = {
 SERVICE_SCHEMAS = {
     kind: Fields({**_COMMON_SERVICE_KEYS, **keys}) for kind, keys in _KIND_KEYS.items()
 }
-LIMITS_SCHEMA = Fields({"max_body_bytes": INTEGER, "max_pixels": INTEGER, "max_instances": INTEGER})
+LIMITS_SCHEMA = Fields(
+    {
+        "max_body_bytes": INTEGER,
+        "max_pixels": INTEGER,
+        "max_instances": INTEGER,
+        "max_decoded_mb": NUMBER,
+        "decode_budget_mb": NUMBER,
+        "decode_wait_s": NUMBER,
+    }
+)
 # The top level; the owned sections are checked by their modules (gateway.runtime).
 SCHEMA = Fields(
     {
@@ -82,6 +95,7 @@ SCHEMA = Fields(
         "limits": LIMITS_SCHEMA,
         "demo": BOOL,
         "default_service": STRING,
+        "trusted_proxies": INTEGER,
         "auth": Owned(),
         "cors": Owned(),
         "usage": Owned(),
@@ -159,6 +173,11 @@ class Limits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_instances: int = DEFAULT_MAX_INSTANCES
+    # Memory for decoding (gateway.pipeline.decode_budget): one image's decoded size at
+    # most, all decodes of this process at once, and how long a decode waits for room.
+    max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
+    decode_budget_mb: float = DEFAULT_DECODE_BUDGET_MB
+    decode_wait_s: float = DEFAULT_DECODE_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,8 @@ class Config:
     quotas: Mapping[str, Any] = field(default_factory=dict)
     demo: bool | None = None  # None: on locally, off on Google Cloud
     default_service: str | None = None  # what POST / serves; None: the only service
+    # Proxies in front that append to X-Forwarded-For; None: 1 on Google Cloud, 0 elsewhere.
+    trusted_proxies: int | None = None
     source: str | None = None  # the file it came from, for logs
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -283,6 +304,23 @@ def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:
     )
 
 
+def _decode_limits(raw: Mapping[str, Any]) -> dict[str, float]:
+    max_mb = _number(
+        raw.get("max_decoded_mb", DEFAULT_MAX_DECODED_MB), "limits.max_decoded_mb", lo=1
+    )
+    budget_mb = _number(
+        raw.get("decode_budget_mb", max(DEFAULT_DECODE_BUDGET_MB, max_mb)),
+        "limits.decode_budget_mb",
+        lo=1,
+    )
+    if budget_mb < max_mb:
+        raise ConfigError("limits.decode_budget_mb must be at least limits.max_decoded_mb")
+    wait = _number(
+        raw.get("decode_wait_s", DEFAULT_DECODE_WAIT_S), "limits.decode_wait_s", lo=0, hi=60
+    )
+    return {"max_decoded_mb": max_mb, "decode_budget_mb": budget_mb, "decode_wait_s": wait}
+
+
 def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
     raw = _mapping(raw, "the configuration")
     SCHEMA.check(raw, "")
@@ -313,7 +351,11 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
                 lo=1,
             )
         ),
+        **_decode_limits(limits_raw),
     )
+    trusted = raw.get("trusted_proxies")
+    if trusted is not None:
+        trusted = int(_number(trusted, "trusted_proxies", lo=0, hi=MAX_TRUSTED_PROXIES))
     auth = raw.get("auth")
     demo = raw.get("demo")
     if demo is not None and not isinstance(demo, bool):
@@ -331,6 +373,7 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
         quotas=_mapping(raw.get("quotas"), "quotas"),
         demo=demo,
         default_service=default,
+        trusted_proxies=trusted,
         source=source,
         raw=raw,
     )

@@ -20,9 +20,11 @@ class GatewayError(Exception):
         status: int | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail  # what the model server said: logged in full, never answered
         if status is not None:
             self.status = status
         if code is not None:

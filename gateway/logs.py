@@ -83,9 +83,22 @@ def _warn_no_project() -> None:
     )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as ``\\xNN``/``\\uNNNN``: a newline a caller put in a path, a
+    principal or a header cannot start a log line of its own."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _text_line(severity: str, message: str, fields: dict[str, Any]) -> str:
-    """``INFO    POST /v1/... 200 0.412s 1.2MB->3.4kB request_id=... principal=...``."""
-    parts = [f"{severity:<7}", message]
+    """``INFO    POST /v1/... 200 0.412s 1.2MB->3.4kB request_id=... principal=...``.
+
+    One line per event whatever the request held: every value has its control characters
+    escaped (a stack trace, written by the gateway itself, follows on lines of its own).
+    """
+    parts = [f"{severity:<7}", escape_controls(message)]
     http = fields.get("httpRequest")
     if http:
         parts.append(str(http.get("latency")))
@@ -94,7 +107,7 @@ def _text_line(severity: str, message: str, fields: dict[str, Any]) -> str:
         if v is None or k in ("httpRequest", "stack_trace"):
             continue
         k = "trace" if k == "logging.googleapis.com/trace" else k
-        parts.append(f"{k}={v}")
+        parts.append(f"{k}={escape_controls(str(v))}")
     line = " ".join(parts)
     if fields.get("stack_trace"):
         line += "\n" + str(fields["stack_trace"]).rstrip()
@@ -118,6 +131,16 @@ def emit(severity: str, message: str, **fields: Any) -> None:
             stream.flush()
     except Exception:  # pragma: no cover - a broken stdout must not break requests
         pass
+
+
+_emitted_once: set[str] = set()
+
+
+def emit_once(severity: str, message: str) -> None:
+    """A configuration notice, once per process however many requests meet it."""
+    if message not in _emitted_once:
+        _emitted_once.add(message)
+        emit(severity, message)
 
 
 def _trace_fields(ctx: RequestContext) -> dict[str, Any]:
@@ -167,5 +190,17 @@ def error(ctx: RequestContext, message: str, exc_text: str | None = None) -> Non
         principal=ctx.principal,
         error_code=ctx.error_code,
         stack_trace=exc_text,
+        **_trace_fields(ctx),
+    )
+
+
+def backend_error(ctx: RequestContext, detail: str) -> None:
+    """What the model server said, in full: the caller got the gateway's words only."""
+    emit(
+        "ERROR",
+        "model server error",
+        request_id=ctx.request_id,
+        service=ctx.service,
+        backend_error=detail,
         **_trace_fields(ctx),
     )

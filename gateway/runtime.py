@@ -98,6 +98,30 @@ def start() -> Gateway:
         raise SystemExit(f"gateway: {message}") from None
 
 
+def reload_if_changed() -> None:
+    """Serve the configuration file as it is now, in a new worker.
+
+    A reload (SIGHUP) starts new workers forked from the master, which built its gateway
+    when it started: they rebuild it when the file has changed since (a key revoked, a
+    quota or a service changed).  A file that no longer checks keeps the gateway built
+    from the last good one, with an ERROR line, rather than a worker that cannot start.
+    """
+    global _gateway
+    gw = _gateway
+    if gw is None:
+        return  # built at the first request, from the file as it is then
+    try:
+        config = load_config()
+        if config.raw == gw.config.raw and config.source == gw.config.source:
+            return
+        fresh = build_gateway(config)
+    except ConfigError as exc:
+        logs.emit("ERROR", f"configuration not reloaded, the last good one is kept: {exc}")
+        return
+    with _lock:
+        _gateway = fresh
+
+
 def current_gateway() -> Gateway | None:
     """The gateway if this process has built one (shutdown hooks must not build it)."""
     return _gateway

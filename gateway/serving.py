@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
 import time
 
 from gunicorn.workers.gthread import ThreadWorker
+
+from gateway.protocol_errors import cors_configured, refusal, response_bytes
+from gateway.slow_clients import SlowClientGuard
 
 GRACEFUL_TIMEOUT_S = 8  # below the platform's 10 s, so the process exits on its own
 SPOOL_DRAIN_MAX_S = 4.0  # at most this much of the grace goes to sending spooled records
@@ -34,18 +38,53 @@ TOP_PAD_BYTES = 16 * 1024 * 1024
 ARENA_MAX = 4
 
 
-class GatewayWorker(ThreadWorker):
-    """gunicorn's threaded worker that stops listening as soon as it is told to stop, and
-    sends spooled usage records before it exits."""
+class GatewayWorker(SlowClientGuard, ThreadWorker):
+    """gunicorn's threaded worker that stops listening as soon as the instance stops,
+    sends spooled usage records before it exits, reads request heads without a thread
+    (:mod:`gateway.slow_clients`) and refuses unparsable requests in JSON."""
 
     _listening_shut = False
     _exit_asked_at: float | None = None
 
+    def init_process(self) -> None:
+        from gateway.runtime import reload_if_changed
+
+        reload_if_changed()  # a reload's (SIGHUP) new workers serve the file as it is now
+        super().init_process()  # runs the worker; it does not return
+
     def handle_exit(self, sig, frame) -> None:
         if self.alive:
             self._exit_asked_at = time.monotonic()
-            self._stop_listening()
+            if instance_stopping(self.sockets):
+                self._stop_listening()
+            else:  # a reload (SIGHUP) or this worker alone: the others keep the socket
+                self._listening_shut = True
+                self.set_accept_enabled(False)
         super().handle_exit(sig, frame)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """gunicorn's refusals (400, 414, 431) in the gateway's JSON, with CORS headers."""
+        answer = refusal(exc)
+        if answer is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        status, code, message = answer
+        data, request_id = response_bytes(status, code, message, cors_configured())
+        try:
+            from gunicorn import util
+
+            util.write_nonblock(client, data)
+        except OSError:
+            pass
+        from gateway import logs
+
+        logs.emit(
+            "WARNING",
+            f"refused before routing: {status}",
+            request_id=request_id,
+            error_code=code,
+            error=f"{message}: {exc}"[:500],
+        )
 
     def run(self) -> None:
         try:
@@ -109,6 +148,31 @@ class GatewayWorker(ThreadWorker):
             self.set_accept_enabled(False)
 
 
+def instance_stopping(listeners) -> bool:
+    """Whether the arbiter has closed its listening sockets: the whole instance stops.
+
+    gunicorn's arbiter closes its own copies of the listening sockets before it sends
+    SIGTERM to the workers when it stops; on a reload (SIGHUP) or when one worker alone is
+    told to stop, it keeps them.  Only in the first case may a worker shut the shared
+    socket down (which refuses queued connections for every process at once).  Off Linux
+    (no /proc) the answer is no: connections then wait for the next worker.
+    """
+    try:
+        inodes = {os.fstat(listener.sock.fileno()).st_ino for listener in listeners}
+        fd_dir = f"/proc/{os.getppid()}/fd"
+        held = set()
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                held.add(int(target[8:-1]))
+    except (OSError, ValueError, AttributeError):
+        return False
+    return not (inodes & held)
+
+
 def limit_heap_growth() -> bool:
     """Give decoded slides' memory back to the system when a request ends.
 
@@ -145,7 +209,9 @@ def configure_gunicorn() -> None:
 
     def load_config(self) -> None:
         original(self)
-        if self.cfg.threads > 1 and "worker_class" not in self.options:
+        if "worker_class" not in self.options:
+            # Also with THREADS=1, where gunicorn would pick its sync worker: one thread
+            # then serves while the event loop holds slow and idle connections.
             self.cfg.set("worker_class", GatewayWorker)
         self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_S)
         # Room for long bearer tokens, so an oversized one reaches the gateway and gets

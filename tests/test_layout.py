@@ -10,7 +10,14 @@ from procs import REPO
 
 # The README's layout table, top to bottom.
 LAYERS = [
-    ["main", "gateway.__main__", "gateway.cli", "gateway.serving"],
+    [
+        "main",
+        "gateway.__main__",
+        "gateway.cli",
+        "gateway.serving",
+        "gateway.slow_clients",
+        "gateway.protocol_errors",
+    ],
     ["gateway.rest"],
     ["gateway.handlers"],
     ["gateway.runtime"],

@@ -28,7 +28,7 @@ from gateway.schema import BOOL, NUMBER, STRING, Fields, ListOf
 
 if TYPE_CHECKING:  # imported where used: a gateway without ``auth`` never loads them
     from gateway.auth.api_keys import ApiKey, ApiKeyStore
-    from gateway.auth.tokens import TokenVerifier
+    from gateway.auth.tokens import GoogleRules, TokenVerifier
 
 _announced: set[str] = set()
 
@@ -133,10 +133,22 @@ class Authenticator:
 
     def authorize(self, ctx: RequestContext, service: ServiceConfig) -> None:
         if service.allow is None:
+            if ctx.auth_method == "google" and not self._google_listed():
+                # Any Google account of any project can get a Google-signed ID token for
+                # this audience: without a list of accounts, none is admitted by default.
+                raise Forbidden(
+                    f"{ctx.principal} is not allowed to use service '{service.name}': "
+                    "Google-signed callers need auth.google.emails or the service's allow"
+                )
             return
         if any(principal_matches(p, ctx.principal) for p in service.allow):
             return
         raise Forbidden(f"{ctx.principal} is not allowed to use service '{service.name}'")
+
+    def _google_listed(self) -> bool:
+        """Whether ``auth.google.emails`` is set (a list of accounts, or ``["*"]``)."""
+        google = self.tokens.google if self.tokens is not None else None
+        return google is not None and google.emails is not None
 
 
 def _strings(value: Any, where: str, *, allow_empty: bool = False) -> list[str]:
@@ -185,6 +197,25 @@ def _api_keys(raw: Any) -> list[ApiKey]:
             )
         keys.append(ApiKey(id=key_id, sha256=digest, disabled=bool(entry.get("disabled"))))
     return keys
+
+
+def _google_policy(google: GoogleRules, config: Config) -> tuple[str, str]:
+    """The start-up line saying which Google-signed callers get in, and where."""
+    if google.any_email:
+        return (
+            "WARNING",
+            "auth.google: any Google account is admitted (emails: ['*']), on every service "
+            "without an allow list",
+        )
+    if google.emails is not None:
+        return "INFO", f"auth.google: {len(google.emails)} listed account(s) are admitted"
+    named = sorted(n for n, s in config.services.items() if s.allow is not None)
+    where = ", ".join(named) if named else "none"
+    return (
+        "INFO",
+        "auth.google: no emails list; Google-signed callers are admitted only on services "
+        f"whose allow names them (services with an allow list: {where})",
+    )
 
 
 def build_authenticator(
@@ -255,6 +286,8 @@ def build_authenticator(
     if firebase is not None or google is not None:
         tokens = TokenVerifier(firebase=firebase, google=google, clock_skew_s=skew)
 
+    if google is not None:
+        _announce(*_google_policy(google, config))
     if not required:
         _announce(
             "WARNING",

@@ -46,8 +46,14 @@ class FirebaseRules:
 @dataclass(frozen=True)
 class GoogleRules:
     audiences: frozenset[str]
-    emails: frozenset[str] | None  # None: any verified email
+    # Accounts accepted at all; None: any, but only services whose ``allow`` names the
+    # caller admit it (see ``Authenticator.authorize``); ``{"*"}``: any, everywhere.
+    emails: frozenset[str] | None
     certs: CertCache
+
+    @property
+    def any_email(self) -> bool:
+        return self.emails is not None and "*" in self.emails
 
 
 def _b64url(segment: str) -> bytes:
@@ -98,7 +104,8 @@ class TokenVerifier:
             header = _json_object(parts[0])
             claims = _json_object(parts[1])
             signature = _b64url(parts[2])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+            # A header of deeply nested arrays makes the JSON parser recurse past its limit.
             raise reject("malformed token") from None
 
         if header.get("alg") != "RS256":
@@ -168,6 +175,7 @@ class TokenVerifier:
         verified = claims.get("email_verified")
         if verified is not None and verified is not True and verified != "true":
             raise reject("email not verified")
-        if self.google.emails is not None and email.lower() not in self.google.emails:
+        emails = self.google.emails
+        if emails is not None and not self.google.any_email and email.lower() not in emails:
             raise reject("account not accepted")
         return Identity("google", f"google:{email}")

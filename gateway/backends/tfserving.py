@@ -166,28 +166,32 @@ class TFServingBackend:
         return None
 
     def _status_error(self, resp) -> GatewayError:
-        detail = wire.backend_error_message(resp.data)
-        pinned = self._pin_error(resp, detail)
+        """The failure in the gateway's words; the model server's text is only logged.
+
+        The one exception is TF Serving's refusal of a pinned version or label on
+        ``:predict``, an authenticated route: a TF Serving client expects its text."""
+        pinned = self._pin_error(resp, wire.backend_error_message(resp.data))
         if pinned is not None:
             return pinned
         status = resp.status
+        detail = f"HTTP {status}: {resp.data[:4096].decode('utf-8', 'replace')}"
         if status in (429, 503):
             return BackendUnavailable(
-                f"the model is unavailable or overloaded ({status}: {detail})"
+                f"the model is unavailable or overloaded (HTTP {status})", detail=detail
             )
         if status == 404:
             return BackendUnavailable(
-                f"the model {self.service.backend.model!r} is not available on its server "
-                f"({detail})",
+                f"the model of service {self.service.name!r} is not available on its server",
                 code="model_not_available",
+                detail=detail,
             )
         if status == 504:
-            return BackendTimeout(f"the model server timed out ({detail})")
+            return BackendTimeout("the model server timed out", detail=detail)
         if status == 400:
             return BackendBadResponse(
-                f"the model rejected a tile ({detail})", code="backend_rejected"
+                "the model rejected a tile", code="backend_rejected", detail=detail
             )
-        return BackendBadResponse(f"the model failed with HTTP {status} ({detail})")
+        return BackendBadResponse(f"the model failed with HTTP {status}", detail=detail)
 
     # -- one stream of bodies under one deadline -------------------------------------------
 
@@ -436,7 +440,7 @@ class TFServingBackend:
         if resp.status != 200:
             return Readiness(
                 False, f"HTTP {resp.status}: {wire.backend_error_message(resp.data)}", model
-            )
+            )  # the model server's text: for logs only (gateway/handlers/health.py)
         ok, version, detail = wire.model_status(resp.data)
         if ok:
             self._version = version

@@ -12,7 +12,8 @@ from gateway.codecs import detect as wire
 from gateway.context import RequestContext
 from gateway.handlers.common import admit, read_image_request, require_route
 from gateway.handlers.responses import json_response
-from gateway.pipeline.images import decode
+from gateway.pipeline import decode_budget
+from gateway.pipeline.images import decode, probe
 from gateway.pipeline.merge import Merged
 from gateway.render import draw_detections
 from gateway.runtime import Gateway
@@ -35,13 +36,16 @@ def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
     The slide is decoded a second time here: the pipeline drops its pixels as soon as the
     tiles are cut, and only rendered answers need them again.
     """
-    image = decode(data, gw.config.limits.max_pixels)
-    annotated = draw_detections(
-        Image.fromarray(image.rgb), kept.boxes.tolist(), kept.scores.tolist(), count_text=True
-    )
-    del image
-    out = io.BytesIO()
-    annotated.save(out, format="JPEG", quality=88)
+    limits = gw.config.limits
+    info = probe(data, limits.max_pixels)
+    with decode_budget.decoding(limits, info, copies=2):  # the slide and its drawing
+        image = decode(data, limits.max_pixels)
+        annotated = draw_detections(
+            Image.fromarray(image.rgb), kept.boxes.tolist(), kept.scores.tolist(), count_text=True
+        )
+        del image
+        out = io.BytesIO()
+        annotated.save(out, format="JPEG", quality=88)
     return out.getvalue()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response
 
+from gateway import logs
 from gateway.auth import FailClosedAuthenticator
 from gateway.codecs.tfserving_api import parse_version
 from gateway.context import RequestContext
@@ -20,8 +21,13 @@ def healthz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
 
 
 def _readiness(gw: Gateway, name: str) -> dict[str, Any]:
+    """State only: these routes answer without credentials, the model server's text is
+    logged instead."""
     r = gw.services.get(name).backend.readiness()
-    return {"ready": r.ready, "detail": r.detail, "model": r.model, "version": r.version}
+    if not r.ready:
+        logs.emit("WARNING", "model not ready", service=name, backend_error=r.detail)
+    state = "ready" if r.ready else "not ready"
+    return {"ready": r.ready, "detail": state, "model": r.model, "version": r.version}
 
 
 def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:

@@ -16,7 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")
+# MPO: the multi-picture JPEG some phones save (a JPEG followed by more pictures); it is
+# read as its first picture, a JPEG like any other.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "MPO")
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked from the header first
 
@@ -121,7 +123,7 @@ def _oriented_info(img: Image.Image, orientation: int) -> ImageInfo:
     if orientation in _ORIENTATION_SWAPS_AXES:
         w, h = h, w
     return ImageInfo(
-        format=str(img.format), width=w, height=h, orientation=orientation, mode=img.mode
+        format=str(img.format), width=w, height=h, orientation=orientation, mode=str(img.mode)
     )
 
 
@@ -182,7 +184,7 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
     if img.mode != "RGB":
         raise UndecodableImage("the image could not be converted to RGB")
     if img.size != (info.width, info.height):
-        info = ImageInfo(info.format, img.width, img.height, info.orientation)
+        info = ImageInfo(info.format, img.width, img.height, info.orientation, info.mode)
     return info, img
 
 

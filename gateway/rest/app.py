@@ -6,6 +6,7 @@ import traceback
 from typing import Any
 
 from flask import Response
+from werkzeug.exceptions import HTTPException
 
 from gateway import logs
 from gateway.context import RequestContext
@@ -13,54 +14,45 @@ from gateway.errors import GatewayError
 from gateway.handlers.responses import error_response
 from gateway.memory import idle_trim
 from gateway.rest import routes
-from gateway.runtime import get_gateway
+from gateway.rest.client_address import client_ip
+from gateway.rest.http_errors import from_http_exception
+from gateway.rest.unread_body import refuse_unread_body
+from gateway.runtime import current_gateway, get_gateway
 
 
-def _client_ip(request: Any) -> str | None:
-    """The caller's address with the host part dropped: enough for abuse triage, no more."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    ip = forwarded.split(",")[0].strip() or (request.remote_addr or "")
-    if not ip:
-        return None
-    if ":" in ip:  # IPv6: keep the /48
-        return ":".join(ip.split(":")[:3]) + "::"
-    parts = ip.split(".")
-    return ".".join(parts[:3] + ["0"]) if len(parts) == 4 else None
-
-
-_FRAMEWORK_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    431: "headers_too_large",
-}
+def _client_ip(request: Any, gw: Any = None) -> str | None:
+    gw = gw if gw is not None else current_gateway()
+    return client_ip(request, gw.config if gw is not None else None)
 
 
 def framework_error(exc: Any) -> Response:
     """JSON for errors raised by Flask/werkzeug before :func:`handle` runs.
 
     functions-framework's own URL rules refuse some paths (a ``%0A`` in it, ``/robots.txt``)
-    with an HTML page; this keeps the one error shape on every route.
+    with an HTML page; this keeps the one error shape, and CORS headers, on every route.
     """
     from flask import request
 
-    status = int(getattr(exc, "code", None) or 500)
     ctx = RequestContext(method=request.method, path=request.path)
     ctx.route = "unrouted"
-    message = "no route for this path" if status == 404 else str(getattr(exc, "name", "error"))
-    code = _FRAMEWORK_CODES.get(status, "internal" if status >= 500 else "bad_request")
-    response = error_response(ctx, GatewayError(message, status=status, code=code))
+    response = error_response(ctx, from_http_exception(exc))
     response.headers["X-Request-Id"] = ctx.request_id
-    ctx.status = status
-    logs.access(ctx, _client_ip(request))
+    gw = None
+    try:
+        gw = get_gateway()
+        response.headers.update(gw.cors.headers(request))
+    except Exception:  # a broken configuration is reported by the routes themselves
+        pass
+    logs.access(ctx, _client_ip(request, gw))
     return response
 
 
 def handle(request: Any) -> Response:
     idle_trim.started()
     try:
-        return _handle(request)
+        response = _handle(request)
+        refuse_unread_body(request)
+        return response
     finally:
         idle_trim.finished()
 
@@ -84,6 +76,10 @@ def _handle(request: Any) -> Response:
             response = route.handler(gw, request, ctx, **found.params)
     except GatewayError as exc:
         response = error_response(ctx, exc)
+        if exc.detail:
+            logs.backend_error(ctx, exc.detail)
+    except HTTPException as exc:  # werkzeug's refusals while parsing (multipart limits)
+        response = error_response(ctx, from_http_exception(exc))
     except Exception:
         ctx.error_code = "internal"
         logs.error(ctx, "unhandled error", traceback.format_exc())
@@ -98,5 +94,5 @@ def _handle(request: Any) -> Response:
     response.headers["X-Request-Id"] = ctx.request_id
     if gw is not None and request.method != "OPTIONS":
         response.headers.update(gw.cors.headers(request))
-    logs.access(ctx, _client_ip(request))
+    logs.access(ctx, _client_ip(request, gw))
     return response

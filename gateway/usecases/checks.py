@@ -6,9 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.config import ServiceConfig
+from gateway.backends.base import Backend
+from gateway.config import Limits, ServiceConfig
 from gateway.context import RequestContext
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import (
+    BackendUnavailable,
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    UndecodableImage,
+    UnsupportedImage,
+)
+from gateway.pipeline import decode_budget, image_faults
 from gateway.pipeline.images import ImageInfo, probe
 
 
@@ -27,6 +36,27 @@ def require_kind(service: ServiceConfig, kind: str) -> None:
         )
 
 
+def faults_before_outage(
+    images: Sequence[bytes],
+    infos: Sequence[ImageInfo],
+    limits: Limits,
+    backend: Backend,
+    deadline: float,
+) -> None:
+    """A quick 503 while the model server is known to be down, but an image's own fault
+    first: each image is decoded once (the request ends here either way) so a truncated
+    one gets its 422, not a 503 it would retry for ever."""
+    try:
+        backend.ensure_reachable(deadline)
+    except BackendUnavailable:
+        for i, (data, info) in enumerate(zip(images, infos, strict=True)):
+            try:
+                image_faults.check_decodable(limits, data, info)
+            except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
+                raise for_instance(exc, i, len(images)) from exc
+        raise
+
+
 def for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:
     """The same error, naming the instance when a request carries several images."""
     if count == 1:
@@ -37,13 +67,15 @@ def for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:
 
 
 def check_images(
-    ctx: RequestContext, images: Sequence[bytes], max_pixels: int, quota: Quota
+    ctx: RequestContext, images: Sequence[bytes], limits: Limits, quota: Quota
 ) -> list[ImageInfo]:
-    """Header checks of every image before any model work, then the quota."""
+    """Header checks of every image (format, pixels, decoded size) before any model work,
+    then the quota."""
     infos = []
     for i, data in enumerate(images):
         try:
-            info = probe(data, max_pixels)
+            info = probe(data, limits.max_pixels)
+            decode_budget.check(limits, info)
         except GatewayError as exc:
             if i == 0:
                 ctx.image = {"bytes": len(data), "width": None, "height": None, "format": None}

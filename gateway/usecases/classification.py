@@ -11,10 +11,17 @@ from gateway.backends.base import Backend, Classifier, ImageInput
 from gateway.config import CLASSIFICATION, Limits
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
+from gateway.pipeline import decode_budget
 from gateway.pipeline.images import ImageInfo
 from gateway.pipeline.whole import whole_image
 from gateway.registry import Service
-from gateway.usecases.checks import Quota, check_images, for_instance, require_kind
+from gateway.usecases.checks import (
+    Quota,
+    check_images,
+    faults_before_outage,
+    for_instance,
+    require_kind,
+)
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,16 @@ def classify(
     cfg = service.config
     require_kind(cfg, CLASSIFICATION)
     ctx.instances = len(images)
-    infos = check_images(ctx, images, limits.max_pixels, quota)
+    infos = check_images(ctx, images, limits, quota)
     backend = cast(Classifier, backend or service.backend)
     deadline = time.monotonic() + cfg.backend.timeout_s
-    backend.ensure_reachable(deadline)
+    faults_before_outage(images, infos, limits, backend, deadline)  # a quick 503 when down
     inputs = []
     for i, (data, info) in enumerate(zip(images, infos, strict=True)):
         try:
-            inputs.append(ImageInput(whole_image(data, info, cfg.max_side, limits.max_pixels)))
+            with decode_budget.decoding(limits, info):
+                encoded = whole_image(data, info, cfg.max_side, limits.max_pixels)
+            inputs.append(ImageInput(encoded))
         except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
             raise for_instance(exc, i, len(images)) from exc
     result = backend.classify(inputs, deadline)

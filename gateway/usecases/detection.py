@@ -11,10 +11,17 @@ from gateway.backends.base import Backend, Detector
 from gateway.config import DETECTION, Limits
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
+from gateway.pipeline import decode_budget
 from gateway.pipeline import merge as merging
 from gateway.pipeline.slide import SlideResult, detect_slide
 from gateway.registry import Service
-from gateway.usecases.checks import Quota, check_images, for_instance, require_kind
+from gateway.usecases.checks import (
+    Quota,
+    check_images,
+    faults_before_outage,
+    for_instance,
+    require_kind,
+)
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,15 @@ def detect(
     require_kind(cfg, DETECTION)
     threshold = cfg.threshold if threshold is None else threshold
     ctx.instances, ctx.threshold = len(images), threshold
-    infos = check_images(ctx, images, limits.max_pixels, quota)
+    infos = check_images(ctx, images, limits, quota)
     backend = cast(Detector, backend or service.backend)
     deadline = time.monotonic() + cfg.backend.timeout_s
-    backend.ensure_reachable(deadline)  # a quick 503 before any decoding when it is down
+    faults_before_outage(images, infos, limits, backend, deadline)  # a quick 503 when down
     slides = []
     for i, (data, info) in enumerate(zip(images, infos, strict=True)):
         try:
-            result = detect_slide(data, info, cfg, backend, deadline, limits.max_pixels)
+            with decode_budget.decoding(limits, info):  # waits for memory, or 503
+                result = detect_slide(data, info, cfg, backend, deadline, limits.max_pixels)
         except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
             raise for_instance(exc, i, len(images)) from exc  # the image's fault, not the model's
         kept = merging.above(result.detections, threshold)

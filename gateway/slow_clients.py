@@ -1,0 +1,391 @@
+"""Slow and idle connections cost a socket, never a thread.
+
+gunicorn's threaded worker hands every new connection to a thread, which waits up to 5 s
+for a first byte and then blocks, with no time limit, until the request head is complete:
+eight connections that send half a header held all of a worker's threads, and
+``/healthz`` went unanswered.  Here the worker's event loop reads request heads itself,
+without a thread, until the blank line that ends them; only then does a thread take the
+connection.  A head must be complete within ``HEADER_TIMEOUT_S`` of the connection (or,
+on a kept-alive connection, of its first byte), else the connection is closed.
+
+A body of up to ``GATHER_BODY_MAX_BYTES`` (declared by ``Content-Length``) is gathered
+by the loop too, while the worker holds less than ``GATHER_TOTAL_MAX_BYTES`` of such
+bodies.  A larger one is read by the thread that serves the request.  Either way a body
+has a deadline: a grace of ``BODY_GRACE_S`` plus its declared length at ``BODY_MIN_RATE``
+bytes a second.  In the loop a late connection is closed; in a thread a watchdog shuts
+the socket's read side, the read in progress ends, and the caller is answered ``408``.
+Nothing is read from a socket without a deadline.
+
+A connection closed after its answer lingers (up to ``LINGER_S``, draining at most
+``LINGER_MAX_BYTES``) so the client reads the answer before the socket is reset; gunicorn
+does that in its event loop, where a client that neither sends nor closes stalled every
+other connection for 2 s.  The watchdog's thread does it here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import selectors
+import socket
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from werkzeug.exceptions import RequestTimeout
+
+
+def _env_number(name: str, default: float) -> float:
+    """A deployment behind slow links may allow more time (``GATEWAY_*`` variables)."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+HEADER_TIMEOUT_S = _env_number("GATEWAY_HEADER_TIMEOUT_S", 10.0)
+HEAD_GATHER_MAX_BYTES = 64 * 1024  # beyond this the parser takes over, under the deadline
+GATHER_BODY_MAX_BYTES = 4 * 1024 * 1024
+GATHER_TOTAL_MAX_BYTES = 64 * 1024 * 1024
+_CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?\n", re.I)
+BODY_GRACE_S = _env_number("GATEWAY_BODY_GRACE_S", 10.0)
+# Bytes a second, on average, once the grace is spent.
+BODY_MIN_RATE = _env_number("GATEWAY_BODY_MIN_RATE", 64 * 1024)
+CHUNKED_BODY_BYTES = 32 * 1024 * 1024  # the deadline of a body without a length
+RECV_BYTES = 256 * 1024
+WATCHDOG_TICK_S = 0.2
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 64 * 1024
+
+
+class BodyTimeout(RequestTimeout):
+    """The body was not sent within its deadline (answered 408 like werkzeug's own)."""
+
+
+class Watchdog:
+    """Shuts a connection's read side once its deadline passes."""
+
+    def __init__(self) -> None:
+        self._deadlines: dict[Any, float] = {}
+        self._expired: set[int] = set()
+        self._lingering: list[list[Any]] = []  # [socket, deadline, bytes drained]
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        if self._thread is None:  # started in the worker, after the fork
+            self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+            self._thread.start()
+
+    def watch(self, conn: Any, deadline: float) -> None:
+        with self._lock:
+            self._deadlines[conn] = deadline
+            self._start()
+
+    def linger(self, sock: socket.socket) -> None:
+        """Close after the client has read the answer, without holding a thread."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        with self._lock:
+            self._lingering.append([sock, time.monotonic() + LINGER_S, 0])
+            self._start()
+
+    def _drain_lingering(self, now: float) -> None:
+        with self._lock:
+            lingering, self._lingering = self._lingering, []
+        keep = []
+        for entry in lingering:
+            sock, deadline, drained = entry
+            done = now >= deadline or drained >= LINGER_MAX_BYTES
+            while not done:
+                try:
+                    data = sock.recv(16384)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    data = b""
+                entry[2] += len(data)
+                done = not data or entry[2] >= LINGER_MAX_BYTES
+            if done:
+                sock.close()
+            else:
+                keep.append(entry)
+        with self._lock:
+            self._lingering.extend(keep)
+
+    def unwatch(self, conn: Any) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def expired(self, conn: Any) -> bool:
+        with self._lock:
+            return id(conn) in self._expired
+
+    def forget(self, conn: Any) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+            self._expired.discard(id(conn))
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                due = [c for c, d in self._deadlines.items() if d <= now]
+                for conn in due:
+                    del self._deadlines[conn]
+                    self._expired.add(id(conn))
+            for conn in due:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RD)  # the blocked read returns at once
+                except OSError:
+                    pass
+            self._drain_lingering(now)
+
+
+class WatchedBody:
+    """A request body that stops being watched once read to its end."""
+
+    def __init__(self, body: Any, length: int | None, done: Any, timed_out: Any) -> None:
+        self._body = body
+        self._left = length
+        self._done = done
+        self._timed_out = timed_out
+        self.finished = False
+
+    def _after(self, data: bytes, asked: int | None) -> bytes:
+        if self._timed_out():
+            raise BodyTimeout("the request body was not sent in time")
+        if self._left is not None:
+            self._left -= len(data)
+        if not data and asked != 0 or (self._left is not None and self._left <= 0):
+            self.finished = True
+            self._done()
+        return data
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._after(self._body.read(size), size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._after(self._body.readline(size), size)
+
+    def __iter__(self) -> WatchedBody:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._body, name)
+
+
+def _body_length(req: Any) -> tuple[bool, int | None]:
+    """(has a body, its declared length or None when chunked)."""
+    length, chunked = None, False
+    for name, value in req.headers:
+        if name == "CONTENT-LENGTH":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif name == "TRANSFER-ENCODING" and "chunked" in value.lower():
+            chunked = True
+    if chunked:
+        return True, None
+    return bool(length), length
+
+
+_conn_classes: list[type] = []
+
+
+def _conn_class() -> type:
+    """gunicorn's connection, closed by lingering in the watchdog's thread."""
+    if not _conn_classes:
+        from gunicorn.workers.gthread import TConn
+
+        class LingeringConn(TConn):
+            watchdog: Watchdog
+
+            def close(self, graceful: bool = False) -> None:
+                release = getattr(self, "gateway_release", None)
+                if release is not None:  # closed by gunicorn while still being gathered
+                    self.gateway_release = None
+                    release()
+                if graceful:
+                    self.watchdog.linger(self.sock)
+                else:
+                    super().close()
+
+        _conn_classes.append(LingeringConn)
+    return _conn_classes[0]
+
+
+class SlowClientGuard:
+    """Mixed into gunicorn's ``ThreadWorker``: heads gathered by the event loop, bodies
+    under a deadline.  Only gunicorn's documented worker methods are overridden."""
+
+    _watchdog: Watchdog | None = None
+
+    @property
+    def watchdog(self) -> Watchdog:
+        if self._watchdog is None:
+            self._watchdog = Watchdog()
+        return self._watchdog
+
+    # -- heads, in the event loop ----------------------------------------------------------
+
+    def accept(self, listener: Any) -> None:
+        try:
+            client_sock, client_addr = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        self.nr_conns += 1
+        conn = _conn_class()(self.cfg, client_sock, client_addr, listener.getsockname())
+        conn.watchdog = self.watchdog
+        self._gather_head(conn)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection sends its next request: its head is gathered first."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._gather_head(conn)
+
+    _gathered_bytes = 0  # bodies' bytes held by connections the loop is reading
+
+    def _gather_head(self, conn: Any) -> None:
+        conn.gateway_head = bytearray()
+        conn.gateway_wants = None  # bytes of head and body to gather, once the head is in
+        conn.timeout = time.monotonic() + HEADER_TIMEOUT_S
+        conn.sock.setblocking(False)
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
+
+    def _on_head_bytes(self, conn: Any, client: Any) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away before its request was complete
+            self._drop_pending(conn)
+            conn.close()
+            return
+        conn.gateway_head += data
+        if conn.gateway_wants is None:
+            conn.gateway_wants = self._bytes_to_gather(conn)
+            if conn.gateway_wants is None:
+                return  # the head is not complete yet
+        if len(conn.gateway_head) < conn.gateway_wants:
+            return
+        self._drop_pending(conn, closing=False)
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def _bytes_to_gather(self, conn: Any) -> int | None:
+        """Head and body length to gather in the loop; None while the head is incomplete,
+        0 to hand the connection to a thread now."""
+        head = conn.gateway_head
+        end = head.find(b"\r\n\r\n")
+        end = end + 4 if end >= 0 else head.find(b"\n\n") + 2 if b"\n\n" in head else -1
+        if end < 0:
+            return None if len(head) <= HEAD_GATHER_MAX_BYTES else 0
+        m = _CONTENT_LENGTH.search(head, 0, end)
+        length = int(m.group(1)) if m else 0
+        have = len(head) - end
+        if length <= have or length > GATHER_BODY_MAX_BYTES:
+            return 0
+        if self._gathered_bytes + length > GATHER_TOTAL_MAX_BYTES:
+            return 0
+        self._gathered_bytes += length  # reserved until the connection leaves the loop
+        conn.gateway_release = partial(self._release_gathered, length)
+        conn.timeout = time.monotonic() + BODY_GRACE_S + length / BODY_MIN_RATE
+        self._requeue_pending(conn)
+        return end + length
+
+    def _requeue_pending(self, conn: Any) -> None:
+        """Pending connections stay sorted by deadline (gunicorn closes them in order)."""
+        self.pending_conns.remove(conn)
+        at = len(self.pending_conns)
+        while at > 0 and self.pending_conns[at - 1].timeout > conn.timeout:
+            at -= 1
+        self.pending_conns.insert(at, conn)
+
+    def _release_gathered(self, length: int) -> None:
+        self._gathered_bytes -= length
+
+    def _drop_pending(self, conn: Any, closing: bool = True) -> None:
+        release = getattr(conn, "gateway_release", None)
+        if release is not None:
+            conn.gateway_release = None
+            release()
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            self.pending_conns.remove(conn)
+        except ValueError:
+            pass
+        if closing:
+            self.nr_conns -= 1
+
+    def _cap_keepalive(self, deadline: float) -> None:
+        """Stopping: connections still sending a head get what kept-alive ones get."""
+        super()._cap_keepalive(deadline)
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
+
+    # -- the thread's part -----------------------------------------------------------------
+
+    def handle(self, conn: Any) -> Any:
+        head = bytes(getattr(conn, "gateway_head", b""))
+        conn.gateway_head = bytearray()
+        deadline = time.monotonic() + HEADER_TIMEOUT_S
+        if head:
+            deadline = conn.timeout  # set when the loop started gathering it
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(head)
+        # A head larger than what the loop gathers (or pipelined behind the last request)
+        # is parsed here, still on time.
+        self.watchdog.watch(conn, deadline)
+        try:
+            return super().handle(conn)
+        finally:
+            self.watchdog.forget(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        self.watchdog.unwatch(conn)  # the head is in
+        has_body, length = _body_length(req)
+        body = None
+        if has_body and req.body is not None:
+            size = length if length is not None else CHUNKED_BODY_BYTES
+            self.watchdog.watch(conn, time.monotonic() + BODY_GRACE_S + size / BODY_MIN_RATE)
+            req.body = body = WatchedBody(
+                req.body,
+                length,
+                done=partial(self.watchdog.unwatch, conn),
+                timed_out=partial(self.watchdog.expired, conn),
+            )
+        try:
+            keep_alive = super().handle_request(req, conn)
+        finally:
+            self.watchdog.unwatch(conn)
+        # A body the answer did not need (a refusal) is not drained: gunicorn would read
+        # the rest of it, for up to 5 s of a thread.  The connection closes instead.
+        return keep_alive and (body is None or body.finished)
