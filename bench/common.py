@@ -15,7 +15,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the integration tests' process helpers
 
-from procs import DATA, VENV_BIN, Proc, free_port, start_gateway  # noqa: E402
+from helpers import DATA, VENV_BIN  # noqa: E402
+from procs import Proc, free_port, start_gateway  # noqa: E402
 
 __all__ = [
     "DATA",

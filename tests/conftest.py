@@ -13,9 +13,9 @@ def firestore_emulator():
     """One Firestore emulator process for the whole run (npm ``@firestore-emulator/server``).
 
     ``.host`` ("127.0.0.1:PORT"), ``.project``, ``.env()`` (FIRESTORE_EMULATOR_HOST and
-    GOOGLE_CLOUD_PROJECT for a gateway process), ``.client()``, ``.stop()`` / ``.start()`` /
-    ``.restart()`` (an outage that keeps the data), ``.pause()`` / ``.resume()`` (a hung
-    server) and ``.clear()``.  A test that stops it must start it again.
+    GOOGLE_CLOUD_PROJECT for a gateway process), ``.client()``, ``.stop()`` / ``.start()``
+    (an outage that keeps the data) and ``.pause()`` / ``.resume()`` (a hung server).  A
+    test that stops it must start it again.
     """
     emulator = FirestoreEmulator()
     try:

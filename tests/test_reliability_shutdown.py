@@ -12,7 +12,8 @@ import threading
 import time
 
 import pytest
-from loadgen import Outcome, predict_call, send, synthetic_slide
+from helpers import synthetic_slide
+from loadgen import Outcome, predict_call, send
 from procs import start_gateway, start_model_server
 
 PLATFORM_GRACE_S = 10.0

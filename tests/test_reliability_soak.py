@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from bad_images import corpus
+from helpers import REPO, real_slides, synthetic_slide
 from loadgen import (
     Call,
     Outcome,
@@ -32,12 +33,10 @@ from loadgen import (
     idle_rss_bytes,
     percentile,
     predict_call,
-    real_slides,
     run_load,
     send,
-    synthetic_slide,
 )
-from procs import REPO, start_gateway, start_model_server
+from procs import start_gateway, start_model_server
 
 from gateway.config import DEFAULT_MAX_PIXELS
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
+from helpers import today
 from usage_helpers import make_recorder, serve
 
 from gateway.errors import QuotaExceeded
 from gateway.usage.records import daily_doc_id, quota_doc_id
-
-
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 @pytest.fixture
@@ -41,7 +38,7 @@ def _records(client, prefix: str = "") -> dict[str, dict]:
 
 def _daily(client, principal: str, service: str = "eos", prefix: str = "") -> dict:
     ref = client.collection(f"{prefix}usage_daily").document(
-        daily_doc_id(principal, service, _today())
+        daily_doc_id(principal, service, today())
     )
     snap = ref.get()
     assert snap.exists, f"no usage_daily document for {principal}"
@@ -75,7 +72,7 @@ def test_good_and_failed_requests_are_recorded_with_counters(
     assert good["latency_ms"]["total"] >= 0
     assert good["backend"] == {"model": "eos", "version": "1"}
     assert isinstance(good["ts"], datetime)
-    assert good["day"] == _today()
+    assert good["day"] == today()
     failed = records[bad.request_id]
     assert failed["status"] == 504
     assert failed["error_code"] == "backend_timeout"
@@ -84,7 +81,7 @@ def test_good_and_failed_requests_are_recorded_with_counters(
     daily = _daily(client, "key:lab")
     assert daily["principal"] == "key:lab"
     assert daily["service"] == "eos"
-    assert daily["day"] == _today()
+    assert daily["day"] == today()
     assert (daily["requests"], daily["errors"], daily["images"]) == (2, 1, 2)
     assert (daily["tiles"], daily["detections"]) == (2, 6)
     # nothing secret or heavy in a record
@@ -103,7 +100,7 @@ def test_prefix_and_principals_with_slashes(firestore_emulator, firestore_projec
     assert list(_records(client, "staging_")) == [ctx.request_id]
     daily = _daily(client, principal, prefix="staging_")
     assert daily["principal"] == principal and daily["requests"] == 1
-    doc_id = daily_doc_id(principal, "eos", _today())
+    doc_id = daily_doc_id(principal, "eos", today())
     assert "/" not in doc_id and doc_id.count("__") == 2
 
 
@@ -209,7 +206,7 @@ def test_outage_spools_logs_and_flushes_exactly_once(
     assert set(records) == set(before + during + after)
     for rid in during:
         assert records[rid]["spooled"] is True
-        assert records[rid]["day"] == _today()
+        assert records[rid]["day"] == today()
     daily = _daily(client, "key:lab")
     assert daily["requests"] == len(before + during + after)
     assert daily["images"] == len(before + during + after)

@@ -5,20 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
+from helpers import REPO, today
 from usage_helpers import make_recorder, serve
 
 from gateway.context import RequestContext
 from gateway.usage.records import record_from_context
 from gateway.usage.sqlite_store import SQLiteStore
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def _config(path: Path, **extra) -> dict:
@@ -37,9 +31,9 @@ def test_records_and_counters(tmp_path, monkeypatch):
     good = records[ok.request_id]
     assert good["image"] == {"bytes": 1234, "width": 64, "height": 48, "format": "jpeg"}
     assert good["backend"] == {"model": "eos", "version": "1"}
-    assert good["latency_ms"]["backend"] == 5.0 and good["day"] == _today()
+    assert good["latency_ms"]["backend"] == 5.0 and good["day"] == today()
     assert records[bad.request_id]["error_code"] == "backend_unavailable"
-    daily = store.daily("key:lab", "eos", _today())
+    daily = store.daily("key:lab", "eos", today())
     assert (daily["requests"], daily["errors"], daily["images"], daily["detections"]) == (
         2,
         1,
@@ -91,7 +85,7 @@ def test_many_threads(tmp_path, monkeypatch):
     assert not errors
     store = SQLiteStore(db)
     assert len(list(store.records())) == 200
-    assert store.daily("key:t", "eos", _today())["requests"] == 200
+    assert store.daily("key:t", "eos", today())["requests"] == 200
 
 
 _WORKER = """
@@ -114,4 +108,4 @@ def test_many_processes(tmp_path):
     assert [p.wait(timeout=180) for p in procs] == [0, 0, 0, 0]
     store = SQLiteStore(db)
     assert len(list(store.records())) == 160
-    assert store.daily("key:p", "eos", _today())["requests"] == 160
+    assert store.daily("key:p", "eos", today())["requests"] == 160

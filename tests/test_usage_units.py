@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from gateway.config import ConfigError, parse_config
 from gateway.context import RequestContext
@@ -22,8 +23,6 @@ from gateway.usage.records import (
 )
 from gateway.usage.report import percentile, summarize
 from gateway.usage.settings import usage_settings
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
