@@ -6,6 +6,12 @@ import uuid
 
 import pytest
 from firestore_emulator import EmulatorError, FirestoreEmulator
+from hypothesis import HealthCheck, settings
+
+# No property test depends on how fast this machine is: no per-example deadline, and no
+# health check failing because generating examples was slow while other work ran.
+settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gateway")
 
 
 @pytest.fixture(scope="session")

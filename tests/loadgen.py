@@ -70,16 +70,19 @@ class RssSampler:
         self._thread.join(5)
 
 
-def idle_rss_bytes(pgid: int, settle_s: float = 1.5) -> int:
-    """RSS of an idle gateway: the lowest of a few samples, taken once workers idle for
-    ``IDLE_TRIM_AFTER_S`` have given freed memory back (gateway.memory)."""
+def idle_rss_bytes(pgid: int, settle_s: float = 1.5, bound_s: float = 30.0) -> int:
+    """RSS of an idle gateway: the lowest sample, once workers idle for
+    ``IDLE_TRIM_AFTER_S`` have given freed memory back (gateway.memory) and no sample for
+    ``settle_s`` went lower; on a busy machine that takes longer, up to ``bound_s``."""
     time.sleep(IDLE_TRIM_AFTER_S)
-    samples = []
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        samples.append(group_rss_bytes(pgid))
+    lowest = group_rss_bytes(pgid)
+    lowered = start = time.monotonic()
+    while time.monotonic() - lowered < settle_s and time.monotonic() - start < bound_s:
         time.sleep(0.25)
-    return min(samples)
+        sample = group_rss_bytes(pgid)
+        if sample < lowest:
+            lowest, lowered = sample, time.monotonic()
+    return lowest
 
 
 # --- requests ---------------------------------------------------------------------------------
