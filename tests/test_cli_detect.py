@@ -61,7 +61,7 @@ def test_folder_in_process_json(slides: Path) -> None:
     assert by_name["a.jpg"]["count"] == 3 and by_name["b.png"]["count"] == 2
     a = by_name["a.jpg"]
     assert (a["width"], a["height"]) == (520, 300) and a["error"] is None
-    assert len(a["detections"]) == 3 and a["seconds"] >= 0
+    assert len(a["detections"]) == 3 and isinstance(a["seconds"], float)
     assert all(set(d) == {"box", "score", "label"} for d in a["detections"])
     assert doc["failed"] == 0
     assert "[2/2]" in r.stderr  # progress for more than one slide, on stderr

@@ -69,7 +69,7 @@ def test_good_and_failed_requests_are_recorded_with_counters(
     assert good["detections"] == 6
     assert good["threshold"] == 0.3
     assert good["latency_ms"]["backend"] == 5.0
-    assert good["latency_ms"]["total"] >= 0
+    assert isinstance(good["latency_ms"]["total"], float)
     assert good["backend"] == {"model": "eos", "version": "1"}
     assert isinstance(good["ts"], datetime)
     assert good["day"] == today()
