@@ -14,6 +14,8 @@ import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ def real_photo(name: str) -> Path:
     if path.is_file():
         return path
     message = (
-        f"needs the real photograph {name}, not found in {DATA} (the real slides are not "
+        f"needs {name} of the real slide photographs, not found in {DATA} (they are not "
         "in the repository; set GATEWAY_TEST_DATA to their folder)"
     )
     if DATA_REQUIRED:
@@ -83,6 +85,22 @@ def synthetic_slide(width: int, height: int, n_cells: int, seed: int, fmt: str) 
     """A synthetic slide with ``n_cells`` eosinophils apart from each other, encoded."""
     cells = random_cells(width, height, n_cells, seed=seed, min_gap=8) if n_cells else []
     return encode(make_slide(width, height, cells, seed=seed), fmt)
+
+
+# --- waiting -----------------------------------------------------------------------------------
+
+WAIT_S = 120.0  # how long a condition may take on a busy machine: slow is not broken
+
+
+def wait_until(cond: Callable[[], bool], what: str, bound_s: float = WAIT_S) -> None:
+    """Poll ``cond`` until it holds; fail saying ``what`` did not happen within ``bound_s``.
+
+    Tests wait for what they need this way, never for a guessed time."""
+    end = time.monotonic() + bound_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {bound_s} s: {what}")
+        time.sleep(0.01)
 
 
 # --- keys, dates, the command line ------------------------------------------------------------

@@ -11,16 +11,15 @@ import threading
 import time
 
 import pytest
+from helpers import WAIT_S, wait_until
 
 from gateway import memory
 from gateway.memory import IdleTrim, _malloc_trim
 
-WAIT_S = 60.0  # how long a trim that is due may take to happen on a busy machine
-
 
 class FakeClock:
     """Stands in for the ``time`` module inside gateway.memory: ``sleep`` returns when the
-    test has moved the clock far enough (or after a real minute, as a safety net)."""
+    test has moved the clock far enough (or after WAIT_S of real time, as a safety net)."""
 
     def __init__(self) -> None:
         self.now = 1024.0  # whole and binary fractions of a second: exact sums
@@ -48,16 +47,6 @@ def clock(monkeypatch) -> FakeClock:
     return fake
 
 
-def _wait_for(cond) -> bool:
-    """Until ``cond()`` holds, for a generous real-time bound."""
-    end = time.monotonic() + WAIT_S
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
-
-
 def _settle() -> None:
     """Real time for the trimmer's thread to act on what just happened, if it would."""
     time.sleep(0.2)
@@ -83,7 +72,7 @@ def test_trims_once_after_the_last_request_and_never_while_busy(clock):
     _settle()
     assert calls == []  # not idle for after_s yet
     clock.advance(0.5)
-    assert _wait_for(lambda: len(calls) == 1)
+    wait_until(lambda: len(calls) == 1, "the trim")
     assert calls[0] >= done + 2.0
     clock.advance(60.0)
     _settle()
@@ -91,7 +80,7 @@ def test_trims_once_after_the_last_request_and_never_while_busy(clock):
     trim.started()
     trim.finished()
     clock.advance(2.0)
-    assert _wait_for(lambda: len(calls) == 2)
+    wait_until(lambda: len(calls) == 2, "the trim")
 
 
 def test_requests_that_keep_coming_put_the_trim_off(clock):
@@ -104,7 +93,7 @@ def test_requests_that_keep_coming_put_the_trim_off(clock):
     _settle()
     assert calls == []
     clock.advance(0.25)
-    assert _wait_for(lambda: calls == [1])
+    wait_until(lambda: calls == [1], "the trim")
 
 
 def test_concurrent_requests_are_counted(clock):
@@ -125,7 +114,7 @@ def test_concurrent_requests_are_counted(clock):
     for t in threads:
         t.join()
     clock.advance(0.125)
-    assert _wait_for(lambda: calls == [1])
+    wait_until(lambda: calls == [1], "the trim")
     clock.advance(1.0)
     _settle()
     assert calls == [1]

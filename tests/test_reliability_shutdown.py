@@ -17,11 +17,10 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from helpers import synthetic_slide
+from helpers import WAIT_S, synthetic_slide, wait_until
 from loadgen import Outcome, predict_call, send
 from procs import start_gateway, start_model_server
 
@@ -29,7 +28,6 @@ from gateway.serving import GRACEFUL_TIMEOUT_S
 
 PLATFORM_GRACE_S = 10.0
 CELLS = 2
-WAIT_S = 120.0  # bound of every wait: generous, a busy machine is slow, not broken
 SLIDE = synthetic_slide(480, 360, CELLS, 2, "JPEG")  # one tile: little work once let go
 
 
@@ -54,14 +52,6 @@ def _arrivals(path: Path) -> int:
         return 0
 
 
-def _wait_until(cond, what: str) -> None:
-    end = time.monotonic() + WAIT_S
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {WAIT_S} s: {what}")
-        time.sleep(0.05)
-
-
 def _in_flight(port: int, n: int, arrivals: Path) -> tuple[list[threading.Thread], list[Outcome]]:
     """``n`` requests, returned once every one of them is waiting on the model."""
     call = predict_call("slide", "eos", SLIDE, {200})
@@ -75,7 +65,7 @@ def _in_flight(port: int, n: int, arrivals: Path) -> tuple[list[threading.Thread
     ]
     for t in threads:
         t.start()
-    _wait_until(lambda: _arrivals(arrivals) >= before + n, f"{n} requests at the model")
+    wait_until(lambda: _arrivals(arrivals) >= before + n, f"{n} requests at the model")
     return threads, results
 
 
@@ -117,7 +107,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(slow_backend):
         control.write_text(json.dumps({"hold": True, "arrivals_file": str(arrivals)}))
         threads, results = _in_flight(gateway.port, 6, arrivals)
         os.kill(gateway.pid, signal.SIGTERM)
-        _wait_until(lambda: _connect(gateway.port) == "refused", "the listener closed")
+        wait_until(lambda: _connect(gateway.port) == "refused", "the listener closed")
         new_clients = [_connect(gateway.port) for _ in range(3)]
         assert results == []  # refused while all six are still in flight
         control.write_text("{}")  # let them go
