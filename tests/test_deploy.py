@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from procs import REPO
+from helpers import REPO
 
 from gateway.auth import build_authenticator
 from gateway.auth.cors import Cors
