@@ -15,8 +15,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the integration tests' process helpers
 
+from helpers import DATA, VENV_BIN  # noqa: E402
 from hidden_libs import library_files, without_files  # noqa: E402
-from procs import DATA, VENV_BIN, Proc, free_port, start_gateway  # noqa: E402
+from procs import Proc, free_port, start_gateway  # noqa: E402
 
 __all__ = [
     "DATA",

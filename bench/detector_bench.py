@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import DATA  # noqa: E402  (the real photographs: GATEWAY_TEST_DATA)
+
 SLIDES = ["real-slide.jpg", "real-slide-1920x1440.jpg", "real-slide-large.jpg"]
 
 _MEM_CHILD = r"""

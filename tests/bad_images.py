@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from loadgen import encode
+from helpers import encode
 from PIL import Image
 from synthetic import make_slide, random_cells
 

@@ -6,6 +6,12 @@ import uuid
 
 import pytest
 from firestore_emulator import EmulatorError, FirestoreEmulator
+from hypothesis import HealthCheck, settings
+
+# No property test depends on how fast this machine is: no per-example deadline, and no
+# health check failing because generating examples was slow while other work ran.
+settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gateway")
 
 
 @pytest.fixture(scope="session")
@@ -13,9 +19,9 @@ def firestore_emulator():
     """One Firestore emulator process for the whole run (npm ``@firestore-emulator/server``).
 
     ``.host`` ("127.0.0.1:PORT"), ``.project``, ``.env()`` (FIRESTORE_EMULATOR_HOST and
-    GOOGLE_CLOUD_PROJECT for a gateway process), ``.client()``, ``.stop()`` / ``.start()`` /
-    ``.restart()`` (an outage that keeps the data), ``.pause()`` / ``.resume()`` (a hung
-    server) and ``.clear()``.  A test that stops it must start it again.
+    GOOGLE_CLOUD_PROJECT for a gateway process), ``.client()``, ``.stop()`` / ``.start()``
+    (an outage that keeps the data) and ``.pause()`` / ``.resume()`` (a hung server).  A
+    test that stops it must start it again.
     """
     emulator = FirestoreEmulator()
     try:

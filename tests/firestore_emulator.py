@@ -17,11 +17,11 @@ import signal
 import subprocess
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 PACKAGE = "@firestore-emulator/server"
 
 # Runs inside node.  One gRPC server object serves one shared state for the life of the
@@ -53,7 +53,6 @@ const commands = {
     if (address) { grpcServer.unbind(address); grpcServer.drain(address, 0); address = null; }
     say({ event: "stopped" });
   },
-  clear() { fs.state.clear(); say({ event: "cleared" }); },
 };
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
@@ -95,11 +94,11 @@ class FirestoreEmulator:
         node = shutil.which("node")
         if node is None:
             raise EmulatorError("node is not installed")
-        if not (REPO_ROOT / "node_modules" / PACKAGE).is_dir():
-            raise EmulatorError(f"{PACKAGE} is missing: run `npm ci` in {REPO_ROOT}")
+        if not (REPO / "node_modules" / PACKAGE).is_dir():
+            raise EmulatorError(f"{PACKAGE} is missing: run `npm ci` in {REPO}")
         self._proc = subprocess.Popen(
             [node, "-e", _LAUNCHER, str(self.port)],
-            cwd=REPO_ROOT,
+            cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -171,10 +170,6 @@ class FirestoreEmulator:
             return
         self._command("start", "listening")
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def pause(self) -> None:
         """Freeze the process: connections stay open but nothing answers (a hung server)."""
         if self.running and not self._paused:
@@ -186,10 +181,6 @@ class FirestoreEmulator:
         if self._proc is not None and self._paused:
             os.kill(self._proc.pid, signal.SIGCONT)
             self._paused = False
-
-    def clear(self) -> None:
-        """Delete every document of every project."""
-        self._command("clear", "cleared")
 
     # -- clients -------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 import math
 import os
@@ -23,9 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from procs import DATA
-from synthetic import make_slide, random_cells
 
 from gateway.memory import IDLE_TRIM_AFTER_S
 
@@ -74,43 +70,19 @@ class RssSampler:
         self._thread.join(5)
 
 
-def idle_rss_bytes(pgid: int, settle_s: float = 1.5) -> int:
-    """RSS of an idle gateway: the lowest of a few samples, taken once workers idle for
-    ``IDLE_TRIM_AFTER_S`` have given freed memory back (gateway.memory)."""
+def idle_rss_bytes(pgid: int, settle_s: float = 1.5, bound_s: float = 30.0) -> int:
+    """RSS of an idle gateway: the lowest sample, once workers idle for
+    ``IDLE_TRIM_AFTER_S`` have given freed memory back (gateway.memory) and no sample for
+    ``settle_s`` went lower; on a busy machine that takes longer, up to ``bound_s``."""
     time.sleep(IDLE_TRIM_AFTER_S)
-    samples = []
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        samples.append(group_rss_bytes(pgid))
+    lowest = group_rss_bytes(pgid)
+    lowered = start = time.monotonic()
+    while time.monotonic() - lowered < settle_s and time.monotonic() - start < bound_s:
         time.sleep(0.25)
-    return min(samples)
-
-
-# --- images -----------------------------------------------------------------------------------
-
-
-def encode(rgb: np.ndarray | Image.Image, fmt: str, **save: Any) -> bytes:
-    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        save.setdefault("quality", 92)
-    img.save(buf, format=fmt, **save)
-    return buf.getvalue()
-
-
-def synthetic_slide(width: int, height: int, n_cells: int, seed: int, fmt: str) -> bytes:
-    cells = random_cells(width, height, n_cells, seed=seed, min_gap=8) if n_cells else []
-    return encode(make_slide(width, height, cells, seed=seed), fmt)
-
-
-def real_slides() -> dict[str, bytes]:
-    """The shared real photographs, as JPEG and re-encoded as PNG."""
-    out = {}
-    for name in ("real-slide-1920x1440.jpg", "real-slide.jpg"):
-        data = (DATA / name).read_bytes()
-        out[name] = data
-        out[name.replace(".jpg", ".png")] = encode(Image.open(io.BytesIO(data)), "PNG")
-    return out
+        sample = group_rss_bytes(pgid)
+        if sample < lowest:
+            lowest, lowered = sample, time.monotonic()
+    return lowest
 
 
 # --- requests ---------------------------------------------------------------------------------

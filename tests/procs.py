@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -16,9 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-DATA = REPO.parent / "shared" / "data"
+from helpers import GATEWAY_VARIABLES, REPO, VENV_BIN
 
 
 def free_port() -> int:
@@ -105,10 +102,6 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(5)
 
-    def restart(self, timeout: float = 60.0) -> Proc:
-        self.stop()
-        return self.start(timeout)
-
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -170,11 +163,7 @@ def start_gateway(
     port = port or free_port()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="gateway-"))
     cfg = write_config(config, workdir)
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("GATEWAY_CONFIG", "K_SERVICE", "FIRESTORE_EMULATOR_HOST")
-    }
+    full_env = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARIABLES}
     full_env.update({"PYTHONPATH": str(REPO), "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
     if cfg is not None:
         full_env["GATEWAY_CONFIG"] = str(cfg)

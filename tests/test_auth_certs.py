@@ -6,10 +6,10 @@ import base64
 import threading
 
 import pytest
+from certserver import GoogleStandIn, KeyPair
 
 from gateway.auth.certs import CertCache, cache_lifetime
 from gateway.errors import AuthUnavailable
-from tests.certserver import GoogleStandIn, KeyPair
 
 
 class FakeClock:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-from google.auth import jwt as google_jwt
-from PIL import Image
-
-from tests.certserver import (
+from certserver import (
     FIREBASE_PROJECT,
     GATEWAY_AUDIENCE,
     SA_EMAIL,
@@ -29,8 +25,10 @@ from tests.certserver import (
     google_claims,
     jws,
 )
-from tests.procs import start_gateway, start_model_server
-from tests.synthetic import make_slide
+from google.auth import jwt as google_jwt
+from helpers import encode, sha
+from procs import start_gateway, start_model_server
+from synthetic import make_slide
 
 APP_ORIGIN = "https://practice-118b5.firebaseapp.com"
 LAB_KEY = "lab-key-5d2c7a90e1f3"
@@ -38,16 +36,9 @@ OTHER_KEY = "other-key-8e4b1c0d9a7f"
 OLD_KEY = "old-key-3f6a2b8c1d0e"
 
 
-def sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def png() -> bytes:
-    img = make_slide(320, 240, [(110, 100, 40), (220, 150, 42)], seed=3)
-    out = io.BytesIO()
-    Image.fromarray(img).save(out, format="PNG")
-    return out.getvalue()
+    return encode(make_slide(320, 240, [(110, 100, 40), (220, 150, 42)], seed=3), "PNG")
 
 
 @pytest.fixture(scope="module")

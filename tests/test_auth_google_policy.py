@@ -10,15 +10,14 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from tests.certserver import (
+from certserver import (
     GATEWAY_AUDIENCE,
     SA_EMAIL,
     GoogleStandIn,
     KeyPair,
     google_claims,
 )
-from tests.procs import start_gateway
+from procs import start_gateway
 
 STRANGER = "someone@another-project.iam.gserviceaccount.com"
 

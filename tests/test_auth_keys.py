@@ -10,6 +10,7 @@ import textwrap
 import threading
 
 import pytest
+from helpers import REPO, sha
 from werkzeug.test import EnvironBuilder
 
 from gateway.auth import (
@@ -23,14 +24,9 @@ from gateway.auth.api_keys import ApiKey, ApiKeyStore, key_hash
 from gateway.config import ConfigError, parse_config
 from gateway.context import RequestContext
 from gateway.errors import AuthNotConfigured, AuthUnavailable, Forbidden, Unauthenticated
-from tests.firestore_emulator import REPO_ROOT
 
 LAB_KEY = "lab-key-7b1f0c9e2d4a"
 OLD_KEY = "old-key-00aa11bb22cc"
-
-
-def sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def keys_config(**extra) -> dict:
@@ -380,10 +376,10 @@ def test_auth_section_means_credentials_are_required(monkeypatch):
 
 
 def run_python(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), **(env_extra or {})}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO_ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

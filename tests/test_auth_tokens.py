@@ -12,13 +12,7 @@ import json
 import time
 
 import pytest
-from werkzeug.test import EnvironBuilder
-
-from gateway.auth import build_authenticator
-from gateway.config import parse_config
-from gateway.context import RequestContext
-from gateway.errors import Unauthenticated
-from tests.certserver import (
+from certserver import (
     FIREBASE_PROJECT,
     GATEWAY_AUDIENCE,
     SA_EMAIL,
@@ -29,6 +23,12 @@ from tests.certserver import (
     google_claims,
     jws,
 )
+from werkzeug.test import EnvironBuilder
+
+from gateway.auth import build_authenticator
+from gateway.config import parse_config
+from gateway.context import RequestContext
+from gateway.errors import Unauthenticated
 
 
 @pytest.fixture(scope="module")

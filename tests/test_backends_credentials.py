@@ -14,12 +14,12 @@ import threading
 import time
 
 import pytest
+from certserver import SA_EMAIL, GoogleStandIn, KeyPair
 from google.auth import jwt as google_jwt
+from helpers import REPO
 
 from gateway.backends.credentials import IdTokenSource
 from gateway.errors import BackendUnavailable
-from tests.certserver import SA_EMAIL, GoogleStandIn, KeyPair
-from tests.procs import REPO
 
 BACKEND = "https://model-abc-uc.a.run.app"
 

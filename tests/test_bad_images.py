@@ -8,10 +8,10 @@ import io
 import numpy as np
 import pytest
 from bad_images import corpus
+from helpers import encode
 from loadgen import (
     RssSampler,
     detect_call,
-    encode,
     idle_rss_bytes,
     predict_call,
     send,

@@ -8,7 +8,6 @@ hold what they promise.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -20,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_cli, sha
 from PIL import Image
-from procs import REPO, start_gateway, start_model_server, write_config
+from procs import start_gateway, start_model_server, write_config
 from synthetic import make_slide
 
 from gateway.usage.sqlite_store import SQLiteStore
@@ -29,19 +29,6 @@ from gateway.usage.sqlite_store import SQLiteStore
 CELLS_A = [(100, 90, 44), (260, 200, 46), (420, 110, 42)]
 CELLS_B = [(80, 80, 44), (300, 150, 44)]
 API_KEY = "cli-test-key-0123456789abcdef"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "K_SERVICE")}
-    full_env.update({"PYTHONPATH": str(REPO)}, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "detect", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=300,
-        cwd=REPO,
-    )
 
 
 def _save(path: Path, cells, size=(520, 300), fmt="JPEG") -> Path:
@@ -73,7 +60,7 @@ def _api(url: str, data: bytes, headers: dict[str, str] | None = None) -> dict:
 
 
 def test_folder_in_process_json(slides: Path) -> None:
-    r = run_cli(str(slides), "--json")
+    r = run_cli("detect", str(slides), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)  # stdout holds the document and nothing else
     by_name = {Path(s["path"]).name: s for s in doc["slides"]}
@@ -81,14 +68,14 @@ def test_folder_in_process_json(slides: Path) -> None:
     assert by_name["a.jpg"]["count"] == 3 and by_name["b.png"]["count"] == 2
     a = by_name["a.jpg"]
     assert (a["width"], a["height"]) == (520, 300) and a["error"] is None
-    assert len(a["detections"]) == 3 and a["seconds"] >= 0
+    assert len(a["detections"]) == 3 and isinstance(a["seconds"], float)
     assert all(set(d) == {"box", "score", "label"} for d in a["detections"])
     assert doc["failed"] == 0
     assert "[2/2]" in r.stderr  # progress for more than one slide, on stderr
 
 
 def test_counts_equal_the_api_in_both_modes(slides: Path) -> None:
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    digest = sha(API_KEY)
     gw = start_gateway({"auth": {"api_keys": [{"id": "cli", "sha256": digest}]}})
     try:
         files = sorted(p for p in slides.rglob("*") if p.suffix in (".jpg", ".png"))
@@ -99,8 +86,9 @@ def test_counts_equal_the_api_in_both_modes(slides: Path) -> None:
                 else _api_threshold(gw.url, p.read_bytes(), threshold)
                 for p in files
             }
-            local = run_cli(str(slides), "--json", "--threshold", threshold)
+            local = run_cli("detect", str(slides), "--json", "--threshold", threshold)
             remote = run_cli(
+                "detect",
                 str(slides),
                 "--json",
                 "--threshold",
@@ -140,7 +128,7 @@ def test_bad_slides_fail_alone_with_their_reason(slides: Path, tmp_path: Path) -
     notes.write_bytes(b"plain text")
     missing = tmp_path / "missing.jpg"
     table = tmp_path / "out.csv"
-    r = run_cli(str(slides), str(broken), str(notes), str(missing), "--csv", str(table))
+    r = run_cli("detect", str(slides), str(broken), str(notes), str(missing), "--csv", str(table))
     assert r.returncode == 1
     assert f"{broken}: " in r.stderr and "corrupt" in r.stderr
     assert f"{notes}: " in r.stderr and "not a supported image" in r.stderr
@@ -154,11 +142,13 @@ def test_bad_slides_fail_alone_with_their_reason(slides: Path, tmp_path: Path) -
 
 
 def test_remote_failures_carry_the_gateways_reason(slides: Path) -> None:
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    digest = sha(API_KEY)
     gw = start_gateway({"auth": {"api_keys": [{"id": "cli", "sha256": digest}]}})
     try:
-        r = run_cli(str(slides / "a.jpg"), "--url", gw.url, "--api-key", "wrong-key")
-        ok = run_cli(str(slides / "a.jpg"), "--url", gw.url, "--id-token", "not.a.token", "--json")
+        r = run_cli("detect", str(slides / "a.jpg"), "--url", gw.url, "--api-key", "wrong-key")
+        ok = run_cli(
+            "detect", str(slides / "a.jpg"), "--url", gw.url, "--id-token", "not.a.token", "--json"
+        )
     finally:
         gw.stop()
     assert r.returncode == 1 and "invalid API key" in r.stderr and "HTTP 401" in r.stderr
@@ -168,7 +158,7 @@ def test_remote_failures_carry_the_gateways_reason(slides: Path) -> None:
 
 def test_render_writes_annotated_pictures(slides: Path, tmp_path: Path) -> None:
     out = tmp_path / "renders"
-    r = run_cli(str(slides), "--render", str(out), "--json")
+    r = run_cli("detect", str(slides), "--render", str(out), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     a = Image.open(out / "a.jpg")
@@ -190,20 +180,20 @@ def test_render_writes_annotated_pictures(slides: Path, tmp_path: Path) -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = run_cli(str(empty))
+    r = run_cli("detect", str(empty))
     assert r.returncode == 2 and "no images found" in r.stderr
-    r = run_cli(str(empty), "--service", "nope")
+    r = run_cli("detect", str(empty), "--service", "nope")
     assert r.returncode == 2
     slide = _save(tmp_path / "s.jpg", CELLS_B)
-    r = run_cli(str(slide), "--service", "nope")
+    r = run_cli("detect", str(slide), "--service", "nope")
     assert r.returncode == 2 and "unknown service" in r.stderr
-    r = run_cli(str(slide), "--threshold", "1.5")
+    r = run_cli("detect", str(slide), "--threshold", "1.5")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
 
 
 def test_single_slide_table_has_no_progress(tmp_path: Path) -> None:
     slide = _save(tmp_path / "one.jpg", CELLS_A)
-    r = run_cli(str(slide))
+    r = run_cli("detect", str(slide))
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     header, row, summary = r.stdout.strip().splitlines()
@@ -238,7 +228,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def _quota_config(daily_images: int) -> dict:
-    digest = hashlib.sha256(BATCH_KEY.encode()).hexdigest()
+    digest = sha(BATCH_KEY)
     return {
         "auth": {"required": True, "api_keys": [{"id": "batch", "sha256": digest}]},
         "quotas": {"default": {"daily_images": daily_images}},

@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from procs import DATA, REPO, start_gateway, start_model_server
+from helpers import REPO, SAMPLE_SLIDE, real_photo, sha
+from procs import start_gateway, start_model_server
 
-SLIDE = DATA / "real-slide.jpg"
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -135,10 +135,12 @@ def _wait_for_result(driver, timeout: float = 120.0) -> str:
 def test_upload_shows_the_api_count(gateway, browser) -> None:
     from selenium.webdriver.common.by import By
 
-    expected = _api_count(gateway.url, SLIDE.read_bytes())
+    # A real photograph: its scores spread across the slider's range.
+    slide = real_photo("real-slide.jpg")
+    expected = _api_count(gateway.url, slide.read_bytes())
     assert expected > 0
     browser.get(gateway.url + "/")
-    browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+    browser.find_element(By.ID, "file").send_keys(str(slide))
     state = _wait_for_result(browser)
     status = browser.find_element(By.ID, "status").text
     ARTIFACTS.mkdir(exist_ok=True)
@@ -156,7 +158,7 @@ def test_upload_shows_the_api_count(gateway, browser) -> None:
     )
     shown = int(browser.find_element(By.ID, "count").text)
     assert gateway.log_text().count('"route":"detect"') == requests_before
-    assert shown == _api_count(gateway.url, SLIDE.read_bytes(), threshold=0.6)
+    assert shown == _api_count(gateway.url, slide.read_bytes(), threshold=0.6)
     assert shown < expected
     browser.save_screenshot(str(ARTIFACTS / "demo-page-threshold-0.6.png"))
 
@@ -173,22 +175,20 @@ def test_errors_are_shown_with_their_reason(gateway, browser, tmp_path: Path) ->
 
 
 def test_api_key_field_is_sent(browser) -> None:
-    import hashlib
-
     key = "demo-page-key-0123456789"
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    digest = sha(key)
     proc = start_gateway({"demo": True, "auth": {"api_keys": [{"id": "demo", "sha256": digest}]}})
     try:
         from selenium.webdriver.common.by import By
 
         browser.get(proc.url + "/")
-        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLE_SLIDE))
         assert _wait_for_result(browser) == "error"
         assert "unauthenticated" in browser.find_element(By.ID, "status").text
         browser.find_element(By.TAG_NAME, "summary").click()
         browser.find_element(By.ID, "api-key").send_keys(key)
         browser.execute_script("document.body.dataset.state = 'idle'")
-        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLE_SLIDE))
         assert _wait_for_result(browser) == "done"
         assert int(browser.find_element(By.ID, "count").text) > 0
         log = proc.log_text()
@@ -211,7 +211,7 @@ def test_a_classifier_shows_its_label(browser) -> None:
     try:
         req = urllib.request.Request(
             f"{proc.url}/v1/services/cls:classify",
-            data=SLIDE.read_bytes(),
+            data=SAMPLE_SLIDE.read_bytes(),
             headers={"Content-Type": "image/jpeg"},
             method="POST",
         )
@@ -220,7 +220,7 @@ def test_a_classifier_shows_its_label(browser) -> None:
         browser.get(proc.url + "/")
         options = [o.get_attribute("value") for o in browser.find_elements(By.TAG_NAME, "option")]
         assert options == ["cls"]  # nothing to drop an image on for a passthrough service
-        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLE_SLIDE))
         state = _wait_for_result(browser)
         assert state == "done", browser.find_element(By.ID, "status").text
         assert browser.find_element(By.ID, "count").text == expected["label"]
@@ -293,14 +293,14 @@ def test_page_works_under_a_path_prefix(gateway, browser, slash) -> None:
     proxy = PrefixProxy(gateway.port)
     try:
         browser.get(proxy.url + slash)
-        browser.find_element(By.ID, "file").send_keys(str(SLIDE))
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLE_SLIDE))
         state = _wait_for_result(browser)
         status = browser.find_element(By.ID, "status").text
         shown = browser.find_element(By.ID, "count").text
     finally:
         proxy.close()
     assert state == "done", (status, proxy.seen)
-    assert int(shown) == _api_count(gateway.url, SLIDE.read_bytes())
+    assert int(shown) == _api_count(gateway.url, SAMPLE_SLIDE.read_bytes())
     assert "/gateway/v1/services" in proxy.seen
     assert "/gateway/v1/services/eos:detect" in proxy.seen
     assert all(p.startswith("/gateway") for p in proxy.seen), proxy.seen

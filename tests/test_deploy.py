@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from procs import REPO, start_gateway
+from helpers import REPO
+from procs import start_gateway
 
 from gateway.auth import build_authenticator
 from gateway.auth.cors import Cors

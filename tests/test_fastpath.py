@@ -19,9 +19,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import jpeg, real_photo
 from hidden_libs import without_library
 from PIL import Image
-from procs import DATA, start_gateway, start_model_server
+from procs import start_gateway, start_model_server
 from synthetic import make_slide, random_cells
 
 from gateway.backends.base import TileInput
@@ -79,12 +80,6 @@ def slide_cell_size(data: bytes) -> float:
     return estimate_cell_diameter(decode(data, MAX_PIXELS).rgb)
 
 
-def jpeg(rgb: np.ndarray, **save) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", **save)
-    return buf.getvalue()
-
-
 def synthetic(width: int, height: int, n: int, seed: int) -> tuple[np.ndarray, int]:
     cells = random_cells(width, height, n, diameter=46, seed=seed, min_gap=4)
     return make_slide(width, height, cells, seed=seed), len(cells)
@@ -134,7 +129,7 @@ def uses_fast_path(data: bytes, service: ServiceConfig) -> bool:
     "name", ["real-slide-1920x1440.jpg", "real-slide-large.jpg", "real-slide.jpg"]
 )
 def test_real_slides_same_detections(servers, name):
-    data = (DATA / name).read_bytes()
+    data = real_photo(name).read_bytes()
     backend = servers(slide_cell_size(data))
     assert uses_fast_path(data, backend[0])
     fast, decoded = run(data, backend, True), run_decoded_lossless(data, backend)
@@ -157,7 +152,7 @@ def test_synthetic_slides_same_detections(backend, width, height, subsampling, s
 
 def test_tiles_are_the_submitted_pixels():
     """Each lossless tile decodes to the slide's own pixels (edges differ by chroma upsampling)."""
-    data = (DATA / "real-slide-1920x1440.jpg").read_bytes()
+    data = real_photo("real-slide-1920x1440.jpg").read_bytes()
     full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     service = ServiceConfig(name="eos")
     tiles = tiles_for(service, 1920, 1440)
@@ -198,7 +193,7 @@ def test_declined_images_still_answer(backend):
 
 
 def test_broken_jpegs_are_422_on_the_fast_path(backend):
-    data = (DATA / "real-slide-1920x1440.jpg").read_bytes()
+    data = real_photo("real-slide-1920x1440.jpg").read_bytes()
     assert jpegcut.cut(data[: len(data) // 2], [(0, 0, 960, 720)]) is None
     with pytest.raises(UndecodableImage):
         run(data[: len(data) // 2], backend, True)
@@ -208,7 +203,7 @@ def test_broken_jpegs_are_422_on_the_fast_path(backend):
 
 
 def test_plain_path_when_the_library_is_missing(backend, monkeypatch):
-    data = (DATA / "real-slide.jpg").read_bytes()
+    data = real_photo("real-slide.jpg").read_bytes()
     assert uses_fast_path(data, backend[0])
     monkeypatch.setattr(jpegcut, "_lib", None)
     monkeypatch.setattr(jpegcut, "_source", None)
@@ -223,7 +218,7 @@ def test_plain_path_when_the_library_is_missing(backend, monkeypatch):
 
 
 def test_unaligned_or_outside_regions_are_refused():
-    data = (DATA / "real-slide-1920x1440.jpg").read_bytes()
+    data = real_photo("real-slide-1920x1440.jpg").read_bytes()
     assert jpegcut.cut(data, [(8, 0, 960, 720)]) is None  # 4:2:0: MCU is 16 px
     assert jpegcut.cut(data, [(0, 0, 1921, 720)]) is None
     assert jpegcut.cut(data, [(16, 16, 16, 720)]) is None
@@ -235,7 +230,7 @@ def test_every_library_source_cuts_the_same_bytes(monkeypatch):
     sources = jpegcut.candidates()
     if WHEEL_PINNED:
         assert any(name.startswith("turbojpeg wheel") for name, _ in sources)
-    data = (DATA / "real-slide-1920x1440.jpg").read_bytes()
+    data = real_photo("real-slide-1920x1440.jpg").read_bytes()
     boxes = [(0, 0, 960, 720), (832, 0, 1920, 720), (0, 592, 960, 1440), (1904, 1424, 1920, 1440)]
     cuts = {}
     for name, path in sources:

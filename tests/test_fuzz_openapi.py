@@ -4,16 +4,16 @@ one the document allows, and every error the pinned JSON shape."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 
 import pytest
 import schemathesis
+from helpers import REPO, sha
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loadgen import shape_problem
-from procs import REPO, start_gateway
+from procs import start_gateway
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.failures import FailureGroup
 
@@ -25,7 +25,7 @@ EXAMPLES = {"post": 400, "get": 60, "options": 25}
 
 @pytest.fixture(scope="module")
 def gateway():
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    digest = sha(API_KEY)
     config = {
         "demo": True,
         "auth": {"api_keys": [{"id": "fuzz", "sha256": digest}]},

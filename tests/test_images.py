@@ -9,18 +9,13 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import encode
 from PIL import Image
 
 from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
 from gateway.pipeline.images import decode, probe
 
 LIMIT = 40_000_000
-
-
-def encode(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 def rgb_image(w=64, h=48) -> Image.Image:

@@ -8,7 +8,6 @@ gets a box around the visible part only, or is missed when little of it shows.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.backends.base import TileDetections
+from gateway.pipeline import merge as merge_module
 from gateway.pipeline.merge import merge
 from gateway.pipeline.tiling import plan_tiles
 
@@ -178,16 +178,50 @@ def test_requires_one_entry_per_tile():
         merge(tiles, [], 1920, 1440)
 
 
-def test_merge_of_5000_detections_from_9_tiles_is_linear_enough():
-    """Not a timing assertion: a guard that the pairwise step stays near-seam only."""
-    tiles = plan_tiles(2800, 2100, TILE_W, TILE_H, OVERLAP, align=16)
-    assert len(tiles) == 9
-    rng = np.random.default_rng(4)
-    cells = [(x, y, 20.0) for x in range(15, 2790, 38) for y in range(15, 2090, 38)][:2000]
-    per_tile = simulate(tiles, cells, rng, jitter=1.0)
-    total = sum(len(d.scores) for d in per_tile)
-    assert total > 2000
-    t0 = time.perf_counter()
-    merged = merge(tiles, per_tile, 2800, 2100)
-    _ = time.perf_counter() - t0  # measured in bench/, not asserted here
-    check(cells, merged, 2800, 2100)
+class _CountingUfunc:
+    def __init__(self, ufunc, counter: _CountingNumpy) -> None:
+        self._ufunc, self._counter = ufunc, counter
+
+    def __call__(self, a, b, *args, **kwargs):
+        self._counter.compared += np.broadcast(a, b).size
+        return self._ufunc(a, b, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._ufunc, name)  # .reduce and the like: not pair comparisons
+
+
+class _CountingNumpy:
+    """numpy as gateway.pipeline.merge sees it, counting the element pairs that
+    ``np.minimum`` and ``np.maximum`` compare: every test of two boxes' edges against each
+    other (overlap, intersection) goes through them."""
+
+    def __init__(self) -> None:
+        self.compared = 0
+        self.minimum = _CountingUfunc(np.minimum, self)
+        self.maximum = _CountingUfunc(np.maximum, self)
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+
+def _merge_counted(monkeypatch, width: int, height: int) -> tuple[int, int]:
+    """(detections, edge comparisons) of one merge of a slide densely packed with cells."""
+    tiles = plan_tiles(width, height, TILE_W, TILE_H, OVERLAP, align=16)
+    cells = [(x, y, 20.0) for x in range(15, width - 10, 38) for y in range(15, height - 10, 38)]
+    per_tile = simulate(tiles, cells, np.random.default_rng(4), jitter=1.0)
+    counting = _CountingNumpy()
+    with monkeypatch.context() as m:
+        m.setattr(merge_module, "np", counting)
+        merged = merge(tiles, per_tile, width, height)
+    check(cells, merged, width, height)
+    return sum(len(d.scores) for d in per_tile), counting.compared
+
+
+def test_merge_work_grows_linearly_with_the_detections(monkeypatch):
+    """Four times the slide, four times the detections: the merge compares about four times
+    as many box edges, not sixteen (all pairs).  Counted, not timed."""
+    n, compared = _merge_counted(monkeypatch, 2800, 2100)  # 9 tiles
+    n4, compared4 = _merge_counted(monkeypatch, 5600, 4200)  # 42 tiles
+    assert n > 5000 and n4 > 4 * n
+    assert compared4 / n4 < 2 * compared / n
+    assert compared4 < n4 * n4 / 100  # far from comparing every pair

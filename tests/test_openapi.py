@@ -9,16 +9,14 @@ content type, headers, body) is one the document allows.
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import re
 
 import pytest
 import schemathesis
 import yaml
+from helpers import REPO, png, sha
 from hypothesis import HealthCheck, settings
-from PIL import Image
-from procs import REPO, start_gateway
+from procs import start_gateway
 from synthetic import make_slide
 
 from gateway.rest import routes
@@ -125,7 +123,7 @@ def test_service_parameter_pattern_is_the_routers() -> None:
 
 @pytest.fixture(scope="module")
 def gateway():
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    digest = sha(API_KEY)
     config = {
         "demo": True,
         "auth": {"api_keys": [{"id": "schema-test", "sha256": digest}]},
@@ -171,10 +169,8 @@ def test_gateway_conforms_to_openapi(case, gateway) -> None:
 
 def _slide_png() -> bytes:
     """A synthetic slide with three cells, so the answers carry real detections."""
-    buf = io.BytesIO()
     cells = [(120, 100, 44), (300, 220, 46), (480, 120, 42)]
-    Image.fromarray(make_slide(640, 360, cells, seed=3)).save(buf, "PNG")
-    return buf.getvalue()
+    return png(make_slide(640, 360, cells, seed=3))
 
 
 def _validated(gateway, case, **kwargs):

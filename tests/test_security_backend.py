@@ -9,10 +9,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from tests.loadgen import synthetic_slide
-from tests.procs import start_gateway
-from tests.test_gateway_http import _raw_server
+from loadgen import synthetic_slide
+from procs import start_gateway
+from test_gateway_http import _raw_server
 
 SECRET = "SECRET-internal-path /models/eos/1/saved_model.pb tensor input_1:0"
 

@@ -12,14 +12,14 @@ import urllib.error
 import urllib.request
 
 import pytest
+from loadgen import synthetic_slide
 from PIL import Image
+from procs import free_port, start_gateway
 
 from gateway.config import parse_config
 from gateway.errors import GatewayError
 from gateway.pipeline import decode_budget
 from gateway.pipeline.decode_budget import DecodeBudget, Overloaded, decoded_bytes
-from tests.loadgen import synthetic_slide
-from tests.procs import free_port, start_gateway
 
 MB = 1024 * 1024
 

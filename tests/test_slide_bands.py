@@ -8,8 +8,8 @@ import io
 
 import numpy as np
 import pytest
+from helpers import jpeg, png, real_photo
 from PIL import Image
-from procs import DATA
 
 from gateway.pipeline import jpegcut, slide
 from gateway.pipeline.images import decode, decode_image
@@ -19,32 +19,21 @@ from gateway.pipeline.tiling import plan_tiles
 MAX_PIXELS = 40_000_000
 
 
-def _png(rgb: np.ndarray, **info) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", **info)
-    return buf.getvalue()
-
-
-def encode_pixels(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize(
-    "data",
+    "make",
     [
-        (DATA / "real-slide-1920x1440.jpg").read_bytes(),
-        _png(np.random.default_rng(1).integers(0, 255, (800, 1100, 3), dtype=np.uint8)),
+        lambda: real_photo("real-slide-1920x1440.jpg").read_bytes(),
+        lambda: png(np.random.default_rng(1).integers(0, 255, (800, 1100, 3), dtype=np.uint8)),
         # A profile and a gamma in the source must not reach the tiles.
-        _png(
+        lambda: png(
             np.random.default_rng(2).integers(0, 255, (700, 900, 3), dtype=np.uint8),
             icc_profile=b"not really a profile",
         ),
     ],
     ids=["jpeg", "png", "png-with-profile"],
 )
-def test_cropped_tiles_are_the_array_tiles(data):
+def test_cropped_tiles_are_the_array_tiles(make):
+    data = make()
     info, img = decode_image(data, MAX_PIXELS)
     rgb = decode(data, MAX_PIXELS).rgb
     tiles = plan_tiles(info.width, info.height, 480, 360, 64, align=16)
@@ -52,7 +41,7 @@ def test_cropped_tiles_are_the_array_tiles(data):
     assert [t.index for t in made] == [t.index for t in tiles]
     for t, m in zip(tiles, made, strict=True):
         assert (m.width, m.height) == (t.width, t.height)
-        assert m.encoded == encode_pixels(rgb[t.y0 : t.y1, t.x0 : t.x1])
+        assert m.encoded == jpeg(rgb[t.y0 : t.y1, t.x0 : t.x1], JPEG_QUALITY, subsampling=0)
 
 
 @pytest.mark.parametrize("split", [True, False])

@@ -134,7 +134,7 @@ def test_one_request_may_take_from_several_parts(tmp_path):
 
 
 def test_a_busy_ledger_asks_the_caller_to_retry_in_a_second(tmp_path, monkeypatch):
-    from tests.usage_helpers import make_recorder, serve
+    from usage_helpers import make_recorder, serve
 
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     monkeypatch.setattr(allowance, "CLAIM_BUDGET_S", 0.05)

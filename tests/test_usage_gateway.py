@@ -6,12 +6,7 @@ emulator, the embedded SQLite store, and ``python -m gateway usage`` as its own 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,43 +14,32 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
-from PIL import Image
+from helpers import encode, run_cli, sha, today
+from procs import start_gateway
+from synthetic import make_slide
+from usage_helpers import daily_counters, run_clients
 
 from gateway.usage.records import daily_doc_id, ledger_id
 from gateway.usage.report import percentile
 from gateway.usage.sqlite_store import SQLiteStore
-from tests.procs import REPO, start_gateway
-from tests.synthetic import make_slide
-from tests.usage_helpers import daily_counters, run_clients
 
 LAB_KEY = "lab-key-0f9e8d7c6b5a"
 CAM_KEY = "cam-key-1a2b3c4d5e6f"
 
 
-def _sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 AUTH = {
     "required": True,
     "api_keys": [
-        {"id": "lab-script", "sha256": _sha(LAB_KEY)},
-        {"id": "cam", "sha256": _sha(CAM_KEY)},
+        {"id": "lab-script", "sha256": sha(LAB_KEY)},
+        {"id": "cam", "sha256": sha(CAM_KEY)},
     ],
     "api_keys_firestore": False,
 }
 
 
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
-
-
 @pytest.fixture(scope="module")
 def jpeg() -> bytes:
-    img = make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5)
-    out = io.BytesIO()
-    Image.fromarray(img).save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return encode(make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5), "JPEG", quality=90)
 
 
 def post(url: str, body: bytes, key: str | None, content_type: str = "image/jpeg"):
@@ -80,27 +64,11 @@ def usage_docs(client, prefix: str = "") -> dict[str, dict]:
 
 
 def daily_doc(client, principal: str, service: str = "eos") -> dict:
-    return daily_counters(client, principal, service, _today())
-
-
-def run_cli(env: dict[str, str], *args: str, cwd=None, stdin: str | None = None):
-    """``python -m gateway ARGS`` as its own process, with only ``env``'s Firestore."""
-    full = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST",)}
-    full.update(env)
-    full["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=cwd or REPO,
-        env=full,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return daily_counters(client, principal, service, today())
 
 
 def run_report(env: dict[str, str], *args: str, cwd=None) -> dict:
-    out = run_cli(env, "usage", "--json", *args, cwd=cwd)
+    out = run_cli("usage", "--json", *args, env=env, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -162,20 +130,20 @@ def test_mixed_requests_records_counters_and_report(firestore_emulator, firestor
     assert lab["detections"] == sum(d["detections"] for d in lab_good)
     assert daily_doc(client, "key:cam")["requests"] == 1
     daily_ids = {snap.id for snap in client.collection("usage_daily").stream()}
-    assert daily_ids == {daily_doc_id(p, "eos", _today()) for p in ("key:lab-script", "key:cam")}
+    assert daily_ids == {daily_doc_id(p, "eos", today()) for p in ("key:lab-script", "key:cam")}
 
     report = run_report(env)
     assert report["source"].startswith(f"firestore:{firestore_project}/")
     rows = {(r["principal"], r["service"]): r for r in report["rows"]}
     row = rows[("key:lab-script", "eos")]
-    assert row["day"] == _today()
+    assert row["day"] == today()
     assert (row["requests"], row["images"], row["errors"]) == (3, 2, 1)
     assert row["detections"] == lab["detections"]
     lab_latency = [d["latency_ms"]["total"] for d in docs.values()
                    if d["principal"] == "key:lab-script" and d["service"] == "eos"]  # fmt: skip
     assert row["p50_ms"] == percentile(lab_latency, 50)
     assert row["p95_ms"] == percentile(lab_latency, 95)
-    only = run_report(env, "--principal", "key:cam", "--since", _today())
+    only = run_report(env, "--principal", "key:cam", "--since", today())
     assert [(r["principal"], r["requests"]) for r in only["rows"]] == [("key:cam", 1)]
     assert run_report(env, "--since", "2999-01-01")["rows"] == []
 
@@ -293,9 +261,9 @@ def test_sqlite_default_and_report(tmp_path, jpeg):
     store = SQLiteStore(tmp_path / ".gateway" / "usage.sqlite3")
     records = {r["request_id"]: r for r in store.records()}
     assert set(records) == {h["X-Request-Id"] for _, h, _ in results}
-    daily = store.daily("key:lab-script", "eos", _today())
+    daily = store.daily("key:lab-script", "eos", today())
     assert (daily["requests"], daily["errors"], daily["images"]) == (4, 1, 3)
-    assert store.daily("key:cam", "eos", _today())["errors"] == 1
+    assert store.daily("key:cam", "eos", today())["errors"] == 1
 
     env = {"GATEWAY_CONFIG": str(tmp_path / "gateway-config.json")}
     report = run_report(env, cwd=tmp_path)
@@ -333,7 +301,7 @@ def test_request_rate_counts_failing_requests_over_http(
 
 
 def run_replay(env: dict[str, str], *args: str, cwd=None, stdin: str | None = None):
-    out = run_cli(env, "replay-usage", "--json", *args, cwd=cwd, stdin=stdin)
+    out = run_cli("replay-usage", "--json", *args, env=env, cwd=cwd, stdin=stdin)
     return out.returncode, json.loads(out.stdout) if out.stdout.strip() else None, out.stderr
 
 
@@ -459,7 +427,7 @@ def test_a_stopping_instance_gives_back_its_unused_allowance(
     config["quotas"] = {"principals": {"key:lab-script": {"daily_images": 400}}}
     env = firestore_emulator.env(firestore_project) | {"WORKERS": "1"}
     client = firestore_emulator.client(firestore_project)
-    base = ledger_id("key:lab-script", "images", _today())
+    base = ledger_id("key:lab-script", "images", today())
 
     def entries() -> list[int]:  # a limit of 400 is split into 8 ledgers of 50
         ledgers = client.collection("usage_allowances")

@@ -5,19 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
+
+from helpers import REPO, today
+from usage_helpers import make_recorder, serve
 
 from gateway.context import RequestContext
 from gateway.usage.records import record_from_context
 from gateway.usage.sqlite_store import SQLiteStore
-from tests.usage_helpers import make_recorder, serve
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def _config(path: Path, **extra) -> dict:
@@ -36,9 +31,9 @@ def test_records_and_counters(tmp_path, monkeypatch):
     good = records[ok.request_id]
     assert good["image"] == {"bytes": 1234, "width": 64, "height": 48, "format": "jpeg"}
     assert good["backend"] == {"model": "eos", "version": "1"}
-    assert good["latency_ms"]["backend"] == 5.0 and good["day"] == _today()
+    assert good["latency_ms"]["backend"] == 5.0 and good["day"] == today()
     assert records[bad.request_id]["error_code"] == "backend_unavailable"
-    daily = store.daily("key:lab", "eos", _today())
+    daily = store.daily("key:lab", "eos", today())
     assert (daily["requests"], daily["errors"], daily["images"], daily["detections"]) == (
         2,
         1,
@@ -90,13 +85,13 @@ def test_many_threads(tmp_path, monkeypatch):
     assert not errors
     store = SQLiteStore(db)
     assert len(list(store.records())) == 200
-    assert store.daily("key:t", "eos", _today())["requests"] == 200
+    assert store.daily("key:t", "eos", today())["requests"] == 200
 
 
 _WORKER = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-from tests.usage_helpers import make_recorder, serve
+from usage_helpers import make_recorder, serve
 recorder = make_recorder({{"usage": {{"sqlite": {{"path": {db!r}}}}}}})
 for _ in range(40):
     serve(recorder, principal="key:p")
@@ -113,7 +108,7 @@ def test_many_processes(tmp_path):
     assert [p.wait(timeout=180) for p in procs] == [0, 0, 0, 0]
     store = SQLiteStore(db)
     assert len(list(store.records())) == 160
-    assert store.daily("key:p", "eos", _today())["requests"] == 160
+    assert store.daily("key:p", "eos", today())["requests"] == 160
 
 
 def test_request_rate_counts_failed_requests_and_answers_429(tmp_path, monkeypatch):
@@ -131,7 +126,7 @@ def test_request_rate_counts_failed_requests_and_answers_429(tmp_path, monkeypat
     assert refused.error_code == "quota_exceeded" and "per minute" in refused.error_message
     assert 1 <= int(refused.retry_after) <= 60
     assert all(serve(recorder, principal="key:big").status == 200 for _ in range(5))
-    daily = SQLiteStore(db).daily("key:a", "eos", _today())
+    daily = SQLiteStore(db).daily("key:a", "eos", today())
     assert (daily["requests"], daily["errors"], daily["images"]) == (4, 3, 1)
 
 
@@ -147,4 +142,4 @@ def test_only_admitted_requests_of_configured_services_are_stored(tmp_path, monk
     records = {r["request_id"]: r for r in store.records()}
     assert list(records) == [made_up.request_id]
     assert records[made_up.request_id]["service"] == "-"
-    assert store.daily("key:a", "no-such-service", _today()) is None
+    assert store.daily("key:a", "no-such-service", today()) is None

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from gateway.config import ConfigError, parse_config
 from gateway.context import RequestContext
@@ -25,8 +26,6 @@ from gateway.usage.records import (
 )
 from gateway.usage.report import percentile, summarize
 from gateway.usage.settings import usage_settings, validate_usage_section
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -318,7 +317,7 @@ def test_on_google_cloud_without_credentials_requests_are_served_and_spooled(
 ):
     """Firestore is the default there; when the runtime has no usable credentials the
     store is unavailable: requests are served, quotas fail open, records are spooled."""
-    from tests.usage_helpers import serve
+    from usage_helpers import serve
 
     monkeypatch.setenv("K_SERVICE", "gateway")
     for name in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "FIRESTORE_EMULATOR_HOST"):

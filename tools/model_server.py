@@ -20,8 +20,11 @@ answers like an AutoML Vision Edge object detector exported for TF Serving.
 
 Clients must send ``Content-Type: application/json``.  ``--control-file`` names a JSON
 file read on every request, so tests can make the model slow or answer garbage mid-run:
-``{"delay_s": 2.0, "garbage": false}``.  KServe parses ``sys.argv`` when it is imported and
-listens on all interfaces; run this as its own process.
+``{"delay_s": 2.0, "garbage": false}``.  With ``"arrivals_file": PATH`` each predict request
+adds a line to PATH when it arrives, and with ``"hold": true`` it waits until the file no
+longer says so: a test knows its requests are in flight, and lets them go when it chooses.
+KServe parses ``sys.argv`` when it is imported and listens on all interfaces; run this as
+its own process.
 
 KServe's V1 protocol knows neither versions, labels nor metadata; routes added to its
 FastAPI app answer them as TF Serving does (api_rest.md), with TF Serving's error texts:
@@ -165,6 +168,12 @@ class EosDetectorModel(kserve.Model):
 
     async def predict(self, payload: dict, headers: dict | None = None) -> dict:
         control = _control()
+        if control.get("arrivals_file"):
+            with open(control["arrivals_file"], "a") as arrivals:
+                arrivals.write("predict\n")
+        while control.get("hold"):
+            await asyncio.sleep(0.05)
+            control = _control()
         if control.get("delay_s"):
             await asyncio.sleep(float(control["delay_s"]))
         if control.get("garbage"):

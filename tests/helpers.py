@@ -1,0 +1,138 @@
+"""What many tests need, written once: where the repository and the real photographs are,
+image bytes, API key hashes, today's date and the ``python -m gateway`` command line.
+
+The real slide photographs are not ours to redistribute, so they are not in the
+repository.  ``GATEWAY_TEST_DATA`` names their folder (default ``../shared/data`` beside the
+checkout).  Without them the tests that need them are skipped, saying so; with
+``GATEWAY_TEST_DATA_REQUIRED=1`` (set by ``.ci/run``: CI has them) they fail instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from synthetic import make_slide, random_cells
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SAMPLE_SLIDE = REPO / "samples" / "slide.jpg"  # synthetic, made by tools/sample_slide.py
+DATA = Path(os.environ.get("GATEWAY_TEST_DATA") or REPO.parent / "shared" / "data")
+DATA_REQUIRED = os.environ.get("GATEWAY_TEST_DATA_REQUIRED") == "1"
+
+# The gateway's own environment variables: a child process gets only what its test gives.
+GATEWAY_VARIABLES = ("GATEWAY_CONFIG", "K_SERVICE", "FIRESTORE_EMULATOR_HOST")
+
+
+def real_photo(name: str) -> Path:
+    """The real photograph ``name`` in ``DATA``; skips the test when it is not there (fails
+    when ``GATEWAY_TEST_DATA_REQUIRED=1``)."""
+    path = DATA / name
+    if path.is_file():
+        return path
+    message = (
+        f"needs {name} of the real slide photographs, not found in {DATA} (they are not "
+        "in the repository; set GATEWAY_TEST_DATA to their folder)"
+    )
+    if DATA_REQUIRED:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def real_slides() -> dict[str, bytes]:
+    """The real photographs, as JPEG and re-encoded as PNG."""
+    out = {}
+    for name in ("real-slide-1920x1440.jpg", "real-slide.jpg"):
+        data = real_photo(name).read_bytes()
+        out[name] = data
+        out[name.replace(".jpg", ".png")] = encode(Image.open(io.BytesIO(data)), "PNG")
+    return out
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str, **save: Any) -> bytes:
+    """``image`` (an RGB array or a Pillow image) in ``fmt``; JPEG at quality 92 unless told."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if fmt == "JPEG":
+        save.setdefault("quality", 92)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def jpeg(image: np.ndarray | Image.Image, quality: int = 95, **save: Any) -> bytes:
+    return encode(image, "JPEG", quality=quality, **save)
+
+
+def png(image: np.ndarray | Image.Image, **save: Any) -> bytes:
+    return encode(image, "PNG", **save)
+
+
+def synthetic_slide(width: int, height: int, n_cells: int, seed: int, fmt: str) -> bytes:
+    """A synthetic slide with ``n_cells`` eosinophils apart from each other, encoded."""
+    cells = random_cells(width, height, n_cells, seed=seed, min_gap=8) if n_cells else []
+    return encode(make_slide(width, height, cells, seed=seed), fmt)
+
+
+# --- waiting -----------------------------------------------------------------------------------
+
+WAIT_S = 120.0  # how long a condition may take on a busy machine: slow is not broken
+
+
+def wait_until(cond: Callable[[], bool], what: str, bound_s: float = WAIT_S) -> None:
+    """Poll ``cond`` until it holds; fail saying ``what`` did not happen within ``bound_s``.
+
+    Tests wait for what they need this way, never for a guessed time."""
+    end = time.monotonic() + bound_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {bound_s} s: {what}")
+        time.sleep(0.01)
+
+
+# --- keys, dates, the command line ------------------------------------------------------------
+
+
+def sha(key: str) -> str:
+    """An API key as the configuration holds it (its SHA-256, hex)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def today() -> str:
+    """Today's UTC day as usage records name it."""
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess:
+    """``python -m gateway ARGS`` as its own process, with none of this process's gateway
+    variables: only those ``env`` gives."""
+    full = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARIABLES}
+    full.update(env or {})
+    full["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=cwd or REPO,
+        env=full,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
