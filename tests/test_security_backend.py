@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from loadgen import synthetic_slide
+from helpers import synthetic_slide
 from procs import start_gateway
 from test_gateway_http import _raw_server
 

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from loadgen import synthetic_slide
+from helpers import synthetic_slide
 from PIL import Image
 from procs import free_port, start_gateway
 

@@ -14,9 +14,9 @@ import json
 import numpy as np
 import pytest
 import requests
-from procs import DATA, start_gateway, start_model_server
+from helpers import real_photo
+from procs import start_gateway, start_model_server
 
-SLIDE = DATA / "real-slide.jpg"
 APP = "https://webapp.example"
 ERROR_KEYS = {"error", "code", "request_id"}
 
@@ -27,7 +27,7 @@ def b64(data: bytes) -> str:
 
 def webapp_body(text: str | None = None, key: str = "eos") -> dict:
     """The seed web app's request, unchanged."""
-    text = text if text is not None else b64(SLIDE.read_bytes())
+    text = text if text is not None else b64(real_photo("real-slide.jpg").read_bytes())
     return {"instances": [{"image_bytes": {"b64": text}, "key": key}]}
 
 
@@ -207,13 +207,13 @@ def test_predict_cuts_nothing_unless_asked(proxied, answers):
     assert 0.0 not in scores  # the export's zero padding is cut at num_detections
     every = requests.post(
         f"{proxied.url}/v1/services/eos:detect?threshold=0",
-        json={"image": b64(SLIDE.read_bytes())},
+        json={"image": b64(real_photo("real-slide.jpg").read_bytes())},
         timeout=120,
     ).json()
     assert every["count"] == answers["num_detections"]
     default = requests.post(
         f"{proxied.url}/v1/services/eos:detect",
-        json={"image": b64(SLIDE.read_bytes())},
+        json={"image": b64(real_photo("real-slide.jpg").read_bytes())},
         timeout=120,
     ).json()
     assert default["count"] == sum(s >= 0.3 for s in scores)  # :detect keeps its default
@@ -235,9 +235,10 @@ def test_per_detection_outputs_follow_their_detection(answers):
 
 def test_columnar_answers_are_rectangular(proxied):
     # api_rest.md "Columnar format": outputs are tensors, the batch their first dimension
+    slide = real_photo("real-slide.jpg").read_bytes()
     blank = requests.post(
         f"{proxied.url}/v1/models/eos:predict",
-        json={"inputs": {"image_bytes": [{"b64": b64(SLIDE.read_bytes())}, {"b64": _blank()}]}},
+        json={"inputs": {"image_bytes": [{"b64": b64(slide)}, {"b64": _blank()}]}},
         timeout=120,
     )
     assert blank.status_code == 200, blank.text[:300]
@@ -264,7 +265,7 @@ def _blank() -> str:
 
 
 def test_base64_as_encoders_write_it(embedded):
-    data = SLIDE.read_bytes()
+    data = real_photo("real-slide.jpg").read_bytes()
     url = f"{embedded.url}/v1/models/eos:predict"
     plain = requests.post(url, json=webapp_body(b64(data)), timeout=60).json()["predictions"][0]
     for text in (
