@@ -33,8 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from helpers import DATA  # noqa: E402
 from hidden_libs import without_library  # noqa: E402
-from procs import DATA, free_port  # noqa: E402
+from procs import free_port  # noqa: E402
 
 KEY = "simulated-deploy-key"
 NOBODY = 65534
