@@ -25,8 +25,7 @@ import time
 
 from PIL import Image
 
-from bench.common import predict_body, start_gateway, start_stub
-from tests.loadgen import RssSampler, idle_rss_bytes
+from bench.common import RssSampler, idle_rss_bytes, predict_body, start_gateway, start_stub
 
 MB = 1024 * 1024
 ONE_TARGET_MB, FOUR_TARGET_MB = 260, 600

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime as dt
-import hashlib
 import http.client
 import io
 import json
@@ -48,6 +47,7 @@ from bench.common import (
     library_files,
     median,
     predict_body,
+    sha,
     slide_bytes,
     start_bare,
     start_stub,
@@ -420,7 +420,7 @@ def measure_cold_detect(rounds: int) -> dict:
     """Spawn to the first 200 from ``:detect`` with auth on (an API key), embedded detector."""
     compile_bytecode()
     image = small_jpeg()
-    digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+    digest = sha(BENCH_KEY)
     config = {"auth": {"api_keys": [{"id": "bench", "sha256": digest}]}}
 
     def detect_ok(port: int) -> bool:
