@@ -147,10 +147,8 @@ def _transparent_palette(rgb: np.ndarray) -> Image.Image:
 
 
 def _animated(frames: list[Image.Image], fmt: str) -> bytes:
-    buf = io.BytesIO()
     extra = {"duration": 100, "loop": 0} if fmt in ("GIF", "PNG") else {}
-    frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:], **extra)
-    return buf.getvalue()
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], **extra)
 
 
 def _png_claim(png: bytes, width: int, height: int) -> bytes:
