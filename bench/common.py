@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers, imported as the tests do
 
 from firestore_emulator import FirestoreEmulator  # noqa: E402
-from helpers import DATA, VENV_BIN, jpeg, sha, today  # noqa: E402
+from helpers import DATA, VENV_BIN, jpeg, png, sha, today  # noqa: E402
 from hidden_libs import library_files, without_files  # noqa: E402
 from loadgen import RssSampler, idle_rss_bytes  # noqa: E402
 from procs import Proc, free_port, start_gateway  # noqa: E402
@@ -40,6 +40,7 @@ __all__ = [
     "idle_rss_bytes",
     "jpeg",
     "make_slide",
+    "png",
     "run_clients",
     "sha",
     "start_gateway",
