@@ -15,10 +15,12 @@ import hashlib
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +86,12 @@ def jpeg(image: np.ndarray | Image.Image, quality: int = 95, **save: Any) -> byt
 
 def png(image: np.ndarray | Image.Image, **save: Any) -> bytes:
     return encode(image, "PNG", **save)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk, its CRC right: for PNGs no encoder would write."""
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def b64(data: bytes) -> str:
