@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
 
+from bench.common import DATA  # noqa: E402  (the real photographs: GATEWAY_TEST_DATA)
 from gateway.jsonio import b64decode_strict  # noqa: E402
 
-SLIDE = ROOT.parent / "shared" / "data" / "real-slide-1920x1440.jpg"
+SLIDE = DATA / "real-slide-1920x1440.jpg"
 
 
 def _median_ms(text: str, repeat: int) -> float:

@@ -1,4 +1,10 @@
-"""Shared pieces of the benchmarks: slides, request bodies, helper processes, statistics."""
+"""Shared pieces of the benchmarks: slides, request bodies, helper processes, statistics.
+
+It is also the one way a benchmark reaches the tests' helpers: this module puts
+``tests/`` on ``sys.path`` (the tests import each other as top-level modules, so the
+benchmarks do too) and every benchmark takes those helpers from here, never from
+``tests.X``, so that no module is loaded twice under two names.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +19,35 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the integration tests' process helpers
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers, imported as the tests do
 
-from helpers import DATA, VENV_BIN  # noqa: E402
+from firestore_emulator import FirestoreEmulator  # noqa: E402
+from helpers import DATA, VENV_BIN, jpeg, png, sha, today  # noqa: E402
 from hidden_libs import library_files, without_files  # noqa: E402
+from loadgen import RssSampler, idle_rss_bytes  # noqa: E402
 from procs import Proc, free_port, start_gateway  # noqa: E402
+from synthetic import make_slide  # noqa: E402
+from usage_helpers import daily_counters, run_clients  # noqa: E402
 
 __all__ = [
     "DATA",
     "VENV_BIN",
+    "FirestoreEmulator",
     "Proc",
+    "RssSampler",
+    "daily_counters",
     "free_port",
+    "idle_rss_bytes",
+    "jpeg",
+    "make_slide",
+    "png",
+    "run_clients",
+    "sha",
     "start_gateway",
     "start_stub",
     "start_bare",
     "library_files",
+    "today",
     "without_files",
 ]
 

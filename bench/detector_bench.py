@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
 
-from helpers import DATA  # noqa: E402  (the real photographs: GATEWAY_TEST_DATA)
+from bench.common import DATA  # noqa: E402  (the real photographs: GATEWAY_TEST_DATA)
 
 SLIDES = ["real-slide.jpg", "real-slide-1920x1440.jpg", "real-slide-large.jpg"]
 

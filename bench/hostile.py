@@ -15,7 +15,6 @@ service under connections that hold on.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import platform
 import socket
@@ -25,17 +24,14 @@ import time
 
 from PIL import Image
 
-from bench.common import predict_body, start_gateway, start_stub
-from tests.loadgen import RssSampler, idle_rss_bytes
+from bench.common import RssSampler, idle_rss_bytes, png, predict_body, start_gateway, start_stub
 
 MB = 1024 * 1024
 ONE_TARGET_MB, FOUR_TARGET_MB = 260, 600
 
 
 def flat_png(width: int = 6600, height: int = 5000) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (236, 226, 240)).save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return png(Image.new("RGB", (width, height), (236, 226, 240)), optimize=True)
 
 
 def post(port: int, body: bytes) -> int:

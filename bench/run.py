@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime as dt
-import hashlib
 import http.client
 import io
 import json
@@ -45,9 +44,12 @@ from bench.common import (
     ROOT,
     decode_once,
     free_port,
+    jpeg,
     library_files,
     median,
+    png,
     predict_body,
+    sha,
     slide_bytes,
     start_bare,
     start_stub,
@@ -201,10 +203,7 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
 
 def small_jpeg() -> bytes:
     rng = np.random.default_rng(0)
-    img = Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+    return jpeg(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), quality=90)
 
 
 def gateway_config(fast_url: str, slow_url: str) -> dict:
@@ -420,7 +419,7 @@ def measure_cold_detect(rounds: int) -> dict:
     """Spawn to the first 200 from ``:detect`` with auth on (an API key), embedded detector."""
     compile_bytecode()
     image = small_jpeg()
-    digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+    digest = sha(BENCH_KEY)
     config = {"auth": {"api_keys": [{"id": "bench", "sha256": digest}]}}
 
     def detect_ok(port: int) -> bool:
@@ -445,13 +444,11 @@ def big_image(kind: str, target_bytes: int) -> bytes:
     per_px = 3.0 if kind == "PNG" else 2.6  # measured bytes per pixel of noise
     side = int((target_bytes / per_px) ** 0.5) // 16 * 16
     for _ in range(4):
-        img = Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
-        buf = io.BytesIO()
+        noise = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
         if kind == "PNG":
-            img.save(buf, format="PNG", compress_level=1)
+            data = png(noise, compress_level=1)
         else:
-            img.save(buf, format="JPEG", quality=95, subsampling=0)
-        data = buf.getvalue()
+            data = jpeg(noise, quality=95, subsampling=0)
         if abs(len(data) - target_bytes) < 0.05 * target_bytes:
             break
         side = int(side * (target_bytes / len(data)) ** 0.5) // 16 * 16

@@ -26,17 +26,24 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import io
 import json
 import math
 import threading
 import time
 from collections import Counter
 
-from PIL import Image
-
-from bench.common import ROOT, start_gateway, start_stub
+from bench.common import (
+    ROOT,
+    FirestoreEmulator,
+    daily_counters,
+    jpeg,
+    make_slide,
+    run_clients,
+    sha,
+    start_gateway,
+    start_stub,
+    today,
+)
 from bench.run import machine
 from gateway.config import parse_config
 from gateway.usage.allowance import SPREAD, Allowances, Contention, parts
@@ -44,9 +51,6 @@ from gateway.usage.firestore_store import FirestoreStore, shard_of
 from gateway.usage.records import ledger_id
 from gateway.usage.settings import usage_settings
 from gateway.usage.stores import StoreUnavailable
-from tests.firestore_emulator import FirestoreEmulator
-from tests.synthetic import make_slide
-from tests.usage_helpers import daily_counters, run_clients
 
 RESULTS = ROOT / "bench" / "results"
 KEY = "bench-usage-key-7c1d"
@@ -55,10 +59,7 @@ QUOTA = 60
 
 
 def _jpeg() -> bytes:
-    img = make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5)
-    out = io.BytesIO()
-    Image.fromarray(img).save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return jpeg(make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5), quality=90)
 
 
 def _config(stub_url: str, usage: bool, quotas: dict | None) -> dict:
@@ -66,7 +67,7 @@ def _config(stub_url: str, usage: bool, quotas: dict | None) -> dict:
         "services": {"eos": {"backend": {"url": stub_url, "model": "eos", "timeout_s": 30}}},
         "auth": {
             "required": True,
-            "api_keys": [{"id": "lab-script", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}],
+            "api_keys": [{"id": "lab-script", "sha256": sha(KEY)}],
             "api_keys_firestore": False,
         },
         "usage": {"enabled": usage},
@@ -139,8 +140,7 @@ def quota_run(emulator, stub_url: str, instances: int, clients: int, body: bytes
             gw.stop()
     client = emulator.client(project)
     served = sum(1 for a in answers if a.status == 200)
-    day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    counters = daily_counters(client, PRINCIPAL, "eos", day)
+    counters = daily_counters(client, PRINCIPAL, "eos", today())
     records = {s.id for s in client.collection("usage").stream()}
     return {
         "quota": QUOTA,

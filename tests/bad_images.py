@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from helpers import encode
+from helpers import encode, png_chunk
 from PIL import Image
 from synthetic import make_slide, random_cells
 
@@ -29,11 +29,6 @@ class BadImage:
     data: bytes
     expect: frozenset[int]  # as a raw body to :detect
     expect_json: frozenset[int] | None = None  # base64 in JSON to :predict, when different
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 def _insert_png_chunk(png: bytes, chunk: bytes) -> bytes:
@@ -118,11 +113,11 @@ def corpus(max_pixels: int) -> list[BadImage]:
 
     small_png = encode(rgb[:64, :64], "PNG")
     bomb = zlib.compress(b"\x00" * (64 * 1024 * 1024), 9)  # 64 MiB of text in ~64 KiB
-    ztxt = _png_chunk(b"zTXt", b"Comment\x00\x00" + bomb)
+    ztxt = png_chunk(b"zTXt", b"Comment\x00\x00" + bomb)
     items.append(BadImage("png-ztxt-bomb", _insert_png_chunk(small_png, ztxt), CORRUPT))
-    iccp = _png_chunk(b"iCCP", b"icc\x00\x00" + bomb)
+    iccp = png_chunk(b"iCCP", b"icc\x00\x00" + bomb)
     items.append(BadImage("png-iccp-bomb", _insert_png_chunk(small_png, iccp), CORRUPT))
-    big_text = _png_chunk(
+    big_text = png_chunk(
         b"tEXt", b"Comment\x00" + bytes(rng.getrandbits(7) | 32 for _ in range(3_000_000))
     )
     items.append(BadImage("png-text-3mb", _insert_png_chunk(small_png, big_text), OK))
@@ -147,14 +142,12 @@ def _transparent_palette(rgb: np.ndarray) -> Image.Image:
 
 
 def _animated(frames: list[Image.Image], fmt: str) -> bytes:
-    buf = io.BytesIO()
     extra = {"duration": 100, "loop": 0} if fmt in ("GIF", "PNG") else {}
-    frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:], **extra)
-    return buf.getvalue()
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], **extra)
 
 
 def _png_claim(png: bytes, width: int, height: int) -> bytes:
     """A PNG whose IHDR claims another size (CRC fixed, so only the size check can refuse it)."""
     ihdr = bytearray(png[16:29])
     ihdr[0:8] = struct.pack(">II", width, height)
-    return png[:8] + _png_chunk(b"IHDR", bytes(ihdr)) + png[33:]
+    return png[:8] + png_chunk(b"IHDR", bytes(ihdr)) + png[33:]

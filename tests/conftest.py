@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from certserver import GoogleStandIn, KeyPair
 from firestore_emulator import EmulatorError, FirestoreEmulator
 from hypothesis import HealthCheck, settings
+from procs import start_gateway
 
 # No property test depends on how fast this machine is: no per-example deadline, and no
 # health check failing because generating examples was slow while other work ran.
@@ -51,3 +53,35 @@ def firestore_project(firestore_emulator, monkeypatch) -> str:
     firestore_emulator.resume()
     firestore_emulator.start()  # a test that stopped it must not break the next one
     firestore_client.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """A gateway process on the embedded defaults: one service, ``eos``, on the embedded
+    detector, usage in SQLite, no auth."""
+    proc = start_gateway(None)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=["embedded", "proxied"])
+def gateway(request):
+    """Each test twice: on the embedded gateway and on the module's own ``proxied`` one (a
+    module that asks for this fixture defines ``proxied``; others define ``gateway``)."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, KeyPair]:
+    """RSA signing keys: ``fb-1`` Firebase's, ``g-1`` Google's, ``rogue`` nobody's."""
+    return {name: KeyPair.generate(name) for name in ("fb-1", "g-1", "rogue")}
+
+
+@pytest.fixture(scope="module")
+def standin(keys):
+    """The local stand-in for Google's certificate endpoints, serving ``fb-1`` as
+    Firebase's certificate and ``g-1`` as Google's."""
+    server = GoogleStandIn()
+    server.state.certs = {"firebase": [keys["fb-1"]], "google": [keys["g-1"]]}
+    yield server
+    server.stop()

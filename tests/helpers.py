@@ -1,5 +1,6 @@
 """What many tests need, written once: where the repository and the real photographs are,
-image bytes, API key hashes, today's date and the ``python -m gateway`` command line.
+image bytes and base64, the shape of an error answer, API key hashes, today's date and the
+``python -m gateway`` command line.
 
 The real slide photographs are not ours to redistribute, so they are not in the
 repository.  ``GATEWAY_TEST_DATA`` names their folder (default ``../shared/data`` beside the
@@ -9,12 +10,17 @@ checkout).  Without them the tests that need them are skipped, saying so; with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
 import os
+import struct
 import subprocess
 import sys
 import time
+import urllib.request
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 from synthetic import make_slide, random_cells
 
@@ -81,10 +88,55 @@ def png(image: np.ndarray | Image.Image, **save: Any) -> bytes:
     return encode(image, "PNG", **save)
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk, its CRC right: for PNGs no encoder would write."""
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def b64(data: bytes) -> str:
+    """``data`` in standard base64, as JSON bodies carry images."""
+    return base64.b64encode(data).decode()
+
+
 def synthetic_slide(width: int, height: int, n_cells: int, seed: int, fmt: str) -> bytes:
     """A synthetic slide with ``n_cells`` eosinophils apart from each other, encoded."""
     cells = random_cells(width, height, n_cells, seed=seed, min_gap=8) if n_cells else []
     return encode(make_slide(width, height, cells, seed=seed), fmt)
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+ERROR_KEYS = {"error", "code", "request_id"}
+
+
+def assert_error(resp: requests.Response, status: int, code: str | None = None) -> dict:
+    """The gateway's error answer as every route gives it: JSON with a message, a code and
+    the request's id, never a stack trace or an HTML page."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:300])
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) >= ERROR_KEYS and body["error"] and body["request_id"]
+    assert body["request_id"] == resp.headers["X-Request-Id"]
+    assert "Traceback" not in resp.text and "<html" not in resp.text.lower()
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+def image_answer(
+    url: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    headers: dict[str, str] | None = None,
+) -> dict:
+    """The JSON answer to an image sent as the raw body of ``POST url``; an error status
+    raises ``urllib.error.HTTPError``."""
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": content_type, **(headers or {})}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
 
 
 # --- waiting -----------------------------------------------------------------------------------
@@ -116,21 +168,31 @@ def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
+def cli_argv(*args: str) -> list[str]:
+    """The command line of ``python -m gateway ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``python -m gateway`` process: none of this process's gateway
+    variables, only those ``env`` gives, so that no test's settings leak into another's."""
+    full = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARIABLES}
+    full.update(env or {})
+    full["PYTHONPATH"] = str(REPO)
+    return full
+
+
 def run_cli(
     *args: str,
     env: dict[str, str] | None = None,
     cwd: Path | str | None = None,
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """``python -m gateway ARGS`` as its own process, with none of this process's gateway
-    variables: only those ``env`` gives."""
-    full = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARIABLES}
-    full.update(env or {})
-    full["PYTHONPATH"] = str(REPO)
+    """``python -m gateway ARGS`` as its own process, run to its end (see ``cli_env``)."""
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        cli_argv(*args),
         cwd=cwd or REPO,
-        env=full,
+        env=cli_env(env),
         input=stdin,
         capture_output=True,
         text=True,

@@ -8,7 +8,6 @@ failure just like a 5xx does.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import math
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from helpers import b64
 
 from gateway.memory import IDLE_TRIM_AFTER_S
 
@@ -102,10 +102,7 @@ class Call:
 
 
 def predict_body(images: Iterable[bytes]) -> bytes:
-    rows = [
-        {"image_bytes": {"b64": base64.b64encode(img).decode()}, "key": str(i)}
-        for i, img in enumerate(images)
-    ]
+    rows = [{"image_bytes": {"b64": b64(img)}, "key": str(i)} for i, img in enumerate(images)]
     return json.dumps({"instances": rows}).encode()
 
 

@@ -140,6 +140,19 @@ def start_model_server(
     return Proc(argv, port, env, REPO, f"/v1/models/{model}", "model-server").start()
 
 
+def start_kind_models(echo_control: str | Path | None = None) -> tuple[Proc, Proc]:
+    """The model servers behind a ``classification`` and a ``passthrough`` service: the
+    project's classifier (model ``cls``) and an echo model (``echo``, steered by
+    ``echo_control``).  Nothing is left running when the second does not start."""
+    cls = start_model_server(model="cls", extra=["--kind", "classification"])
+    try:
+        echo = start_model_server(model="echo", control_file=echo_control, extra=["--kind", "echo"])
+    except Exception:
+        cls.stop()
+        raise
+    return cls, echo
+
+
 def write_config(config: dict[str, Any] | None, directory: Path) -> Path | None:
     if config is None:
         return None

@@ -106,12 +106,19 @@ def _ellipse(yy, xx, cy, cx, ry, rx, angle, soft=1.0) -> np.ndarray:
     return np.clip((1.0 - d) * min(rx, ry) / soft + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def _draw_eosinophil(img, cx, cy, d, rng) -> None:
-    r = d / 2.0
-    pad = int(math.ceil(r)) + 2
+def _patch(cx: float, cy: float, radius: float) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """The square a shape of ``radius`` around (cx, cy) is painted on, 2 px to spare: its
+    corner, its side and the coordinates of its pixels."""
+    pad = int(math.ceil(radius)) + 2
     x0, y0 = int(math.floor(cx)) - pad, int(math.floor(cy)) - pad
     size = 2 * pad + 1
     yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
+    return x0, y0, size, yy, xx
+
+
+def _draw_eosinophil(img, cx, cy, d, rng) -> None:
+    r = d / 2.0
+    x0, y0, size, yy, xx = _patch(cx, cy, r)
     # cytoplasm: irregular round cell (low-order wobble of the outline) filling most of
     # the circle, with the eosin fading towards a paler rim as in the photographs
     rr = r * rng.uniform(0.9, 0.97)
@@ -158,10 +165,7 @@ def _draw_eosinophil(img, cx, cy, d, rng) -> None:
 
 def _draw_rbc(img, cx, cy, d, rng) -> None:
     r = d / 2.0
-    pad = int(math.ceil(r)) + 2
-    x0, y0 = int(math.floor(cx)) - pad, int(math.floor(cy)) - pad
-    size = 2 * pad + 1
-    yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
+    x0, y0, _, yy, xx = _patch(cx, cy, r)
     body = _ellipse(yy, xx, cy, cx, r * rng.uniform(0.85, 1.0), r, rng.uniform(0, math.pi))
     # smooth biconcave disc: paler centre
     dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / r
@@ -172,10 +176,7 @@ def _draw_rbc(img, cx, cy, d, rng) -> None:
 
 def _draw_lymphocyte(img, cx, cy, d, rng) -> None:
     r = d / 2.0
-    pad = int(math.ceil(r)) + 2
-    x0, y0 = int(math.floor(cx)) - pad, int(math.floor(cy)) - pad
-    size = 2 * pad + 1
-    yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
+    x0, y0, _, yy, xx = _patch(cx, cy, r)
     _paint(img, _ellipse(yy, xx, cy, cx, r, r, 0.0) * 0.8, y0, x0, _LYMPH_RIM)
     nr = r * rng.uniform(0.75, 0.85)
     _paint(
@@ -188,10 +189,7 @@ def _draw_lymphocyte(img, cx, cy, d, rng) -> None:
 
 
 def _draw_spindle(img, cx, cy, length, rng) -> None:
-    pad = int(math.ceil(length / 2)) + 2
-    x0, y0 = int(math.floor(cx)) - pad, int(math.floor(cy)) - pad
-    size = 2 * pad + 1
-    yy, xx = np.mgrid[y0 : y0 + size, x0 : x0 + size].astype(np.float32)
+    x0, y0, _, yy, xx = _patch(cx, cy, length / 2)
     a = _ellipse(
         yy, xx, cy, cx, length * rng.uniform(0.08, 0.14), length / 2, rng.uniform(0, math.pi)
     )

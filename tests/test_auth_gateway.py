@@ -26,7 +26,7 @@ from certserver import (
     jws,
 )
 from google.auth import jwt as google_jwt
-from helpers import encode, sha
+from helpers import png, sha
 from procs import start_gateway, start_model_server
 from synthetic import make_slide
 
@@ -37,22 +37,9 @@ OLD_KEY = "old-key-3f6a2b8c1d0e"
 
 
 @pytest.fixture(scope="module")
-def png() -> bytes:
-    return encode(make_slide(320, 240, [(110, 100, 40), (220, 150, 42)], seed=3), "PNG")
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, KeyPair]:
-    return {name: KeyPair.generate(name) for name in ("fb-1", "g-1", "rogue")}
-
-
-@pytest.fixture(scope="module")
-def standin(keys):
-    server = GoogleStandIn()
-    server.state.certs = {"firebase": [keys["fb-1"]], "google": [keys["g-1"]]}
-    server.state.max_age = 21600
-    yield server
-    server.stop()
+def slide() -> bytes:
+    """A small PNG slide with two eosinophils."""
+    return png(make_slide(320, 240, [(110, 100, 40), (220, 150, 42)], seed=3))
 
 
 def auth_section(standin: GoogleStandIn) -> dict:
@@ -74,6 +61,7 @@ def auth_section(standin: GoogleStandIn) -> dict:
 
 @pytest.fixture(scope="module")
 def gateway(standin):
+    standin.state.max_age = 21600  # the certificates stay cached for the whole module
     config = {
         "auth": auth_section(standin),
         "cors": {"origins": [APP_ORIGIN]},
@@ -98,8 +86,8 @@ def send(url: str, method: str = "POST", body: bytes | None = None, headers=None
         return exc.code, dict(exc.headers), exc.read()
 
 
-def detect(gateway, png, headers=None, query: str = "", service: str = "eos"):
-    return send(f"{gateway.url}/v1/services/{service}:detect{query}", body=png, headers=headers)
+def detect(gateway, slide, headers=None, query: str = "", service: str = "eos"):
+    return send(f"{gateway.url}/v1/services/{service}:detect{query}", body=slide, headers=headers)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -115,36 +103,36 @@ def assert_json_error(status, headers, body, expected_status, code):
     return doc
 
 
-def test_firebase_token_is_accepted(gateway, png, keys):
-    status, _, body = detect(gateway, png, bearer(keys["fb-1"].sign(firebase_claims())))
+def test_firebase_token_is_accepted(gateway, slide, keys):
+    status, _, body = detect(gateway, slide, bearer(keys["fb-1"].sign(firebase_claims())))
     assert status == 200, body
     assert json.loads(body)["service"] == "eos"
 
 
-def test_google_token_is_accepted(gateway, png, keys):
-    status, _, body = detect(gateway, png, bearer(keys["g-1"].sign(google_claims())))
+def test_google_token_is_accepted(gateway, slide, keys):
+    status, _, body = detect(gateway, slide, bearer(keys["g-1"].sign(google_claims())))
     assert status == 200, body
 
 
-def test_api_key_in_header_and_query(gateway, png):
-    assert detect(gateway, png, {"X-API-Key": LAB_KEY})[0] == 200
-    assert detect(gateway, png, query=f"?key={LAB_KEY}")[0] == 200
+def test_api_key_in_header_and_query(gateway, slide):
+    assert detect(gateway, slide, {"X-API-Key": LAB_KEY})[0] == 200
+    assert detect(gateway, slide, query=f"?key={LAB_KEY}")[0] == 200
 
 
-def test_missing_credentials(gateway, png):
-    status, headers, body = detect(gateway, png)
+def test_missing_credentials(gateway, slide):
+    status, headers, body = detect(gateway, slide)
     assert_json_error(status, headers, body, 401, "unauthenticated")
     assert headers["WWW-Authenticate"].startswith("Bearer")
 
 
 @pytest.mark.parametrize("key", ["wrong-key", OLD_KEY])
-def test_wrong_and_disabled_api_keys(gateway, png, key):
-    status, headers, body = detect(gateway, png, {"X-API-Key": key})
+def test_wrong_and_disabled_api_keys(gateway, slide, key):
+    status, headers, body = detect(gateway, slide, {"X-API-Key": key})
     assert_json_error(status, headers, body, 401, "unauthenticated")
 
 
-def test_principal_not_on_allow_list_is_forbidden(gateway, png):
-    status, headers, body = detect(gateway, png, {"X-API-Key": OTHER_KEY})
+def test_principal_not_on_allow_list_is_forbidden(gateway, slide):
+    status, headers, body = detect(gateway, slide, {"X-API-Key": OTHER_KEY})
     doc = assert_json_error(status, headers, body, 403, "forbidden")
     assert "key:other-script" in doc["error"]
 
@@ -198,22 +186,22 @@ BAD_TOKEN_CASES = [
 
 
 @pytest.mark.parametrize("case", BAD_TOKEN_CASES)
-def test_bad_tokens_are_401_json(gateway, png, keys, case):
+def test_bad_tokens_are_401_json(gateway, slide, keys, case):
     token = _bad_tokens(keys)[case]
-    status, headers, body = detect(gateway, png, bearer(token))
+    status, headers, body = detect(gateway, slide, bearer(token))
     doc = assert_json_error(status, headers, body, 401, "unauthenticated")
     assert headers["WWW-Authenticate"].startswith("Bearer")
     assert "Traceback" not in doc["error"] and token[:40] not in doc["error"]
 
 
-def test_certificates_are_fetched_once_for_many_requests(gateway, png, keys, standin):
-    assert detect(gateway, png, bearer(keys["fb-1"].sign(firebase_claims())))[0] == 200
-    assert detect(gateway, png, bearer(keys["g-1"].sign(google_claims())))[0] == 200
+def test_certificates_are_fetched_once_for_many_requests(gateway, slide, keys, standin):
+    assert detect(gateway, slide, bearer(keys["fb-1"].sign(firebase_claims())))[0] == 200
+    assert detect(gateway, slide, bearer(keys["g-1"].sign(google_claims())))[0] == 200
     before = standin.state.hits.copy()
     for i in range(8):
         token = keys["fb-1"].sign(firebase_claims(uid=f"user-{i}"))
-        assert detect(gateway, png, bearer(token))[0] == 200
-        assert detect(gateway, png, bearer(keys["g-1"].sign(google_claims())))[0] == 200
+        assert detect(gateway, slide, bearer(token))[0] == 200
+        assert detect(gateway, slide, bearer(keys["g-1"].sign(google_claims())))[0] == 200
     assert standin.state.hits == before
     assert standin.state.hits["certs:firebase"] == 1
     assert standin.state.hits["certs:google"] == 1
@@ -250,26 +238,26 @@ def test_preflight_from_another_origin_gets_no_cors_headers(gateway):
     assert not any(h.startswith("Access-Control-Allow") for h in headers)
 
 
-def test_errors_to_the_app_are_readable_cross_origin(gateway, png):
-    status, headers, _ = detect(gateway, png, {"Origin": APP_ORIGIN})
+def test_errors_to_the_app_are_readable_cross_origin(gateway, slide):
+    status, headers, _ = detect(gateway, slide, {"Origin": APP_ORIGIN})
     assert status == 401
     assert headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     exposed = {h.strip() for h in headers["Access-Control-Expose-Headers"].split(",")}
     assert {"X-Request-Id", "X-Detections-Count", "Retry-After"} <= exposed
 
 
-def test_responses_to_other_origins_carry_no_allow_origin(gateway, png):
-    _, headers, _ = detect(gateway, png, {"Origin": "https://evil.example", "X-API-Key": LAB_KEY})
+def test_responses_to_other_origins_carry_no_allow_origin(gateway, slide):
+    _, headers, _ = detect(gateway, slide, {"Origin": "https://evil.example", "X-API-Key": LAB_KEY})
     assert "Access-Control-Allow-Origin" not in headers
 
 
 # -- fail closed / open ------------------------------------------------------------------------
 
 
-def test_on_google_cloud_without_auth_detection_fails_closed(png):
+def test_on_google_cloud_without_auth_detection_fails_closed(slide):
     proc = start_gateway(None, env={"K_SERVICE": "gateway"})
     try:
-        status, headers, body = detect(proc, png)
+        status, headers, body = detect(proc, slide)
         doc = assert_json_error(status, headers, body, 503, "auth_not_configured")
         assert "auth" in doc["error"]
         assert send(f"{proc.url}/healthz", method="GET")[0] == 200
@@ -277,19 +265,19 @@ def test_on_google_cloud_without_auth_detection_fails_closed(png):
         proc.stop()
 
 
-def test_on_google_cloud_explicit_required_false_serves(png):
+def test_on_google_cloud_explicit_required_false_serves(slide):
     proc = start_gateway({"auth": {"required": False}}, env={"K_SERVICE": "gateway"})
     try:
-        assert detect(proc, png)[0] == 200
+        assert detect(proc, slide)[0] == 200
     finally:
         proc.stop()
 
 
-def test_locally_without_auth_is_open_and_says_so_once(png):
+def test_locally_without_auth_is_open_and_says_so_once(slide):
     proc = start_gateway(None)
     try:
-        assert detect(proc, png)[0] == 200
-        assert detect(proc, png)[0] == 200
+        assert detect(proc, slide)[0] == 200
+        assert detect(proc, slide)[0] == 200
         records = []
         for line in proc.log_text().splitlines():
             try:
@@ -312,7 +300,7 @@ def test_locally_without_auth_is_open_and_says_so_once(png):
 
 
 def test_firestore_api_keys_through_the_gateway(
-    firestore_emulator, firestore_project, png, tmp_path
+    firestore_emulator, firestore_project, slide, tmp_path
 ):
     client = firestore_emulator.client(firestore_project)
     client.collection("api_keys").document(sha("fs-key")).set({"id": "fs-script"})
@@ -323,10 +311,10 @@ def test_firestore_api_keys_through_the_gateway(
     }
     proc = start_gateway(config, env=firestore_emulator.env(firestore_project))
     try:
-        status, _, body = detect(proc, png, {"X-API-Key": "fs-key"})
+        status, _, body = detect(proc, slide, {"X-API-Key": "fs-key"})
         assert status == 200, body
         for key in ("fs-off", "fs-missing"):
-            status, headers, body = detect(proc, png, {"X-API-Key": key})
+            status, headers, body = detect(proc, slide, {"X-API-Key": key})
             assert_json_error(status, headers, body, 401, "unauthenticated")
     finally:
         proc.stop()
@@ -335,7 +323,7 @@ def test_firestore_api_keys_through_the_gateway(
 # -- outbound ID tokens to a private backend ---------------------------------------------------
 
 
-def test_backend_receives_one_cached_id_token(png, tmp_path):
+def test_backend_receives_one_cached_id_token(slide, tmp_path):
     token_key = KeyPair.generate("id-token-key")
     standin = GoogleStandIn()
     standin.state.id_token_key = token_key
@@ -358,7 +346,7 @@ def test_backend_receives_one_cached_id_token(png, tmp_path):
         proc = start_gateway(config)
         try:
             for _ in range(4):
-                status, _, body = detect(proc, png)
+                status, _, body = detect(proc, slide)
                 assert status == 200, body
         finally:
             proc.stop()

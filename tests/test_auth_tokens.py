@@ -17,7 +17,6 @@ from certserver import (
     GATEWAY_AUDIENCE,
     SA_EMAIL,
     GoogleStandIn,
-    KeyPair,
     b64url,
     firebase_claims,
     google_claims,
@@ -29,19 +28,6 @@ from gateway.auth import build_authenticator
 from gateway.config import parse_config
 from gateway.context import RequestContext
 from gateway.errors import Unauthenticated
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, KeyPair]:
-    return {name: KeyPair.generate(name) for name in ("fb-1", "g-1", "rogue")}
-
-
-@pytest.fixture(scope="module")
-def standin(keys):
-    server = GoogleStandIn()
-    server.state.certs = {"firebase": [keys["fb-1"]], "google": [keys["g-1"]]}
-    yield server
-    server.stop()
 
 
 def auth_config(standin: GoogleStandIn, **over) -> dict:

@@ -10,16 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
-import sys
-import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli, sha
+from helpers import REPO, cli_argv, cli_env, image_answer, run_cli, sha, today
 from PIL import Image
 from procs import start_gateway, start_model_server, write_config
 from synthetic import make_slide
@@ -48,17 +44,6 @@ def slides(tmp_path: Path) -> Path:
     return root
 
 
-def _api(url: str, data: bytes, headers: dict[str, str] | None = None) -> dict:
-    req = urllib.request.Request(
-        f"{url}/v1/services/eos:detect",
-        data=data,
-        headers={"Content-Type": "application/octet-stream", **(headers or {})},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
-
-
 def test_folder_in_process_json(slides: Path) -> None:
     r = run_cli("detect", str(slides), "--json")
     assert r.returncode == 0, r.stderr
@@ -80,10 +65,11 @@ def test_counts_equal_the_api_in_both_modes(slides: Path) -> None:
     try:
         files = sorted(p for p in slides.rglob("*") if p.suffix in (".jpg", ".png"))
         for threshold in ("0.3", "0.8"):
+            # 0.3 is the service's own threshold: the API is asked without one.
+            query = "" if threshold == "0.3" else f"?threshold={threshold}"
+            url = f"{gw.url}/v1/services/eos:detect{query}"
             api = {
-                p.name: _api(f"{gw.url}", p.read_bytes(), {"X-API-Key": API_KEY})
-                if threshold == "0.3"
-                else _api_threshold(gw.url, p.read_bytes(), threshold)
+                p.name: image_answer(url, p.read_bytes(), headers={"X-API-Key": API_KEY})
                 for p in files
             }
             local = run_cli("detect", str(slides), "--json", "--threshold", threshold)
@@ -108,17 +94,6 @@ def test_counts_equal_the_api_in_both_modes(slides: Path) -> None:
     finally:
         gw.stop()
     assert '"principal":"key:cli"' in log and API_KEY not in log
-
-
-def _api_threshold(url: str, data: bytes, threshold: str) -> dict:
-    req = urllib.request.Request(
-        f"{url}/v1/services/eos:detect?threshold={threshold}",
-        data=data,
-        headers={"Content-Type": "application/octet-stream", "X-API-Key": API_KEY},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
 
 
 def test_bad_slides_fail_alone_with_their_reason(slides: Path, tmp_path: Path) -> None:
@@ -241,12 +216,14 @@ def test_a_quota_stops_the_batch_and_resume_finishes_it(tmp_path: Path) -> None:
     workdir.mkdir()
     gw = start_gateway(_quota_config(3), workdir=workdir)
     out = tmp_path / "counts.csv"
-    argv = [str(tmp_path / "slides"), "--url", gw.url, "--api-key", BATCH_KEY, "--csv", str(out)]
+    slides = str(tmp_path / "slides")
+    argv = ["detect", slides, "--url", gw.url, "--api-key", BATCH_KEY, "--csv", str(out)]
     try:
         first = run_cli(*argv, "--jobs", "2", "--max-wait", "60")  # not: wait for midnight
         first_rows = _csv_rows(out)
         write_config(_quota_config(100), workdir)  # more; the same store keeps today's usage
-        gw.restart()
+        gw.stop()
+        gw.start()  # the same working directory and port, the new configuration
         second = run_cli(*argv, "--jobs", "2", "--resume")
     finally:
         gw.stop()
@@ -268,7 +245,7 @@ def test_a_quota_stops_the_batch_and_resume_finishes_it(tmp_path: Path) -> None:
     ]
     # Every slide was counted by the gateway exactly once: none sent again after success.
     store = SQLiteStore(workdir / ".gateway" / "usage.sqlite3")
-    daily = store.daily("key:batch", "eos", datetime.now(UTC).strftime("%Y-%m-%d"))
+    daily = store.daily("key:batch", "eos", today())
     assert daily["images"] == 6
 
 
@@ -282,14 +259,13 @@ def _read_until(stream, wanted, seen: list[str]) -> None:
 
 
 def _popen_cli(*args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "K_SERVICE")}
-    env["PYTHONPATH"] = str(REPO)
+    """``python -m gateway detect ARGS``, running, its output read as it comes."""
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "detect", *args],
+        cli_argv("detect", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=cli_env(),
         cwd=REPO,
     )
 
@@ -345,7 +321,7 @@ def test_a_model_server_outage_is_ridden_out_and_ctrl_c_resumes(tmp_path: Path) 
         with open(out, "a") as fh:
             fh.write('{"path": "' + expected[-1]["path"] + '", "cou')
         control.write_text("{}")
-        again = run_cli(*common, "--json", str(out), "--jobs", "3", "--resume")
+        again = run_cli("detect", *common, "--json", str(out), "--jobs", "3", "--resume")
         assert again.returncode == 0, again.stderr
         second = json.loads(again.stdout)["summary"]
         assert second["skipped"] == len(done) and second["counted"] == 10 - len(done)

@@ -4,7 +4,7 @@ in the file stop the start with a message naming the key and its place."""
 from __future__ import annotations
 
 import pytest
-from procs import REPO
+from helpers import REPO
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.runtime import check_sections

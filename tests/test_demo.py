@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import REPO, SAMPLE_SLIDE, real_photo, sha
+from helpers import REPO, SAMPLE_SLIDE, image_answer, real_photo, sha
 from procs import start_gateway, start_model_server
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -33,14 +33,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 
 def _api_count(url: str, data: bytes, threshold: float | None = None) -> int:
     query = "" if threshold is None else f"?threshold={threshold}"
-    req = urllib.request.Request(
-        f"{url}/v1/services/eos:detect{query}",
-        data=data,
-        headers={"Content-Type": "image/jpeg"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())["count"]
+    return image_answer(f"{url}/v1/services/eos:detect{query}", data, "image/jpeg")["count"]
 
 
 @pytest.fixture(scope="module")
@@ -209,14 +202,8 @@ def test_a_classifier_shows_its_label(browser) -> None:
     }
     proc = start_gateway({"demo": True, "services": services})
     try:
-        req = urllib.request.Request(
-            f"{proc.url}/v1/services/cls:classify",
-            data=SAMPLE_SLIDE.read_bytes(),
-            headers={"Content-Type": "image/jpeg"},
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=120) as r:
-            expected = json.loads(r.read())
+        url = f"{proc.url}/v1/services/cls:classify"
+        expected = image_answer(url, SAMPLE_SLIDE.read_bytes(), "image/jpeg")
         browser.get(proc.url + "/")
         options = [o.get_attribute("value") for o in browser.find_elements(By.TAG_NAME, "option")]
         assert options == ["cls"]  # nothing to drop an image on for a passthrough service

@@ -19,7 +19,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers import jpeg, real_photo
+from helpers import jpeg, png, real_photo
 from hidden_libs import without_library
 from PIL import Image
 from procs import start_gateway, start_model_server
@@ -92,9 +92,8 @@ def run_decoded_lossless(data: bytes, backend) -> merging.Merged:
     tiles = tiles_for(service, image.width, image.height)
     inputs = []
     for t in tiles:
-        buf = io.BytesIO()
-        Image.fromarray(image.rgb[t.y0 : t.y1, t.x0 : t.x1]).save(buf, format="PNG")
-        inputs.append(TileInput(t.index, t.width, t.height, encoded=buf.getvalue()))
+        encoded = png(image.rgb[t.y0 : t.y1, t.x0 : t.x1])
+        inputs.append(TileInput(t.index, t.width, t.height, encoded=encoded))
     result = be.predict([inputs], time.monotonic() + 120)
     merged = merging.merge(tiles, result.tiles, image.width, image.height)
     return merging.above(merged, THRESHOLD)
@@ -177,12 +176,8 @@ def test_declines_what_it_cannot_cut_exactly():
     assert not uses_fast_path(rotated, service)
     gray = jpeg(rgb[:, :, 0].copy(), quality=90)
     assert not uses_fast_path(gray, service)
-    cmyk = io.BytesIO()
-    Image.fromarray(rgb).convert("CMYK").save(cmyk, format="JPEG", quality=90)
-    assert not uses_fast_path(cmyk.getvalue(), service)
-    png = io.BytesIO()
-    Image.fromarray(rgb).save(png, format="PNG")
-    assert not uses_fast_path(png.getvalue(), service)
+    assert not uses_fast_path(jpeg(Image.fromarray(rgb).convert("CMYK"), quality=90), service)
+    assert not uses_fast_path(png(rgb), service)
     assert uses_fast_path(jpeg(rgb, quality=90), service)
 
 

@@ -8,26 +8,18 @@ at once, synthetic slides with cells on seams and corners, and every error statu
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import socket
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from helpers import jpeg, real_photo, synthetic_slide
+from helpers import assert_error, b64, jpeg, real_photo, synthetic_slide
 from PIL import Image
 from procs import free_port, start_gateway, start_model_server
+from raw_server import raw_server
 from synthetic import make_slide
-
-ERROR_KEYS = {"error", "code", "request_id"}
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def webapp_body(*images: bytes, key: str = "eos") -> dict:
@@ -61,13 +53,6 @@ def model_server(control):
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    proc = start_gateway(None)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
 def proxied(model_server):
     config = {
         "services": {
@@ -93,23 +78,6 @@ def proxied(model_server):
     proc = start_gateway(config)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(params=["embedded", "proxied"])
-def gateway(request):
-    return request.getfixturevalue(request.param)
-
-
-def assert_error(resp: requests.Response, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers["Content-Type"].startswith("application/json")
-    body = resp.json()
-    assert set(body) >= ERROR_KEYS and body["error"] and body["request_id"]
-    assert body["request_id"] == resp.headers["X-Request-Id"]
-    assert "Traceback" not in resp.text and "<html" not in resp.text.lower()
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 # -- the web app's request ---------------------------------------------------------------
@@ -430,33 +398,6 @@ def test_backend_garbage_is_502_and_slowness_504(proxied, control, slide):
     assert requests.post(url, json=body, timeout=30).status_code == 200
 
 
-def _raw_server(reply: bytes) -> tuple[int, threading.Event]:
-    """A TCP server that answers every connection with ``reply`` and closes."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    stop = threading.Event()
-
-    def serve():
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    conn.recv(1 << 20)
-                    conn.sendall(reply)
-                except OSError:
-                    pass
-        sock.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return sock.getsockname()[1], stop
-
-
 @pytest.mark.parametrize(
     "reply,status",
     [
@@ -479,7 +420,7 @@ def _raw_server(reply: bytes) -> tuple[int, threading.Event]:
     ],
 )
 def test_backend_answers_that_are_not_predictions(reply, status, slide):
-    port, stop = _raw_server(reply)
+    port, stop = raw_server(reply)
     gw = start_gateway(
         {"services": {"eos": {"backend": {"url": f"http://127.0.0.1:{port}", "timeout_s": 5}}}}
     )

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers import encode
+from helpers import encode, png_chunk
 from PIL import Image
 
 from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
@@ -68,17 +68,10 @@ def test_exif_orientation_is_applied(orientation):
 
 
 def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1000)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    head = png_chunk(b"IHDR", ihdr)
+    return b"\x89PNG\r\n\x1a\n" + head + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def test_too_many_pixels_is_refused_from_the_header_without_allocating():
@@ -116,16 +109,9 @@ def test_truncated_jpeg_is_422():
 
 def test_animated_gif_uses_the_first_frame():
     frames = [Image.new("RGB", (20, 10), c) for c in [(255, 0, 0), (0, 255, 0)]]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
-    out = decode(buf.getvalue(), LIMIT)
+    out = decode(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]), LIMIT)
     assert out.rgb.shape == (10, 20, 3)
     assert out.rgb[0, 0, 0] > 200 and out.rgb[0, 0, 1] < 50
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def _exif_tiff(orientation: int) -> bytes:
@@ -137,7 +123,7 @@ def _exif_tiff(orientation: int) -> bytes:
 def _png_with_exif_after_pixels(img: Image.Image, orientation: int) -> bytes:
     data = encode(img, "PNG")
     iend = data.rindex(b"IEND") - 4  # the length field before the chunk type
-    return data[:iend] + _png_chunk(b"eXIf", _exif_tiff(orientation)) + data[iend:]
+    return data[:iend] + png_chunk(b"eXIf", _exif_tiff(orientation)) + data[iend:]
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])

@@ -5,20 +5,14 @@ keys, allow lists, quotas, CORS and usage records as for the detector."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
-from PIL import Image
-from procs import REPO, free_port, start_gateway, start_model_server
+from helpers import b64, encode, run_cli, sha
+from procs import free_port, start_gateway, start_kind_models
 from synthetic import make_slide
 
 LAB_KEY = "lab-key-7c1d2e3f4a5b"
@@ -27,27 +21,17 @@ OTHER_KEY = "other-key-1b2c3d4e5f6a"
 ORIGIN = "https://app.example"
 
 
-def _sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _jpeg(rgb, **save) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, format="JPEG", quality=92, **save)
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def slide() -> bytes:
     """Three eosinophils: the classifier says ``eosinophils``."""
     cells = [(80, 70, 40), (200, 150, 42), (300, 80, 40)]
-    return _jpeg(make_slide(400, 240, cells, seed=4))
+    return encode(make_slide(400, 240, cells, seed=4), "JPEG")
 
 
 @pytest.fixture(scope="module")
 def blank() -> bytes:
     """Bare glass, no cells: the classifier says ``none``."""
-    return _jpeg(np.full((240, 400, 3), (228, 221, 222), dtype=np.uint8))
+    return encode(np.full((240, 400, 3), (228, 221, 222), dtype=np.uint8), "JPEG")
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +43,7 @@ def control(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(control):
-    cls = start_model_server(model="cls", extra=["--kind", "classification"])
-    try:
-        echo = start_model_server(model="echo", control_file=control, extra=["--kind", "echo"])
-    except Exception:
-        cls.stop()
-        raise
+    cls, echo = start_kind_models(echo_control=control)
     yield cls, echo
     echo.stop()
     cls.stop()
@@ -96,9 +75,9 @@ def gateway(models, tmp_path_factory):
         },
         "auth": {
             "api_keys": [
-                {"id": "lab-script", "sha256": _sha(LAB_KEY)},
-                {"id": "cam", "sha256": _sha(CAM_KEY)},
-                {"id": "other", "sha256": _sha(OTHER_KEY)},
+                {"id": "lab-script", "sha256": sha(LAB_KEY)},
+                {"id": "cam", "sha256": sha(CAM_KEY)},
+                {"id": "other", "sha256": sha(OTHER_KEY)},
             ],
             "api_keys_firestore": False,
         },
@@ -135,10 +114,6 @@ def call(
 def post_json(gw, path: str, doc, key: str | None = LAB_KEY):
     status, headers, body = call(gw, "POST", path, json.dumps(doc).encode(), key)
     return status, headers, json.loads(body)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def test_services_show_their_kind(gateway):
@@ -305,16 +280,8 @@ def test_cors_on_the_new_routes(gateway, slide):
 
 
 def run_report(gateway) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "FIRESTORE_EMULATOR_HOST"}
-    env.update(PYTHONPATH=str(REPO), GATEWAY_CONFIG=str(gateway.workdir / "gateway-config.json"))
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway", "usage", "--json"],
-        cwd=gateway.workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    config = str(gateway.workdir / "gateway-config.json")
+    out = run_cli("usage", "--json", env={"GATEWAY_CONFIG": config}, cwd=gateway.workdir)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ast
 
-from procs import REPO
+from helpers import REPO
 
 # The README's layout table, top to bottom.
 LAYERS = [

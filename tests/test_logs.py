@@ -39,10 +39,6 @@ def _json_lines(text: str) -> list[dict]:
     return out
 
 
-def _png() -> bytes:
-    return png(make_slide(400, 240, [(100, 100, 44), (250, 150, 44)], seed=1))
-
-
 def test_access_and_error_lines_of_a_running_gateway() -> None:
     digest = sha(API_KEY)
     config = {
@@ -54,12 +50,12 @@ def test_access_and_error_lines_of_a_running_gateway() -> None:
         "usage": {"enabled": False},
     }
     gw = start_gateway(config, env={"GOOGLE_CLOUD_PROJECT": "eos-project"})
-    png = _png()
-    b64 = base64.b64encode(png)
+    slide = png(make_slide(400, 240, [(100, 100, 44), (250, 150, 44)], seed=1))
+    b64 = base64.b64encode(slide)
     try:
         ok = _call(
             f"{gw.url}/v1/services/eos:detect",
-            data=png,
+            data=slide,
             headers={
                 "Content-Type": "image/png",
                 "X-API-Key": API_KEY,
@@ -113,7 +109,7 @@ def test_access_and_error_lines_of_a_running_gateway() -> None:
 
     first = access[ok[1]["X-Request-Id"]]
     assert first["service"] == "eos" and first["principal"] == "key:logs"
-    assert first["detections"] == 2 and int(first["httpRequest"]["requestSize"]) == len(png)
+    assert first["detections"] == 2 and int(first["httpRequest"]["requestSize"]) == len(slide)
     assert first["logging.googleapis.com/trace"] == f"projects/eos-project/traces/{TRACE}"
     tp = access[bad_token[1]["X-Request-Id"]]
     assert tp["logging.googleapis.com/trace"] == f"projects/eos-project/traces/{TRACE[::-1]}"

@@ -8,13 +8,12 @@ content type, headers, body) is one the document allows.
 
 from __future__ import annotations
 
-import base64
 import re
 
 import pytest
 import schemathesis
 import yaml
-from helpers import REPO, png, sha
+from helpers import REPO, b64, png, sha
 from hypothesis import HealthCheck, settings
 from procs import start_gateway
 from synthetic import make_slide
@@ -188,7 +187,7 @@ def test_successful_answers_conform(gateway) -> None:
     here; this also proves that ':predict' and ':detect' reach the gateway as written.
     """
     png = _slide_png()
-    b64 = base64.b64encode(png).decode()
+    text = b64(png)
     detect = schema["/v1/services/{service}:detect"]["POST"]
     predict = schema["/v1/models/{service}:predict"]["POST"]
     svc = {"service": "eos"}
@@ -196,7 +195,7 @@ def test_successful_answers_conform(gateway) -> None:
     r = _validated(
         gateway,
         detect.Case(
-            path_parameters=svc, body={"image": b64, "key": "s1"}, media_type="application/json"
+            path_parameters=svc, body={"image": text, "key": "s1"}, media_type="application/json"
         ),
     )
     assert r.request.url == gateway.url + "/v1/services/eos:detect"
@@ -220,14 +219,14 @@ def test_successful_answers_conform(gateway) -> None:
     assert r.headers["content-type"] == ["image/jpeg"]
     assert r.headers["x-detections-count"] == ["3"]
 
-    rows = {"instances": [{"image_bytes": {"b64": b64}, "key": "a"}], "threshold": 0.3}
+    rows = {"instances": [{"image_bytes": {"b64": text}, "key": "a"}], "threshold": 0.3}
     r = _validated(
         gateway, predict.Case(path_parameters=svc, body=rows, media_type="application/json")
     )
     assert r.request.url == gateway.url + "/v1/models/eos:predict"
     assert r.json()["predictions"][0]["num_detections"] == 3
 
-    columns = {"inputs": {"image_bytes": [{"b64": b64}], "key": ["a"]}, "threshold": 0.3}
+    columns = {"inputs": {"image_bytes": [{"b64": text}], "key": ["a"]}, "threshold": 0.3}
     r = _validated(
         gateway, predict.Case(path_parameters=svc, body=columns, media_type="application/json")
     )

@@ -3,15 +3,14 @@ unauthenticated health routes show state only."""
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.request
 
 import pytest
-from helpers import synthetic_slide
+from helpers import b64, synthetic_slide
 from procs import start_gateway
-from test_gateway_http import _raw_server
+from raw_server import raw_server
 
 SECRET = "SECRET-internal-path /models/eos/1/saved_model.pb tensor input_1:0"
 
@@ -40,12 +39,12 @@ def fetch(url: str, body: bytes | None = None) -> tuple[int, bytes]:
     [(500, "Internal Server Error", 502), (400, "Bad Request", 502), (404, "Not Found", 503)],
 )
 def test_model_server_errors_are_answered_in_the_gateways_words(status, reason, expect):
-    port, stop = _raw_server(_reply(status, reason))
+    port, stop = raw_server(_reply(status, reason))
     gateway = start_gateway(
         {"services": {"eos": {"backend": {"url": f"http://127.0.0.1:{port}", "timeout_s": 5}}}}
     )
     try:
-        image = base64.b64encode(synthetic_slide(320, 240, 2, 1, "PNG")).decode()
+        image = b64(synthetic_slide(320, 240, 2, 1, "PNG"))
         body = json.dumps({"instances": [{"b64": image}]}).encode()
         got, answer = fetch(f"{gateway.url}/v1/models/eos:predict", body)
         readyz = fetch(f"{gateway.url}/readyz")

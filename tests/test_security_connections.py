@@ -4,7 +4,6 @@ not stop the others.  Everything over real sockets against functions-framework's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import sha
 from procs import start_gateway
 
 IDLE = 40  # connections that send nothing
@@ -128,7 +128,7 @@ def test_large_body_trickled_gets_a_408_and_frees_its_thread(short_deadlines):
 
 
 def _key(secret: str) -> dict:
-    return {"id": secret, "sha256": hashlib.sha256(secret.encode()).hexdigest()}
+    return {"id": secret, "sha256": sha(secret)}
 
 
 def _status(port: int, key: str) -> int | str:

@@ -11,12 +11,13 @@ import threading
 import time
 
 import pytest
+from helpers import sha
 from loadgen import group_rss_bytes
 from procs import start_gateway
 
 ORIGIN = "https://app.example"
 KEY = "sk-test-security"
-KEY_SHA = __import__("hashlib").sha256(KEY.encode()).hexdigest()
+KEY_SHA = sha(KEY)
 CONFIG = {
     "cors": {"origins": [ORIGIN]},
     "demo": False,

@@ -4,7 +4,6 @@ Retry-After).  Multi-picture JPEGs from phones are read as their first picture."
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import threading
@@ -12,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import synthetic_slide
+from helpers import b64, encode, png, synthetic_slide
 from PIL import Image
 from procs import free_port, start_gateway
 
@@ -26,19 +25,15 @@ MB = 1024 * 1024
 
 def flat_png(width: int, height: int, mode: str = "L") -> bytes:
     """A few kB of PNG that decodes into width x height pixels of zeros."""
-    out = io.BytesIO()
-    Image.new(mode, (width, height)).save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return png(Image.new(mode, (width, height)), optimize=True)
 
 
 def mpo(first: Image.Image, second: Image.Image) -> bytes:
-    out = io.BytesIO()
-    first.save(out, format="MPO", save_all=True, append_images=[second])
-    return out.getvalue()
+    return encode(first, "MPO", save_all=True, append_images=[second])
 
 
 def post_predict(url: str, image: bytes) -> tuple[int, dict, dict]:
-    body = json.dumps({"instances": [{"b64": base64.b64encode(image).decode()}]}).encode()
+    body = json.dumps({"instances": [{"b64": b64(image)}]}).encode()
     req = urllib.request.Request(
         f"{url}/v1/models/eos:predict", data=body, headers={"Content-Type": "application/json"}
     )

@@ -4,12 +4,9 @@ pixels' own encoding (no profile or gamma of the source carried)."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from helpers import jpeg, png, real_photo
-from PIL import Image
 
 from gateway.pipeline import jpegcut, slide
 from gateway.pipeline.images import decode, decode_image
@@ -67,9 +64,7 @@ def test_bands_hold_every_tile_once_in_order(size, split):
 def test_big_444_jpeg_is_decoded_not_cut():
     rgb = np.random.default_rng(3).integers(0, 255, (2600, 2600, 3), dtype=np.uint8)
     for subsampling, cut in ((0, False), (2, True)):
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=90, subsampling=subsampling)
-        data = buf.getvalue()
+        data = jpeg(rgb, quality=90, subsampling=subsampling)
         info, _ = decode_image(data, MAX_PIXELS)
         assert jpegcut.coefficient_bytes_per_pixel(data) == (6.0 if subsampling == 0 else 3.0)
         assert slide.cuts_losslessly(data, info) == cut

@@ -14,20 +14,21 @@ import json
 import numpy as np
 import pytest
 import requests
-from helpers import real_photo
+from helpers import ERROR_KEYS, assert_error, b64, jpeg, real_photo
+from PIL import Image
 from procs import start_gateway, start_model_server
 
 APP = "https://webapp.example"
-ERROR_KEYS = {"error", "code", "request_id"}
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+def slide() -> bytes:
+    """The real photograph every case sends (skips, saying why, where it is missing)."""
+    return real_photo("real-slide.jpg").read_bytes()
 
 
 def webapp_body(text: str | None = None, key: str = "eos") -> dict:
     """The seed web app's request, unchanged."""
-    text = text if text is not None else b64(real_photo("real-slide.jpg").read_bytes())
+    text = text if text is not None else b64(slide())
     return {"instances": [{"image_bytes": {"b64": text}, "key": key}]}
 
 
@@ -64,31 +65,11 @@ def proxied(model_server):
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    proc = start_gateway(None)  # one service, "eos", on the embedded detector
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(params=["embedded", "proxied"])
-def gateway(request):
-    return request.getfixturevalue(request.param)
-
-
-@pytest.fixture(scope="module")
 def answers(proxied) -> dict:
     """The unpinned answer, asked once for the module."""
     resp = requests.post(f"{proxied.url}/v1/models/eos:predict", json=webapp_body(), timeout=120)
     assert resp.status_code == 200, resp.text[:300]
     return resp.json()["predictions"][0]
-
-
-def assert_error(resp: requests.Response, status: int, code: str) -> dict:
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    body = resp.json()
-    assert set(body) >= ERROR_KEYS and body["code"] == code, body
-    assert body["request_id"] == resp.headers["X-Request-Id"]
-    return body
 
 
 # -- versions and labels: api_rest.md "Predict API" ---------------------------------------
@@ -207,13 +188,13 @@ def test_predict_cuts_nothing_unless_asked(proxied, answers):
     assert 0.0 not in scores  # the export's zero padding is cut at num_detections
     every = requests.post(
         f"{proxied.url}/v1/services/eos:detect?threshold=0",
-        json={"image": b64(real_photo("real-slide.jpg").read_bytes())},
+        json={"image": b64(slide())},
         timeout=120,
     ).json()
     assert every["count"] == answers["num_detections"]
     default = requests.post(
         f"{proxied.url}/v1/services/eos:detect",
-        json={"image": b64(real_photo("real-slide.jpg").read_bytes())},
+        json={"image": b64(slide())},
         timeout=120,
     ).json()
     assert default["count"] == sum(s >= 0.3 for s in scores)  # :detect keeps its default
@@ -235,10 +216,9 @@ def test_per_detection_outputs_follow_their_detection(answers):
 
 def test_columnar_answers_are_rectangular(proxied):
     # api_rest.md "Columnar format": outputs are tensors, the batch their first dimension
-    slide = real_photo("real-slide.jpg").read_bytes()
     blank = requests.post(
         f"{proxied.url}/v1/models/eos:predict",
-        json={"inputs": {"image_bytes": [{"b64": b64(slide)}, {"b64": _blank()}]}},
+        json={"inputs": {"image_bytes": [{"b64": b64(slide())}, {"b64": _blank()}]}},
         timeout=120,
     )
     assert blank.status_code == 200, blank.text[:300]
@@ -252,20 +232,14 @@ def test_columnar_answers_are_rectangular(proxied):
 
 
 def _blank() -> str:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (320, 240), (245, 245, 245)).save(buf, "JPEG")
-    return b64(buf.getvalue())
+    return b64(jpeg(Image.new("RGB", (320, 240), (245, 245, 245)), quality=75))
 
 
 # -- base64 as TF Serving reads it ------------------------------------------------------
 
 
 def test_base64_as_encoders_write_it(embedded):
-    data = real_photo("real-slide.jpg").read_bytes()
+    data = slide()
     url = f"{embedded.url}/v1/models/eos:predict"
     plain = requests.post(url, json=webapp_body(b64(data)), timeout=60).json()["predictions"][0]
     for text in (

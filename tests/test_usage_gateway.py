@@ -14,7 +14,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
-from helpers import encode, run_cli, sha, today
+from helpers import jpeg, run_cli, sha, today
 from procs import start_gateway
 from synthetic import make_slide
 from usage_helpers import daily_counters, run_clients
@@ -38,8 +38,9 @@ AUTH = {
 
 
 @pytest.fixture(scope="module")
-def jpeg() -> bytes:
-    return encode(make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5), "JPEG", quality=90)
+def slide() -> bytes:
+    """A small slide with two eosinophils."""
+    return jpeg(make_slide(200, 150, [(60, 60, 36), (140, 90, 38)], seed=5), quality=90)
 
 
 def post(url: str, body: bytes, key: str | None, content_type: str = "image/jpeg"):
@@ -80,22 +81,22 @@ def fs_config(**usage) -> dict:
     }
 
 
-def test_mixed_requests_records_counters_and_report(firestore_emulator, firestore_project, jpeg):
+def test_mixed_requests_records_counters_and_report(firestore_emulator, firestore_project, slide):
     env = firestore_emulator.env(firestore_project)
     gw = start_gateway(fs_config(), env=env)
     try:
         sent: dict[str, int] = {}
         for key, body in [
-            (LAB_KEY, jpeg),
-            (LAB_KEY, jpeg),
-            (CAM_KEY, jpeg),
+            (LAB_KEY, slide),
+            (LAB_KEY, slide),
+            (CAM_KEY, slide),
             (LAB_KEY, b"definitely not an image"),
-            ("wrong-key", jpeg),
-            (None, jpeg),
+            ("wrong-key", slide),
+            (None, slide),
         ]:
             status, headers, _ = post(detect_url(gw), body, key)
             sent[headers["X-Request-Id"]] = status
-        status, headers, _ = post(detect_url(gw, "nope"), jpeg, LAB_KEY)
+        status, headers, _ = post(detect_url(gw, "nope"), slide, LAB_KEY)
         sent[headers["X-Request-Id"]] = status
     finally:
         gw.stop()
@@ -112,7 +113,7 @@ def test_mixed_requests_records_counters_and_report(firestore_emulator, firestor
     for d in good:
         assert d["image"]["format"] == "jpeg"
         assert (d["image"]["width"], d["image"]["height"]) == (200, 150)
-        assert d["image"]["bytes"] == len(jpeg)
+        assert d["image"]["bytes"] == len(slide)
         assert d["instances"] == 1 and d["tiles"] >= 1
         assert d["backend"]["model"]
     bad_image = next(d for d in docs.values() if d["principal"] == "key:lab-script"
@@ -148,14 +149,14 @@ def test_mixed_requests_records_counters_and_report(firestore_emulator, firestor
     assert run_report(env, "--since", "2999-01-01")["rows"] == []
 
 
-def test_concurrent_requests_keep_counters_exact(firestore_emulator, firestore_project, jpeg):
+def test_concurrent_requests_keep_counters_exact(firestore_emulator, firestore_project, slide):
     gw = start_gateway(fs_config(), env=firestore_emulator.env(firestore_project))
     ids: list[str] = []
     lock = threading.Lock()
 
     def client_loop(key: str) -> None:
         for _ in range(5):
-            status, headers, _ = post(detect_url(gw), jpeg, key)
+            status, headers, _ = post(detect_url(gw), slide, key)
             assert status == 200
             with lock:
                 ids.append(headers["X-Request-Id"])
@@ -175,7 +176,7 @@ def test_concurrent_requests_keep_counters_exact(firestore_emulator, firestore_p
     assert (lab["requests"], lab["images"], lab["errors"]) == (20, 20, 0)
 
 
-def test_quota_refusal_is_429_with_retry_after(firestore_emulator, firestore_project, jpeg):
+def test_quota_refusal_is_429_with_retry_after(firestore_emulator, firestore_project, slide):
     config = fs_config()
     config["quotas"] = {
         "default": {"daily_images": 2},
@@ -183,8 +184,8 @@ def test_quota_refusal_is_429_with_retry_after(firestore_emulator, firestore_pro
     }
     gw = start_gateway(config, env=firestore_emulator.env(firestore_project))
     try:
-        lab = [post(detect_url(gw), jpeg, LAB_KEY) for _ in range(4)]
-        cam = [post(detect_url(gw), jpeg, CAM_KEY) for _ in range(3)]
+        lab = [post(detect_url(gw), slide, LAB_KEY) for _ in range(4)]
+        cam = [post(detect_url(gw), slide, CAM_KEY) for _ in range(3)]
     finally:
         gw.stop()
     assert [s for s, _, _ in lab] == [200, 200, 200, 429]
@@ -207,7 +208,7 @@ def test_quota_refusal_is_429_with_retry_after(firestore_emulator, firestore_pro
 
 
 def test_firestore_outage_loses_no_record_and_counts_each_once(
-    firestore_emulator, firestore_project, jpeg
+    firestore_emulator, firestore_project, slide
 ):
     """Two gunicorn workers share one spool; the emulator goes away mid-run and comes back."""
     env = firestore_emulator.env(firestore_project) | {"WORKERS": "2"}
@@ -216,7 +217,7 @@ def test_firestore_outage_loses_no_record_and_counts_each_once(
 
     def send(n: int) -> None:
         for _ in range(n):
-            status, headers, _ = post(detect_url(gw), jpeg, LAB_KEY)
+            status, headers, _ = post(detect_url(gw), slide, LAB_KEY)
             assert status == 200, "requests must be served while Firestore is away"
             ids.append(headers["X-Request-Id"])
 
@@ -249,11 +250,11 @@ def test_firestore_outage_loses_no_record_and_counts_each_once(
     assert LAB_KEY not in log
 
 
-def test_sqlite_default_and_report(tmp_path, jpeg):
+def test_sqlite_default_and_report(tmp_path, slide):
     config = {"auth": AUTH, "quotas": {"default": {"daily_images": 3}}}
     gw = start_gateway(config, workdir=tmp_path)
     try:
-        results = [post(detect_url(gw), jpeg, LAB_KEY) for _ in range(4)]
+        results = [post(detect_url(gw), slide, LAB_KEY) for _ in range(4)]
         results.append(post(detect_url(gw), b"junk", CAM_KEY))
     finally:
         gw.stop()
@@ -275,7 +276,7 @@ def test_sqlite_default_and_report(tmp_path, jpeg):
 
 
 def test_request_rate_counts_failing_requests_over_http(
-    firestore_emulator, firestore_project, jpeg
+    firestore_emulator, firestore_project, slide
 ):
     """Undecodable images are not free: they use the caller's requests_per_minute."""
     config = fs_config()
@@ -285,10 +286,10 @@ def test_request_rate_counts_failing_requests_over_http(
         for _ in range(2):  # each UTC minute has its own allowance: measure within one
             minute = datetime.now(UTC).strftime("%H:%M")
             results = [post(detect_url(gw), b"not an image", LAB_KEY) for _ in range(3)]
-            results += [post(detect_url(gw), jpeg, LAB_KEY) for _ in range(2)]
+            results += [post(detect_url(gw), slide, LAB_KEY) for _ in range(2)]
             if datetime.now(UTC).strftime("%H:%M") == minute:
                 break
-        cam = post(detect_url(gw), jpeg, CAM_KEY)
+        cam = post(detect_url(gw), slide, CAM_KEY)
     finally:
         gw.stop()
     statuses = [s for s, _, _ in results]
@@ -306,7 +307,7 @@ def run_replay(env: dict[str, str], *args: str, cwd=None, stdin: str | None = No
 
 
 def test_records_of_a_lost_instance_are_replayed_from_its_logs(
-    firestore_emulator, firestore_project, jpeg, tmp_path
+    firestore_emulator, firestore_project, slide, tmp_path
 ):
     """Firestore is away until the instance is gone, and its spool with it: the records live
     on only in the log.  Replaying the log stores each once, with its counters; replaying it
@@ -316,12 +317,12 @@ def test_records_of_a_lost_instance_are_replayed_from_its_logs(
     gw = start_gateway(fs_config(spool_path=str(spool)), env=env, workdir=tmp_path)
     client = firestore_emulator.client(firestore_project)
     try:
-        status, headers, _ = post(detect_url(gw), jpeg, LAB_KEY)
+        status, headers, _ = post(detect_url(gw), slide, LAB_KEY)
         stored_first = headers["X-Request-Id"]
         assert status == 200
         firestore_emulator.stop()
         lost = []
-        for body in (jpeg, jpeg, b"junk", jpeg):
+        for body in (slide, slide, b"junk", slide):
             _, headers, _ = post(detect_url(gw), body, LAB_KEY)
             lost.append(headers["X-Request-Id"])
     finally:
@@ -361,7 +362,7 @@ def test_records_of_a_lost_instance_are_replayed_from_its_logs(
 
 
 def test_spooled_records_are_sent_when_the_instance_stops(
-    firestore_emulator, firestore_project, jpeg, tmp_path
+    firestore_emulator, firestore_project, slide, tmp_path
 ):
     """Firestore comes back but no request follows to flush the spool: the worker sends
     the spooled records in its shutdown grace, instead of leaving them in /tmp."""
@@ -373,7 +374,7 @@ def test_spooled_records_are_sent_when_the_instance_stops(
     try:
         firestore_emulator.stop()
         for _ in range(5):
-            status, headers, _ = post(detect_url(gw), jpeg, LAB_KEY)
+            status, headers, _ = post(detect_url(gw), slide, LAB_KEY)
             assert status == 200
             ids.append(headers["X-Request-Id"])
         firestore_emulator.start()
@@ -389,7 +390,7 @@ def test_spooled_records_are_sent_when_the_instance_stops(
     assert '"message":"usage: spool sent at shutdown"' in log
 
 
-def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_project, jpeg):
+def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_project, slide):
     """Four gateway processes as separate instances (each its own working directory and
     spool) on one Firestore; sixteen clients of one principal with a quota of 60 send until
     they are refused.  Served stays within 90-105% of the quota, and every answered request
@@ -401,7 +402,7 @@ def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_proje
     try:
         for gw in fleet:
             gw.start()
-        answers = run_clients([detect_url(gw) for gw in fleet], 16, jpeg, LAB_KEY,
+        answers = run_clients([detect_url(gw) for gw in fleet], 16, slide, LAB_KEY,
                               until_refused=True)  # fmt: skip
     finally:
         for gw in fleet:
@@ -419,7 +420,7 @@ def test_a_quota_holds_across_four_instances(firestore_emulator, firestore_proje
 
 
 def test_a_stopping_instance_gives_back_its_unused_allowance(
-    firestore_emulator, firestore_project, jpeg
+    firestore_emulator, firestore_project, slide
 ):
     """A request takes a block from the ledger; at SIGTERM the instance returns what it did
     not use (a negative entry), so the ledgers hold exactly what was served."""
@@ -440,7 +441,9 @@ def test_a_stopping_instance_gives_back_its_unused_allowance(
     for served in (1, 3):
         gw = start_gateway(config, env=env)
         try:
-            assert [post(detect_url(gw), jpeg, LAB_KEY)[0] for _ in range(served)] == [200] * served
+            assert [post(detect_url(gw), slide, LAB_KEY)[0] for _ in range(served)] == [
+                200
+            ] * served
             assert sum(entries()) > 4  # a block is more than the request needs
         finally:
             assert gw.stop() == 0

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 import pytest
+from helpers import jpeg, png
 from PIL import Image
 
 from gateway.backends.base import Classification, ClassifyResult, ImageInput
@@ -54,11 +55,10 @@ def service(max_side: int | None = None) -> tuple[Service, FakeClassifier]:
     return Service(cfg, backend), backend
 
 
-def jpeg(width: int, height: int, **save) -> bytes:
+def noise_jpeg(width: int, height: int, **save) -> bytes:
+    """Random pixels: nothing the classifier could take a shortcut on."""
     rgb = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, format="JPEG", quality=90, **save)
-    return out.getvalue()
+    return jpeg(rgb, quality=90, **save)
 
 
 def run(svc: Service, images: list[bytes], quota=None):
@@ -73,7 +73,7 @@ def sent_size(inp: ImageInput) -> tuple[int, int]:
 
 def test_an_upright_jpeg_that_fits_is_sent_as_submitted():
     svc, backend = service(max_side=1000)
-    data = jpeg(640, 480)
+    data = noise_jpeg(640, 480)
     ctx, result = run(svc, [data])
     assert backend.sent[0].encoded == data
     assert result.images[0].best() == ("b", 0.75)
@@ -83,7 +83,7 @@ def test_an_upright_jpeg_that_fits_is_sent_as_submitted():
 
 def test_max_side_downscales_keeping_the_aspect_ratio():
     svc, backend = service(max_side=300)
-    ctx, result = run(svc, [jpeg(1200, 800)])
+    ctx, result = run(svc, [noise_jpeg(1200, 800)])
     assert sent_size(backend.sent[0]) == (300, 200)
     assert (result.images[0].info.width, result.images[0].info.height) == (1200, 800)
 
@@ -92,16 +92,15 @@ def test_exif_orientation_is_applied_before_sending():
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, shown portrait
     svc, backend = service()
-    _, result = run(svc, [jpeg(640, 480, exif=exif.tobytes())])
+    _, result = run(svc, [noise_jpeg(640, 480, exif=exif.tobytes())])
     assert sent_size(backend.sent[0]) == (480, 640)
     assert (result.images[0].info.width, result.images[0].info.height) == (480, 640)
 
 
 def test_other_formats_are_sent_as_jpeg_whole_once():
-    png = io.BytesIO()
-    Image.new("RGBA", (500, 300), (10, 20, 30, 128)).save(png, format="PNG")
+    rgba = png(Image.new("RGBA", (500, 300), (10, 20, 30, 128)))
     svc, backend = service()
-    run(svc, [png.getvalue(), jpeg(64, 48)])
+    run(svc, [rgba, noise_jpeg(64, 48)])
     assert len(backend.sent) == 2  # one payload per image: never tiled
     assert Image.open(io.BytesIO(backend.sent[0].encoded)).format == "JPEG"
     assert sent_size(backend.sent[0]) == (500, 300)
@@ -111,19 +110,19 @@ def test_every_image_is_checked_before_the_model_or_the_quota():
     svc, backend = service()
     quota = CountingQuota(99)
     with pytest.raises(GatewayError) as info:
-        run(svc, [jpeg(64, 48), b"not an image"], quota)
+        run(svc, [noise_jpeg(64, 48), b"not an image"], quota)
     assert (info.value.status, info.value.code) == (415, "unsupported_image")
     assert info.value.message.startswith("instance 1:")
     assert backend.sent == [] and quota.used == 0
     with pytest.raises(QuotaExceeded):
-        run(svc, [jpeg(64, 48)] * 3, CountingQuota(2))
+        run(svc, [noise_jpeg(64, 48)] * 3, CountingQuota(2))
     assert backend.sent == []
 
 
 def test_a_use_case_runs_only_its_kind():
     detector = Service(ServiceConfig(name="eos"), FakeClassifier())
     with pytest.raises(BadRequest) as info:
-        run(detector, [jpeg(64, 48)])
+        run(detector, [noise_jpeg(64, 48)])
     assert info.value.code == "wrong_route"
 
 

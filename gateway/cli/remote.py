@@ -23,6 +23,8 @@ from gateway.cli.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from gateway.cli.slides import Classified, Counted, SlideFailed
 
 KINDS = ("detection", "classification")
+# Known, but not for slides: the caller says why (the same words in both modes).
+PASSTHROUGH = "passthrough"
 
 
 class Unusable(Exception):
@@ -74,7 +76,7 @@ class Remote:
         if status != 200 or not isinstance(doc, dict):
             raise Unusable(f"cannot read the service: {_reason(doc, status)}")
         kind = doc.get("kind") or "detection"
-        if kind not in KINDS:
+        if kind not in (*KINDS, PASSTHROUGH):
             raise Unusable(f"service {self.service!r} is of kind {kind!r}, unknown to this CLI")
         self.kind = kind
         return kind
