@@ -73,6 +73,10 @@ class DecodedBase64:
         return f"<{len(self.data):,} bytes of base64-decoded data>"
 
 
+# Whitespace base64 skips but a JSON string may not hold unescaped.
+_JSON_RAW_CONTROLS = (b"\t", b"\n", b"\v", b"\f", b"\r")
+
+
 def _blob_pattern(key: str) -> re.Pattern[bytes]:
     return re.compile(rb'"' + re.escape(key.encode()) + rb'"[ \t\n\r]*:[ \t\n\r]*"')
 
@@ -87,7 +91,8 @@ def loads_decoding(data: bytes, key: str) -> Any:
     document is parsed with a short marker in its place, so the str never exists.  The
     result is the same: a ``"<key>":"`` that is not inside a string always opens a
     string value (the quote after the key cannot be an escaped one), a value made only
-    of base64 letters, padding and spaces has no escapes, and swapping it for another
+    of base64 letters, padding and spaces (never the raw tabs or line breaks JSON refuses
+    in a string, which base64 would skip) has no escapes, and swapping it for another
     plain string leaves the JSON exactly as valid or invalid as it was.
     Values that are short, escaped or not valid base64 stay in place and meet the usual
     checks in :func:`b64decode_strict`.
@@ -108,6 +113,8 @@ def loads_decoding(data: bytes, key: str) -> Any:
         end = data.find(b'"', start)
         if end < 0 or end - start < BLOB_MIN_CHARS:
             continue
+        if any(data.find(c, start, end) >= 0 for c in _JSON_RAW_CONTROLS):
+            continue  # JSON refuses it in a string: left in place, the parse says so
         try:
             decoded = a2b_tfserving(view[start:end])
         except (binascii.Error, ValueError):

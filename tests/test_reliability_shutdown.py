@@ -42,7 +42,8 @@ def slow_backend(tmp_path):
 
 def _gateway(backend_url: str, timeout_s: float):
     config = {"services": {"eos": {"backend": {"url": backend_url, "timeout_s": timeout_s}}}}
-    return start_gateway(config, env={"WORKERS": "2", "THREADS": "4"})
+    # Six requests are held at the model at once: a worker may accept all of them.
+    return start_gateway(config, env={"WORKERS": "2", "THREADS": "8"})
 
 
 def _arrivals(path: Path) -> int:
