@@ -111,16 +111,21 @@ def test_a_large_limit_is_split_into_parts_that_add_up_to_it(tmp_path):
     assert len(parts(10**6)) == 8
     instances = [Allowances(SQLiteStore(tmp_path / "u.sqlite3"), home=h) for h in range(8)]
     served = [0] * 8
+    errors: list[BaseException] = []
 
     def client(i: int) -> None:
-        while instances[i].take("L", "w", 1, 1000, META):
-            served[i] += 1
+        try:
+            while instances[i].take("L", "w", 1, 1000, META):
+                served[i] += 1
+        except BaseException as exc:  # a client that dies must fail the test, not hide
+            errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert errors == []
     assert sum(served) == 1000  # every client ran until refused: nothing left unused
     store = instances[0].store
     assert sum(_ledger_total(store, f"L__{p}") for p in range(8)) == 1000

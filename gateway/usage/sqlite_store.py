@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,24 @@ def connect(path: Path) -> sqlite3.Connection:
         str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
+    _set_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """WAL is a property of the file, set by the first connection; one opened while another
+    is switching it is told "database is locked" at once (the busy timeout does not cover
+    it), so it tries again within the same timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class SQLiteStore:
