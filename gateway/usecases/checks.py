@@ -3,6 +3,7 @@ once, the caller's quota, and errors that name the instance they are about."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -36,7 +37,7 @@ def require_kind(service: ServiceConfig, kind: str) -> None:
         )
 
 
-def faults_before_outage(
+def _faults_before_outage(
     images: Sequence[bytes],
     infos: Sequence[ImageInfo],
     limits: Limits,
@@ -66,7 +67,7 @@ def for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:
     )
 
 
-def check_images(
+def _check_images(
     ctx: RequestContext, images: Sequence[bytes], limits: Limits, quota: Quota
 ) -> list[ImageInfo]:
     """Header checks of every image (format, pixels, decoded size) before any model work,
@@ -90,3 +91,20 @@ def check_images(
         infos.append(info)
     quota.check_quota(ctx, images=len(images))
     return infos
+
+
+def admit_images(
+    ctx: RequestContext,
+    images: Sequence[bytes],
+    limits: Limits,
+    quota: Quota,
+    backend: Backend,
+    timeout_s: float,
+) -> tuple[list[ImageInfo], float]:
+    """Every kind's first steps: each image's header checked once, the quota, the
+    request's one deadline, and a quick 503 (after an image's own fault) while the model
+    server is known to be down.  Returns the images' infos and the deadline."""
+    infos = _check_images(ctx, images, limits, quota)
+    deadline = time.monotonic() + timeout_s
+    _faults_before_outage(images, infos, limits, backend, deadline)
+    return infos, deadline

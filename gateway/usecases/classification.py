@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -17,8 +16,7 @@ from gateway.pipeline.whole import whole_image
 from gateway.registry import Service
 from gateway.usecases.checks import (
     Quota,
-    check_images,
-    faults_before_outage,
+    admit_images,
     for_instance,
     require_kind,
 )
@@ -54,10 +52,8 @@ def classify(
     cfg = service.config
     require_kind(cfg, CLASSIFICATION)
     ctx.instances = len(images)
-    infos = check_images(ctx, images, limits, quota)
     backend = cast(Classifier, backend or service.backend)
-    deadline = time.monotonic() + cfg.backend.timeout_s
-    faults_before_outage(images, infos, limits, backend, deadline)  # a quick 503 when down
+    infos, deadline = admit_images(ctx, images, limits, quota, backend, cfg.backend.timeout_s)
     inputs = []
     for i, (data, info) in enumerate(zip(images, infos, strict=True)):
         try:
