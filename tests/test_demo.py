@@ -225,13 +225,16 @@ def test_a_classifier_shows_its_label(browser) -> None:
 class PrefixProxy:
     """A reverse proxy that mounts the gateway under a path prefix, as a cloudfunctions.net
     URL or an ingress rule does: ``/gateway`` and ``/gateway/x`` reach the gateway as ``/``
-    and ``/x``; any other path is a 404 from the proxy.  ``seen`` lists the paths asked for.
+    and ``/x``; any other path is a 404 from the proxy.  ``seen`` lists the paths asked for;
+    while ``hold`` is set, the service list waits (a page still loading).
     """
 
     HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
 
     def __init__(self, upstream_port: int, prefix: str = "/gateway") -> None:
         self.seen: list[str] = []
+        self.hold = threading.Event()
+        self.released = threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -244,6 +247,8 @@ class PrefixProxy:
                     self.send_error(404)
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == prefix + "/v1/services" and proxy.hold.is_set():
+                    proxy.released.wait(60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP}
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 try:
@@ -291,3 +296,24 @@ def test_page_works_under_a_path_prefix(gateway, browser, slash) -> None:
     assert "/gateway/v1/services" in proxy.seen
     assert "/gateway/v1/services/eos:detect" in proxy.seen
     assert all(p.startswith("/gateway") for p in proxy.seen), proxy.seen
+
+
+def test_a_file_chosen_before_the_service_list_arrives_waits_for_it(gateway, browser) -> None:
+    """On a slow link the page's service list can arrive after the user has picked a slide:
+    the slide waits for the list instead of failing with "No service to call"."""
+    from selenium.webdriver.common.by import By
+
+    proxy = PrefixProxy(gateway.port)
+    proxy.hold.set()
+    try:
+        browser.get(proxy.url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLE_SLIDE))
+        early = browser.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+        proxy.released.set()
+        state = _wait_for_result(browser)
+        status = browser.find_element(By.ID, "status").text
+    finally:
+        proxy.released.set()
+        proxy.close()
+    assert early != "error", status
+    assert state == "done", (status, proxy.seen)
