@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,15 +267,17 @@ def run_load(
     duration_s: float,
     seed: int = 0,
     timeout_s: float = 30.0,
+    keep_going: Callable[[], bool] = lambda: False,
 ) -> LoadResult:
     """``clients`` threads sending weighted random calls back to back until ``duration_s``
-    has passed."""
+    has passed and ``keep_going`` says no more (a fault schedule that a slow machine
+    stretched past ``duration_s`` still has traffic to act on)."""
     result = LoadResult()
     end = time.monotonic() + duration_s
 
     def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
-        while time.monotonic() < end:
+        while time.monotonic() < end or keep_going():
             call = rng.choices(calls, weights)[0]
             result.add(send(port, call, timeout_s))
 
@@ -283,7 +285,10 @@ def run_load(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(duration_s + timeout_s + 10)
+        while t.is_alive():
+            t.join(duration_s + timeout_s + 10)
+            if not keep_going() and time.monotonic() > end + timeout_s + 10:
+                break
     return result
 
 
