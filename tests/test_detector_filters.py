@@ -180,11 +180,19 @@ def test_distance_transform_edt_matches_scipy(mask):
 
 
 @pytest.mark.parametrize("shape", [(60, 90), (90, 60), (1, 50), (50, 1)])
-def test_distance_transform_edt_with_a_single_zero(shape):
-    """The farthest pixels are a whole image away from the only zero, in a corner."""
-    for corner in [(0, 0), (shape[0] - 1, shape[1] - 1), (shape[0] // 2, 0)]:
+def test_distance_transform_edt_far_from_any_zero(shape):
+    """Large stained areas: the only zero in a corner or at a side, or a frame of zeros
+    (the farthest pixels are half or all of the image away)."""
+    h, w = shape
+    frame = np.ones(shape, bool)
+    frame[[0, -1], :] = False
+    frame[:, [0, -1]] = False
+    masks = [frame]
+    for corner in [(0, 0), (h - 1, w - 1), (h // 2, 0)]:
         mask = np.ones(shape, bool)
         mask[corner] = False
+        masks.append(mask)
+    for mask in masks:
         np.testing.assert_array_equal(
             filters.distance_transform_edt(mask), ndimage.distance_transform_edt(mask)
         )

@@ -189,36 +189,91 @@ def distance_transform_edt(mask: np.ndarray) -> np.ndarray:
     each set pixel to the nearest unset one (0 on unset pixels).
 
     Separable and exact: per column the distance ``g`` to the nearest zero (two index
-    scans), then per row ``D(x) = min over x' of (x - x')**2 + g(x')**2``, trying
-    ``x' = x +- dx`` for dx = 1, 2... only on pixels not yet final (a pixel is final once
-    ``dx**2`` reaches its best ``D``), which is cheap while objects are small.  An
-    image with no zero at all gets scipy's answer, the distance to the point (-1, 0).
+    scans), then per row ``D(x) = min over x' of (x - x')**2 + g(x')**2``
+    (:func:`_row_minima`).  An image with no zero at all gets scipy's answer, the
+    distance to the point (-1, 0).
     """
     m = np.asarray(mask, bool)
-    h, w = m.shape
     if m.size == 0:
         return np.zeros(m.shape, np.float64)
     if m.all():
         y, x = np.indices(m.shape, dtype=np.float64)
         return np.sqrt((y + 1.0) ** 2 + x**2)
-    sq = _column_distance(m) ** 2
-    best = sq.ravel().copy()
-    todo = np.flatnonzero(best > 0)
+    return np.sqrt(_row_minima(_column_distance(m) ** 2))
+
+
+def _row_minima(f: np.ndarray) -> np.ndarray:
+    """``min over x' of (x - x')**2 + f[y, x']`` for every pixel, f >= 0 (inf allowed).
+
+    Tries ``x' = x +- dx`` for dx = 1, 2... only on pixels not yet final (one is final
+    once ``dx**2`` reaches its best value): quick where every pixel is near a zero, as
+    in masks of cells.  Far from any zero (a large stained area) that would take as many
+    rounds as pixels there are between, so once the rounds have cost a few passes over
+    the image the rows still open get the lower envelope of parabolas instead.
+    """
+    h, w = f.shape
+    flat = f.ravel()
+    best = flat.copy()
+    todo = np.flatnonzero(best > 1)
     xs = todo % w
     cand = best[todo]
-    dx = 0
+    dx = work = 0
     while todo.size:
+        if work > 4 * f.size:
+            rows, at = np.unique(todo // w, return_inverse=True)
+            best[todo] = _lower_envelope(f[rows])[at, xs]
+            break
         dx += 1
-        left = np.where(xs >= dx, sq.ravel()[np.maximum(todo - dx, 0)], np.inf)
-        right = np.where(xs + dx < w, sq.ravel()[np.minimum(todo + dx, sq.size - 1)], np.inf)
+        work += todo.size
+        left = np.where(xs >= dx, flat[np.maximum(todo - dx, 0)], np.inf)
+        right = np.where(xs + dx < w, flat[np.minimum(todo + dx, f.size - 1)], np.inf)
         np.minimum(cand, np.minimum(left, right) + dx * dx, out=cand)
-        final = cand <= (dx + 1) ** 2
-        if dx >= w - 1:
-            final[:] = True
+        final = (cand <= (dx + 1) ** 2) | (dx + 1 >= w)
         best[todo[final]] = cand[final]
         keep = ~final
         todo, xs, cand = todo[keep], xs[keep], cand[keep]
-    return np.sqrt(best).reshape(h, w)
+    return best.reshape(h, w)
+
+
+def _lower_envelope(f: np.ndarray) -> np.ndarray:
+    """``min over x' of (x - x')**2 + f[y, x']`` for whole rows, in time linear in the
+    width whatever the distances (Felzenszwalb and Huttenlocher's lower envelope of
+    parabolas), every row advancing one column per step side by side."""
+    n, w = f.shape
+    cols = np.arange(w)
+    lift = f + (cols * cols).astype(np.float64)
+    sites = np.zeros((n, w), np.int64)  # the envelope's parabolas, left to right
+    starts = np.empty((n, w), np.float64)  # starts[r, j]: where parabola j takes over
+    starts[:, 0] = -np.inf
+    top = np.full(n, -1)
+    finite = np.isfinite(f)
+    for q in range(w):
+        r = np.flatnonzero(finite[:, q])
+        first = top[r] < 0
+        top[r[first]] = 0
+        sites[r[first], 0] = q
+        r = r[~first]
+        while r.size:  # pop the parabolas that q's hides, then push q's
+            t = top[r]
+            p = sites[r, t]
+            s = (lift[r, q] - lift[r, p]) / (2.0 * (q - p))
+            hidden = s <= starts[r, t]
+            push, tp = r[~hidden], t[~hidden] + 1
+            top[push] = tp
+            sites[push, tp] = q
+            starts[push, tp] = s[~hidden]
+            top[r[hidden]] = t[hidden] - 1
+            r = r[hidden]
+    # each pixel's parabola: count the starts at or left of it (one sorted search for
+    # all rows, each row's starts shifted into a range of its own)
+    offset = np.arange(n)[:, None] * (w + 2)
+    keys = np.where(cols[1:] <= top[:, None], np.clip(starts[:, 1:], -1, w), w + 1) + offset
+    at = np.searchsorted(keys.ravel(), (offset + cols).ravel(), side="right")
+    j = at.reshape(n, w) - np.arange(n)[:, None] * (w - 1)
+    site = np.take_along_axis(sites, j, axis=1)
+    out = (cols - site) ** 2 + np.take_along_axis(f, site, axis=1)
+    out[top < 0] = np.inf
+    return out
 
 
 def _column_distance(m: np.ndarray) -> np.ndarray:
