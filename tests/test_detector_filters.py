@@ -179,7 +179,7 @@ def test_distance_transform_edt_matches_scipy(mask):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("shape", [(60, 90), (90, 60), (1, 50), (50, 1)])
+@pytest.mark.parametrize("shape", [(60, 90), (90, 60), (1, 50), (50, 1), (3, 400), (400, 3)])
 def test_distance_transform_edt_far_from_any_zero(shape):
     """Large stained areas: the only zero in a corner or at a side, or a frame of zeros
     (the farthest pixels are half or all of the image away)."""

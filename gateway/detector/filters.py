@@ -190,8 +190,10 @@ def distance_transform_edt(mask: np.ndarray) -> np.ndarray:
 
     Separable and exact: per column the distance ``g`` to the nearest zero (two index
     scans), then per row ``D(x) = min over x' of (x - x')**2 + g(x')**2``
-    (:func:`_row_minima`).  An image with no zero at all gets scipy's answer, the
-    distance to the point (-1, 0).
+    (:func:`_row_minima`).  The result does not depend on which axis goes first, so a
+    wide image is done transposed (the result is then a transposed view): the row
+    pass's worst case steps along a row, which should be the short side.  An image with
+    no zero at all gets scipy's answer, the distance to the point (-1, 0).
     """
     m = np.asarray(mask, bool)
     if m.size == 0:
@@ -199,6 +201,8 @@ def distance_transform_edt(mask: np.ndarray) -> np.ndarray:
     if m.all():
         y, x = np.indices(m.shape, dtype=np.float64)
         return np.sqrt((y + 1.0) ** 2 + x**2)
+    if m.shape[1] > m.shape[0]:
+        return np.sqrt(_row_minima(_column_distance(np.ascontiguousarray(m.T)) ** 2)).T
     return np.sqrt(_row_minima(_column_distance(m) ** 2))
 
 
@@ -207,9 +211,10 @@ def _row_minima(f: np.ndarray) -> np.ndarray:
 
     Tries ``x' = x +- dx`` for dx = 1, 2... only on pixels not yet final (one is final
     once ``dx**2`` reaches its best value): quick where every pixel is near a zero, as
-    in masks of cells.  Far from any zero (a large stained area) that would take as many
-    rounds as pixels there are between, so once the rounds have cost a few passes over
-    the image the rows still open get the lower envelope of parabolas instead.
+    in masks of cells, whose rounds add up to a fraction of one pass over the image.
+    Far from any zero (a large stained area) it would take as many rounds as there are
+    pixels in between, so once the rounds have cost a whole pass the rows still open
+    get the lower envelope of parabolas instead.
     """
     h, w = f.shape
     flat = f.ravel()
@@ -219,7 +224,7 @@ def _row_minima(f: np.ndarray) -> np.ndarray:
     cand = best[todo]
     dx = work = 0
     while todo.size:
-        if work > 4 * f.size:
+        if work > f.size:
             rows, at = np.unique(todo // w, return_inverse=True)
             best[todo] = _lower_envelope(f[rows])[at, xs]
             break
