@@ -50,7 +50,8 @@ def gaussian_filter(a: np.ndarray, sigma: float, truncate: float = 3.0) -> np.nd
     weights = (phi / phi.sum())[::-1]
     out = a
     for axis in (0, 1):
-        out = _back(_correlate_symmetric(_along_rows(out, axis), weights), axis).astype(a.dtype)
+        out = _back(_correlate_symmetric(_along_rows(out, axis), weights), axis)
+        out = out.astype(a.dtype, order="C")
     return out
 
 
@@ -84,7 +85,7 @@ def maximum_filter(a: np.ndarray, size: int, cval: float) -> np.ndarray:
     out = a
     for axis in (0, 1):
         out = _back(_running_max(_along_rows(out, axis), size, cval), axis)
-    return out
+    return np.ascontiguousarray(out)
 
 
 def _running_max(lines: np.ndarray, size: int, cval: float) -> np.ndarray:
