@@ -1,4 +1,4 @@
-"""Embedded eosinophil detector for H&E slide photographs (numpy + scipy only).
+"""Embedded eosinophil detector for H&E slide photographs (numpy only).
 
 Method (see ``docs/detector.md``): average the image in small blocks, compute an
 eosin-cytoplasm map and a nucleus map from RGB (:mod:`.colour`), work out the cell
@@ -7,8 +7,8 @@ sigma = diameter / 4 and take one local maximum per cell (:mod:`.candidates`), t
 score each maximum from the eosin and nucleus content of its window (:mod:`.scoring`).
 Boxes are centred on the maxima and sized from the diameter.
 
-Only numpy is imported with the package; scipy submodules are imported by the
-submodules, which are loaded at the first call of :func:`detect` (cold-start cost).
+Only numpy is imported with the package; the pipeline's submodules (their image
+filters in :mod:`.filters`) are loaded at the first call of :func:`detect`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
 """The detection pipeline behind :func:`gateway.detector.detect`.
 
-Kept apart from ``__init__`` so that importing the package stays cheap (scipy is loaded
-on first use only).
+Kept apart from ``__init__`` so that importing the package stays cheap (the pipeline's
+modules are loaded on first use only).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
-from . import candidates, colour, scale, scoring
+from . import candidates, colour, filters, scale, scoring
 
 # Target size of a cell at the reduced resolution, in reduced pixels.  ~14 px keeps a
 # bilobed nucleus (~1/3 diameter) at 4-5 px: enough to measure, cheap to filter.
@@ -58,12 +57,12 @@ def run(rgb: np.ndarray, cell_diameter_px: float | None) -> tuple[np.ndarray, np
 
     dw = d / f  # diameter in working pixels
     sigma = dw / 4.0
-    ge = ndimage.gaussian_filter(eos, sigma, mode="constant", truncate=3.0)
-    gn = ndimage.gaussian_filter(nuc, sigma, mode="constant", truncate=3.0)
+    ge = filters.gaussian_filter(eos, sigma, truncate=3.0)
+    gn = filters.gaussian_filter(nuc, sigma, truncate=3.0)
     # a narrower window for locating centres: keeps the saddle between touching cells
     # deep even when the diameter is overestimated by 20 %
     ps = dw / _PEAK_SIGMA_DIV
-    cell = ndimage.gaussian_filter(eos + nuc, ps, mode="constant", truncate=3.0)
+    cell = filters.gaussian_filter(eos + nuc, ps, truncate=3.0)
     pts = candidates.local_maxima(cell, _MIN_SEPARATION * dw, floor=0.1)
     if len(pts) == 0:
         return np.zeros((0, 4)), np.zeros((0,))

@@ -11,7 +11,8 @@ Peaks closer than ~0.55 diameter are merged (one cell can only have one centre).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from . import filters
 
 
 def local_maxima(score: np.ndarray, min_distance: float, floor: float) -> np.ndarray:
@@ -26,15 +27,14 @@ def local_maxima(score: np.ndarray, min_distance: float, floor: float) -> np.nda
     if score.size == 0:
         return np.zeros((0, 2), np.float64)
     size = max(3, int(2 * int(min_distance / np.sqrt(2.0)) + 1))
-    mx = ndimage.maximum_filter(score, size=size, mode="constant", cval=-1.0)
+    mx = filters.maximum_filter(score, size, cval=-1.0)
     peaks = (score >= mx) & (score > floor)
     if not peaks.any():
         return np.zeros((0, 2), np.float64)
-    lab, n = ndimage.label(peaks, structure=np.ones((3, 3), bool))
+    lab, n = filters.label(peaks, connectivity=8)
     if n == 0:
         return np.zeros((0, 2), np.float64)
-    com = ndimage.center_of_mass(peaks, lab, np.arange(1, n + 1))
-    pts = np.asarray(com, np.float64).reshape(-1, 2)
+    pts = filters.center_of_mass(lab, n)
     return suppress_close(pts, score, min_distance)
 
 

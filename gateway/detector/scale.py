@@ -14,7 +14,8 @@ cell, 1.4 and more for two or more.  The median over single-looking objects is u
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from . import filters
 
 DEFAULT_DIAMETER_PX = 45.0
 """Used when an image has no eosinophil-like object to measure (then nothing is found
@@ -43,13 +44,12 @@ def estimate_diameter(eosin: np.ndarray, nucleus: np.ndarray, f: int) -> float:
         return DEFAULT_DIAMETER_PX
     e = eosin > 0.5
     n = nucleus > 0.5
-    mask = ndimage.binary_opening(e | n, structure=np.ones((2, 2), bool))
-    lab, count = ndimage.label(mask)
+    mask = filters.binary_opening(e | n)
+    lab, count = filters.label(mask, connectivity=4)
     if count == 0:
         return DEFAULT_DIAMETER_PX
-    # per-object maximum of the distance transform (ufunc.at: no sort, unlike
-    # ndimage.maximum)
-    edt = ndimage.distance_transform_edt(mask).astype(np.float32)
+    # per-object maximum of the distance transform (ufunc.at: no sort)
+    edt = filters.distance_transform_edt(mask).astype(np.float32)
     r_in = np.zeros(count + 1, np.float32)
     sel = lab > 0
     np.maximum.at(r_in, lab[sel], edt[sel])
