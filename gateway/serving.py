@@ -34,7 +34,7 @@ MAX_HEADER_BYTES = 32768
 # glibc malloc: M_TOP_PAD, M_MMAP_THRESHOLD and M_ARENA_MAX (mallopt parameter numbers).
 _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -2, -3, -8
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
-TOP_PAD_BYTES = 16 * 1024 * 1024
+TOP_PAD_BYTES = 32 * 1024 * 1024
 ARENA_MAX = 4
 
 
@@ -183,8 +183,12 @@ def limit_heap_growth() -> bool:
     Each arena keeps a fixed pad of freed memory instead of returning every page at once:
     libjpeg's working buffers for a slide (megabytes in blocks below the threshold) would
     otherwise be faulted in afresh on every request, which doubled the cost of cutting a
-    1920x1440 JPEG into tiles (21 -> 11 ms).  Idle memory stays bounded: at most
-    ``ARENA_MAX`` pads.  Returns False where the C library is not glibc.
+    1920x1440 JPEG into tiles (21 -> 11 ms).  The pad holds what two slides' cuts need at
+    once: threads share arenas (there are more threads than ``ARENA_MAX``), and a pad
+    smaller than two cuts' buffers trimmed and faulted them in again on every request
+    whenever the two threads cutting one slide drew the same arena.  Idle memory stays
+    bounded: at most ``ARENA_MAX`` pads, and an idle worker trims them
+    (:mod:`gateway.memory`).  Returns False where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")  # glibc's name; ctypes.util is slow to import
