@@ -15,7 +15,6 @@ from gateway.handlers.responses import json_response
 from gateway.pipeline import decode_budget
 from gateway.pipeline.images import decode, probe
 from gateway.pipeline.merge import Merged
-from gateway.render import draw_detections
 from gateway.runtime import Gateway
 from gateway.usecases.detection import detect
 
@@ -36,6 +35,8 @@ def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
     The slide is decoded a second time here: the pipeline drops its pixels as soon as the
     tiles are cut, and only rendered answers need them again.
     """
+    from gateway.render import draw_detections  # PIL's drawing and fonts: off :detect's cold start
+
     limits = gw.config.limits
     info = probe(data, limits.max_pixels)
     with decode_budget.decoding(limits, info, copies=2):  # the slide and its drawing
