@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import stats
+
 MAX_FACTOR = 16
 """Largest block size: 16 * 16 * 255 still fits the uint16 accumulators."""
 
@@ -87,7 +89,7 @@ def white_balance(img: np.ndarray) -> np.ndarray:
     if img.size == 0:
         return img
     lum = img.sum(axis=2)
-    cut = np.percentile(lum, 95)
+    cut = stats.percentile(lum, 95)
     sel = lum >= cut
     ref = img[sel].mean(axis=0) if sel.any() else np.ones(3, np.float32)
     gain = np.clip(0.9 / np.maximum(ref, 1e-3), 0.9, 1.25).astype(np.float32)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import filters
+from . import filters, stats
 
 DEFAULT_DIAMETER_PX = 45.0
 """Used when an image has no eosinophil-like object to measure (then nothing is found
@@ -69,7 +69,7 @@ def estimate_diameter(eosin: np.ndarray, nucleus: np.ndarray, f: int) -> float:
         return DEFAULT_DIAMETER_PX
     single = ok & (equiv <= _SINGLE_RATIO * np.maximum(inscribed, 1.0))
     if single.any():
-        d = float(np.median(diam[single]))
+        d = float(stats.median(diam[single]))
     else:  # only clumps: a clump of k cells has ~k times the area of one
-        d = float(np.quantile(diam[ok], 0.25)) / np.sqrt(2.0)
+        d = float(stats.quantile(diam[ok], 0.25)) / np.sqrt(2.0)
     return float(np.clip(d, MIN_DIAMETER_PX, MAX_DIAMETER_PX))

@@ -216,6 +216,14 @@ def _gather(
     return B, S, C, T, margin, E
 
 
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array (``np.unique`` imports ``numpy.ma`` on its
+    first call: a cost on a process's first request)."""
+    if len(ordered) == 0:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
 def _shared_region_mask(boxes: np.ndarray, tiles: Sequence[Tile], owner: np.ndarray) -> np.ndarray:
     """True for boxes that reach into at least one tile other than their own."""
     if len(tiles) <= 1:
@@ -265,7 +273,7 @@ def merge(
         p, q = p[by_p], q[by_p]
         ends = np.searchsorted(p, np.arange(len(order)), side="right")
         starts = np.searchsorted(p, np.arange(len(order)), side="left")
-        for i in np.unique(p):
+        for i in _distinct(p):
             if alive[i]:
                 alive[q[starts[i] : ends[i]]] = False
         keep[order[~alive]] = False
@@ -299,7 +307,7 @@ def merge(
                     members = q[starts[i] : ends[i]]
                     group[i] = i
                     group[members[group[members] < 0]] = i
-            for g in np.unique(group):
+            for g in _distinct(np.sort(group)):
                 m = order[group == g]
                 extra_boxes.append([B[m, 0].min(), B[m, 1].min(), B[m, 2].max(), B[m, 3].max()])
                 extra_scores.append(S[m].max())
