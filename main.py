@@ -1,5 +1,7 @@
 """Cloud Functions entry point: ``--entry-point=gateway`` / ``--target gateway``."""
 
+import gc
+
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
@@ -14,6 +16,10 @@ limit_heap_growth()  # idle memory back to its level after large slides
 close_static_route()  # /static/ would serve gateway/static/ (the demo page)
 start()  # the configuration read and checked now: an error stops the start
 jpegcut.available()  # logs once, at start, how JPEG slides are tiled here
+# What start-up made (modules, the configuration, the services) lives as long as the
+# process: kept out of the collector's full passes, the first of which otherwise fell on
+# an instance's first request, and shared page for page by the workers forked from here.
+gc.freeze()
 
 
 @functions_framework.errorhandler(HTTPException)

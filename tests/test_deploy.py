@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import os
 import re
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -259,3 +261,22 @@ def test_no_line_but_json_at_start_with_a_read_only_home() -> None:
     assert lines
     for line in lines:
         assert isinstance(json.loads(line), dict), line
+
+
+def test_what_start_up_made_is_frozen_out_of_the_collector() -> None:
+    """A full collection walks every object there is: after start-up that is every module
+    and the configuration, which never become garbage; ``main`` moves them out of its way."""
+    code = (
+        "import gc\n"
+        "before = gc.get_freeze_count()\n"
+        "import main\n"
+        "print(before, gc.get_freeze_count(), gc.isenabled())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "K_SERVICE")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after, enabled = done.stdout.splitlines()[-1].split()  # after the JSON logs
+    assert int(before) == 0 and int(after) > 10_000  # the imported modules' objects
+    assert enabled == "True"  # collection goes on for what requests make
