@@ -1,16 +1,20 @@
 """Slides for a remote model are made band by band: the bands hold every tile once, in
 order, and tiles cropped from the decoded image are the very bytes of the decoded
-pixels' own encoding (no profile or gamma of the source carried)."""
+pixels' own encoding (no profile or gamma of the source carried), with a JPEG source's
+own quantization tables and chroma sampling."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 from helpers import jpeg, png, real_photo
+from PIL import Image, JpegImagePlugin
 
 from gateway.pipeline import jpegcut, slide
 from gateway.pipeline.images import decode, decode_image
-from gateway.pipeline.tiles import JPEG_QUALITY, encoded_tiles
+from gateway.pipeline.tiles import JPEG_QUALITY, encoded_tiles, jpeg_settings
 from gateway.pipeline.tiling import plan_tiles
 
 MAX_PIXELS = 40_000_000
@@ -36,9 +40,37 @@ def test_cropped_tiles_are_the_array_tiles(make):
     tiles = plan_tiles(info.width, info.height, 480, 360, 64, align=16)
     made = encoded_tiles(img, tiles)
     assert [t.index for t in made] == [t.index for t in tiles]
+    source = Image.open(io.BytesIO(data))
+    if source.format == "JPEG":  # the slide's own tables and 4:2:0, as the lossless cut keeps
+        assert JpegImagePlugin.get_sampling(source) == 2
+        settings = {"qtables": source.quantization, "subsampling": 2}
+    else:
+        settings = {"quality": JPEG_QUALITY, "subsampling": 0}
     for t, m in zip(tiles, made, strict=True):
         assert (m.width, m.height) == (t.width, t.height)
-        assert m.encoded == jpeg(rgb[t.y0 : t.y1, t.x0 : t.x1], JPEG_QUALITY, subsampling=0)
+        expected = io.BytesIO()  # straight through Pillow: a quality would rescale the tables
+        Image.fromarray(rgb[t.y0 : t.y1, t.x0 : t.x1]).save(expected, "JPEG", **settings)
+        assert m.encoded == expected.getvalue()
+        tile = Image.open(io.BytesIO(m.encoded))
+        if source.format == "JPEG":
+            assert tile.quantization == source.quantization
+
+
+def _sampling_of_tiles(data: bytes) -> int:
+    info, img = decode_image(data, MAX_PIXELS)
+    made = encoded_tiles(img, plan_tiles(info.width, info.height, 480, 360, 64, align=16))
+    return JpegImagePlugin.get_sampling(Image.open(io.BytesIO(made[0].encoded)))
+
+
+def test_tiles_of_other_jpegs_are_quality_95_at_full_chroma():
+    rgb = np.random.default_rng(3).integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    # 4:2:2 halves one axis only: after an EXIF rotation it would be the wrong one
+    assert _sampling_of_tiles(jpeg(rgb, 80, subsampling=1)) == 0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the decoded image is a new one, not the file's
+    assert _sampling_of_tiles(jpeg(rgb, 80, subsampling=2, exif=exif.tobytes())) == 0
+    assert _sampling_of_tiles(jpeg(rgb, 80, subsampling=2)) == 2
+    assert jpeg_settings(Image.fromarray(rgb)) == {"quality": JPEG_QUALITY, "subsampling": 0}
 
 
 @pytest.mark.parametrize("split", [True, False])
