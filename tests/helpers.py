@@ -198,3 +198,17 @@ def run_cli(
         text=True,
         timeout=300,
     )
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code`` in the repository: what
+    an import or a first request costs a cold start."""
+    probe = (
+        code
+        + "\nimport json as _j, sys as _s\nprint(_j.dumps(sorted(_s.modules)), file=_s.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stderr.strip().splitlines()[-1]))
