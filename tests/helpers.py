@@ -18,6 +18,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
@@ -212,3 +213,26 @@ def modules_loaded_by(code: str) -> set[str]:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+def in_threads(
+    work: Callable[[int], None], count: int, timeout_s: float = 120
+) -> list[BaseException]:
+    """``work(i)`` for each ``i`` below ``count``, each in a thread of its own, waited for.
+
+    Returns what the threads raised: a client that dies must fail the test, not vanish.
+    """
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    return errors

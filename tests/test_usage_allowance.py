@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
+from helpers import in_threads
 
 from gateway.usage import allowance
 from gateway.usage.allowance import Allowances, Contention
@@ -33,22 +32,14 @@ def test_one_instance_takes_blocks_and_serves_exactly_the_limit(tmp_path):
 def test_concurrent_instances_never_exceed_the_limit(tmp_path):
     instances = _instances(tmp_path, 4)
     served = [0] * 16
-    errors: list[BaseException] = []
 
     def client(i: int) -> None:
         mine = instances[i % 4]
-        try:
-            for _ in range(40):
-                if mine.take("L", "w", 1, 60, META):
-                    served[i] += 1
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        for _ in range(40):
+            if mine.take("L", "w", 1, 60, META):
+                served[i] += 1
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = in_threads(client, 16)
     assert not errors
     assert sum(served) <= 60
     held = sum(s.held for a in instances for s in a._ledgers.values())
@@ -111,20 +102,12 @@ def test_a_large_limit_is_split_into_parts_that_add_up_to_it(tmp_path):
     assert len(parts(10**6)) == 8
     instances = [Allowances(SQLiteStore(tmp_path / "u.sqlite3"), home=h) for h in range(8)]
     served = [0] * 8
-    errors: list[BaseException] = []
 
     def client(i: int) -> None:
-        try:
-            while instances[i].take("L", "w", 1, 1000, META):
-                served[i] += 1
-        except BaseException as exc:  # a client that dies must fail the test, not hide
-            errors.append(exc)
+        while instances[i].take("L", "w", 1, 1000, META):
+            served[i] += 1
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = in_threads(client, 8)
     assert errors == []
     assert sum(served) == 1000  # every client ran until refused: nothing left unused
     store = instances[0].store

@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from helpers import today
+from helpers import in_threads, today
 from usage_helpers import daily_counters, make_recorder, serve
 
 from gateway.errors import QuotaExceeded
@@ -102,21 +102,13 @@ def test_prefix_and_principals_with_slashes(firestore_emulator, firestore_projec
 def test_concurrent_requests_keep_exact_counters(firestore_emulator, firestore_project, spool_path):
     recorder = make_recorder(_config(spool_path))
     per_thread, threads = 6, 6
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for i in range(per_thread):
-                status = 422 if (n + i) % 3 == 0 else 200
-                serve(recorder, principal="firebase:u1", images=1, status=status)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        for i in range(per_thread):
+            status = 422 if (n + i) % 3 == 0 else 200
+            serve(recorder, principal="firebase:u1", images=1, status=status)
 
-    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=120)
+    errors = in_threads(work, threads)
     assert not errors
     total = per_thread * threads
     bad = sum(1 for n in range(threads) for i in range(per_thread) if (n + i) % 3 == 0)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-from helpers import REPO, today
+from helpers import REPO, in_threads, today
 from usage_helpers import make_recorder, serve
 
 from gateway.context import RequestContext
@@ -68,20 +67,12 @@ def test_many_threads(tmp_path, monkeypatch):
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     db = tmp_path / "usage.sqlite3"
     recorder = make_recorder(_config(db))
-    errors: list[BaseException] = []
 
-    def work() -> None:
-        try:
-            for _ in range(25):
-                serve(recorder, principal="key:t")
-        except BaseException as exc:
-            errors.append(exc)
+    def work(_thread: int) -> None:
+        for _ in range(25):
+            serve(recorder, principal="key:t")
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = in_threads(work, 8)
     assert not errors
     store = SQLiteStore(db)
     assert len(list(store.records())) == 200

@@ -9,6 +9,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from helpers import in_threads
+
 from gateway.config import parse_config
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
@@ -124,27 +126,19 @@ def run_clients(
     """
     answers: list[Answer] = []
     lock = threading.Lock()
-    errors: list[BaseException] = []
 
     def client(i: int) -> None:
         instance = i % len(urls)
-        try:
-            for _ in range(requests_each or max_each):
-                start = time.perf_counter()
-                status, rid = post_image(urls[instance], body, key)
-                answer = Answer(status, rid, time.perf_counter() - start, time.time(), instance)
-                with lock:
-                    answers.append(answer)
-                if until_refused and status == 429:
-                    return
-        except BaseException as exc:  # reported by the caller's thread
-            errors.append(exc)
+        for _ in range(requests_each or max_each):
+            start = time.perf_counter()
+            status, rid = post_image(urls[instance], body, key)
+            answer = Answer(status, rid, time.perf_counter() - start, time.time(), instance)
+            with lock:
+                answers.append(answer)
+            if until_refused and status == 429:
+                return
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
+    errors = in_threads(client, clients, timeout_s=600)
     if errors:
         raise errors[0]
     return answers
