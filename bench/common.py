@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import statistics
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PIL import Image
@@ -111,6 +113,18 @@ def start_bare(target: str = "read_body", port: int | None = None, start: bool =
     env["PYTHONUNBUFFERED"] = "1"
     proc = Proc(argv, port, env, ROOT, "/", f"bare-{target}")
     return proc.start() if start else proc
+
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def save_results(kind: str, result: dict) -> Path:
+    """``bench/results/<kind>-<UTC time>.json``: every run kept, none committed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"{kind}-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2))
+    return out
 
 
 def median(values: list[float]) -> float:

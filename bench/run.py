@@ -49,6 +49,7 @@ from bench.common import (
     median,
     png,
     predict_body,
+    save_results,
     sha,
     slide_bytes,
     start_bare,
@@ -57,7 +58,6 @@ from bench.common import (
 )
 from bench.common import start_gateway as start_plain_gateway
 
-RESULTS = ROOT / "bench" / "results"
 SLOW_MS = 200.0
 GOALS = {
     "overhead": 1.2,  # gateway's own cost / one Pillow decode, 1920x1440 JPEG
@@ -679,10 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = ROOT / "docs" / "detector.md"
     if detector.exists():
         result["detector_doc"] = str(detector.relative_to(ROOT))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    out = RESULTS / f"gateway-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = save_results("gateway", result)
     print(f"\n{result['seconds']} s; results in {out.relative_to(ROOT)}")
     return 0
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import threading
 import time
@@ -39,6 +38,7 @@ from bench.common import (
     jpeg,
     make_slide,
     run_clients,
+    save_results,
     sha,
     start_gateway,
     start_stub,
@@ -52,7 +52,6 @@ from gateway.usage.records import ledger_id
 from gateway.usage.settings import usage_settings
 from gateway.usage.stores import StoreUnavailable
 
-RESULTS = ROOT / "bench" / "results"
 KEY = "bench-usage-key-7c1d"
 PRINCIPAL = "key:lab-script"
 QUOTA = 60
@@ -325,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{sim['store_timeouts']} store calls past their deadline, "
         f"{sim['seconds']} s"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"usage-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = save_results("usage", result)
     print(f"{result['seconds']} s; results in {out.relative_to(ROOT)}")
     return 0
 
