@@ -74,20 +74,15 @@ def _check_images(
     then the quota."""
     infos = []
     for i, data in enumerate(images):
+        described = {"bytes": len(data), "width": None, "height": None, "format": None}
+        if i == 0:  # the first image is the one usage records describe, refused or not
+            ctx.image = described
         try:
             info = probe(data, limits.max_pixels)
             decode_budget.check(limits, info)
         except GatewayError as exc:
-            if i == 0:
-                ctx.image = {"bytes": len(data), "width": None, "height": None, "format": None}
             raise for_instance(exc, i, len(images)) from exc
-        if i == 0:
-            ctx.image = {
-                "bytes": len(data),
-                "width": info.width,
-                "height": info.height,
-                "format": info.format,
-            }
+        described.update(width=info.width, height=info.height, format=info.format)
         infos.append(info)
     quota.check_quota(ctx, images=len(images))
     return infos

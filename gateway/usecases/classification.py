@@ -14,12 +14,7 @@ from gateway.pipeline import decode_budget
 from gateway.pipeline.images import ImageInfo
 from gateway.pipeline.whole import whole_image
 from gateway.registry import Service
-from gateway.usecases.checks import (
-    Quota,
-    admit_images,
-    for_instance,
-    require_kind,
-)
+from gateway.usecases.checks import Quota, admit_images, for_instance, require_kind
 
 
 @dataclass(frozen=True)
