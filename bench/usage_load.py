@@ -46,7 +46,7 @@ from bench.common import (
 )
 from bench.run import machine
 from gateway.config import parse_config
-from gateway.usage.allowance import SPREAD, Allowances, Contention, parts
+from gateway.usage.allowance import SPREAD, Allowances, Contention, part_names, parts
 from gateway.usage.firestore_store import FirestoreStore, shard_of
 from gateway.usage.records import ledger_id
 from gateway.usage.settings import usage_settings
@@ -244,8 +244,7 @@ def ledger_simulation(emulator, instances: int, limit: int) -> dict:
         for t in threads:
             t.join()
         held = sum(s.held for a in fleet for s in a._ledgers.values())
-        sizes = parts(limit)
-        names = [ledger] if len(sizes) == 1 else [f"{ledger}__{p}" for p in range(len(sizes))]
+        names = part_names(ledger, parts(limit))
         total = sum(a for name in names for _, a in store.entries_after(name, -1))
     return {
         "instances": instances,

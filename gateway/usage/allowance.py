@@ -55,6 +55,11 @@ def parts(limit: int) -> list[int]:
     return [limit // k + (1 if i < limit % k else 0) for i in range(k)]
 
 
+def part_names(ledger: str, sizes: list[int]) -> list[str]:
+    """The ledgers of a limit's parts: the ledger itself when it is not split."""
+    return [ledger] if len(sizes) == 1 else [f"{ledger}__{p}" for p in range(len(sizes))]
+
+
 @dataclass
 class _Ledger:
     window: str
@@ -119,7 +124,7 @@ class Allowances:
         Raises the store's errors, and :class:`Contention` when appends kept losing.
         """
         sizes = parts(limit)
-        names = [ledger] if len(sizes) == 1 else [f"{ledger}__{p}" for p in range(len(sizes))]
+        names = part_names(ledger, sizes)
         deadline = time.monotonic() + CLAIM_BUDGET_S
         taken: list[tuple[_Ledger, int]] = []
         need = n
@@ -207,8 +212,8 @@ class Allowances:
         sizes = parts(limit)
         left = 0
         with self._lock:
-            for part, size in enumerate(sizes):
-                state = self._ledgers.get(ledger if len(sizes) == 1 else f"{ledger}__{part}")
+            for name, size in zip(part_names(ledger, sizes), sizes, strict=True):
+                state = self._ledgers.get(name)
                 if state is None:
                     return False
                 left += state.held + max(0, size - state.total)
