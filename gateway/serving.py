@@ -182,8 +182,8 @@ def limit_heap_growth() -> bool:
     fixed threshold keeps big blocks in mmap (returned on free) and caps the arenas.
     Each arena keeps a fixed pad of freed memory instead of returning every page at once:
     libjpeg's working buffers for a slide (megabytes in blocks below the threshold) would
-    otherwise be faulted in afresh on every request, which doubled the cost of cutting a
-    1920x1440 JPEG into tiles (21 -> 11 ms).  The pad holds what two slides' cuts need at
+    otherwise be faulted in afresh on every request, a large part of the cost of cutting
+    a slide into tiles (BENCHMARKS.md has the figures).  The pad holds what two slides' cuts need at
     once: threads share arenas (there are more threads than ``ARENA_MAX``), and a pad
     smaller than two cuts' buffers trimmed and faulted them in again on every request
     whenever the two threads cutting one slide drew the same arena.  Idle memory stays

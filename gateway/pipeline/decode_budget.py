@@ -1,8 +1,8 @@
 """Memory for decoding, bounded per image and per process.
 
-A 116 kB PNG of zeros can claim 6300 x 6300 pixels: under the pixel limit, yet its decode
-took a worker from 37 to 424 MB, and four at once went past the memory the gateway was
-deployed with.  The size an image takes once decoded is known from its header, so:
+A PNG of zeros of a hundred kilobytes can claim 6300 x 6300 pixels: under the pixel limit,
+yet decoded it takes 4 bytes a pixel, about 160 MB, and a few at once go past the memory
+the gateway was deployed with.  The size an image takes once decoded is known from its header, so:
 
 * each image's decoded size is checked against ``limits.max_decoded_mb`` before any
   pixel is decoded (413 ``too_large_decoded``);

@@ -1,8 +1,8 @@
 """Tile payloads for a backend: array views in-process, encoded images for TF Serving.
 
 Tiles for a remote model that could not be cut losslessly from a JPEG are encoded once, as
-JPEG: several times cheaper than PNG to write, send and read (a PNG slide's tiles as PNG
-cost the gateway ~5x a decode and tripled the payload).  A JPEG slide's tiles keep its
+JPEG: several times cheaper than PNG to write, send and read, for a payload several times
+smaller.  A JPEG slide's tiles keep its
 own quantization tables and chroma sampling, as the lossless cut's tiles do: the model
 sees the same kind of tile whichever way it was made, re-encoding with the tables the
 pixels came from loses next to nothing, and a 4:2:0 slide is not re-encoded at 4:4:4
