@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from flask import Flask
 
-    from gateway.config import parse_config
+    from gateway.catalog import parse_config
     from gateway.rest.app import handle
     from gateway.runtime import build_gateway, set_gateway
     from gateway.serving import limit_heap_growth

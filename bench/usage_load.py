@@ -45,7 +45,7 @@ from bench.common import (
     today,
 )
 from bench.run import machine
-from gateway.config import parse_config
+from gateway.catalog import parse_config
 from gateway.usage.allowance import SPREAD, Allowances, Contention, part_names, parts
 from gateway.usage.firestore_store import FirestoreStore, shard_of
 from gateway.usage.records import ledger_id

@@ -7,20 +7,20 @@ kept here as plain mappings and parsed by those modules, so adding a feature doe
 mean growing this file; each of them declares its shape (:mod:`gateway.schema`) and the
 runtime checks them all at start-up.
 
-A service's ``kind`` says what its model does and so which routes and wire formats it
-has: ``detection`` (the default: slides tiled, boxes merged), ``classification`` (each
-image sent whole, labels and scores back) or ``passthrough`` (any TF Serving model, the
-body forwarded unchanged).
+A service's ``kind`` (:mod:`gateway.kinds`) says what its model does, and its backend's
+``protocol`` (:mod:`gateway.backends`) how the model server is spoken to; each declares
+the keys it adds to the service's section, and this module checks them through the
+:class:`Catalog` it is given.  Every default is written once, in a :class:`Setting`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.schema import (
     BOOL,
@@ -32,70 +32,58 @@ from gateway.schema import (
     ListOf,
     MapOf,
     Owned,
+    Setting,
 )
 
 DEFAULT_SERVICE = "eos"
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # Cloud Functions' own request cap
-DEFAULT_MAX_PIXELS = 40_000_000
-DEFAULT_MAX_INSTANCES = 16
-DEFAULT_MAX_DECODED_MB = 256.0
-DEFAULT_DECODE_BUDGET_MB = 384.0  # two 33 MP slides decoding at once
-DEFAULT_DECODE_WAIT_S = 5.0
+DEFAULT_KIND = "detection"
+DEFAULT_PROTOCOL = "tfserving"
 MAX_TRUSTED_PROXIES = 10
 
-DETECTION, CLASSIFICATION, PASSTHROUGH = "detection", "classification", "passthrough"
-KINDS = (DETECTION, CLASSIFICATION, PASSTHROUGH)
-
-BACKEND_SCHEMA = Fields(
+# Keys of every backend section; a protocol adds its own (gateway.backends).
+BACKEND_FIELDS = Fields(
     {
-        "url": STRING,
-        "model": STRING,
-        "timeout_s": NUMBER,
-        "max_batch": INTEGER,
-        "max_parallel": INTEGER,
-        "retries": INTEGER,
-        "auth": STRING,
-        "credentials_file": STRING,
+        "protocol": Setting(STRING, DEFAULT_PROTOCOL),
+        "url": STRING,  # None: the embedded local detector, in-process
+        "model": STRING,  # default: the service's name
+        "timeout_s": Setting(NUMBER, 30.0, lo=0.05),
+        "max_batch": Setting(INTEGER, 1, lo=1, hi=64),  # tiles per request; 1: in parallel
+        "max_parallel": Setting(INTEGER, 8, lo=1, hi=64),
+        "retries": Setting(INTEGER, 2, lo=0, hi=10),  # only failures that are safe to retry
+        "auth": Setting(STRING, None, choices=("google-id-token", "none")),
+        "credentials_file": STRING,  # a service-account key file for outbound tokens
     }
 )
-_COMMON_SERVICE_KEYS = {
-    "kind": STRING,
-    "backend": BACKEND_SCHEMA,
-    "allow": ListOf(STRING),
-    "description": STRING,
-}
-# Keys that mean something only for some kinds; elsewhere they are refused by name.
-_KIND_KEYS = {
-    DETECTION: {
-        "tile": Fields({"width": INTEGER, "height": INTEGER, "overlap": INTEGER}),
-        "threshold": NUMBER,
-        "labels": ListOf(STRING),
-        "cell_size_px": NUMBER,
-    },
-    CLASSIFICATION: {"labels": ListOf(STRING), "max_side": INTEGER},
-    PASSTHROUGH: {"labels": ListOf(STRING)},  # for clients only: the gateway reads no answer
-}
-SERVICE_SCHEMAS = {
-    kind: Fields({**_COMMON_SERVICE_KEYS, **keys}) for kind, keys in _KIND_KEYS.items()
-}
-LIMITS_SCHEMA = Fields(
+# Keys of every service; its kind adds its own (gateway.kinds).
+SERVICE_FIELDS = Fields(
     {
-        "max_body_bytes": INTEGER,
-        "max_pixels": INTEGER,
-        "max_instances": INTEGER,
-        "max_decoded_mb": NUMBER,
-        "decode_budget_mb": NUMBER,
-        "decode_wait_s": NUMBER,
+        "kind": Setting(STRING, DEFAULT_KIND),
+        "backend": Owned(),  # BACKEND_FIELDS and its protocol's
+        "allow": ListOf(STRING),  # principals allowed; None: any authenticated caller
+        "description": Setting(STRING, ""),
+    }
+)
+LIMITS_FIELDS = Fields(
+    {
+        "max_body_bytes": Setting(INTEGER, 32 * 1024 * 1024, lo=1024),  # Cloud Functions' cap
+        "max_pixels": Setting(INTEGER, 40_000_000, lo=1),
+        "max_instances": Setting(INTEGER, 16, lo=1),
+        # Memory for decoding (gateway.pipeline.decode_budget): one image's decoded size at
+        # most, all decodes of this process at once (two 33 MP slides), how long a decode
+        # waits for room.
+        "max_decoded_mb": Setting(NUMBER, 256.0, lo=1),
+        "decode_budget_mb": Setting(NUMBER, 384.0, lo=1),
+        "decode_wait_s": Setting(NUMBER, 5.0, lo=0, hi=60),
     }
 )
 # The top level; the owned sections are checked by their modules (gateway.runtime).
 SCHEMA = Fields(
     {
-        "services": MapOf(Owned()),  # each entry by its kind's schema, in _service
-        "limits": LIMITS_SCHEMA,
+        "services": MapOf(Owned()),  # each entry by its kind's and protocol's fields
+        "limits": LIMITS_FIELDS,
         "demo": BOOL,
         "default_service": STRING,
-        "trusted_proxies": INTEGER,
+        "trusted_proxies": Setting(INTEGER, None, lo=0, hi=MAX_TRUSTED_PROXIES),
         "auth": Owned(),
         "cors": Owned(),
         "usage": Owned(),
@@ -104,16 +92,44 @@ SCHEMA = Fields(
 )
 
 
+class Plugin(Protocol):
+    """A kind of service or an outbound protocol, as the configuration sees it: the keys it
+    adds to a service or backend section, and the typed options it makes of them."""
+
+    name: str
+    fields: Fields
+
+    def options(self, values: dict[str, Any], where: str) -> Any:
+        """The typed options; raises ConfigError for what the fields alone cannot say."""
+        ...
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The kinds and protocols a configuration may name, looked up by name.
+
+    Passed in by the layer that owns them (:mod:`gateway.catalog`), so this module stays
+    at the bottom of the imports and a protocol's module is loaded only when named.
+    """
+
+    kind: Callable[[str], Plugin | None]
+    protocol: Callable[[str], Plugin | None]
+    kind_names: tuple[str, ...]
+    protocol_names: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class BackendConfig:
+    protocol: str = BACKEND_FIELDS.default("protocol")
     url: str | None = None  # None: the embedded local detector, in-process
     model: str = DEFAULT_SERVICE
-    timeout_s: float = 30.0
-    max_batch: int = 1  # tiles per backend request; 1 = one request per tile, in parallel
-    max_parallel: int = 8
-    retries: int = 2  # only for failures that are safe to retry
+    timeout_s: float = BACKEND_FIELDS.default("timeout_s")
+    max_batch: int = BACKEND_FIELDS.default("max_batch")
+    max_parallel: int = BACKEND_FIELDS.default("max_parallel")
+    retries: int = BACKEND_FIELDS.default("retries")
     auth: str | None = None  # "google-id-token": send an ID token for audience=url
-    credentials_file: str | None = None  # service-account key file for outbound tokens
+    credentials_file: str | None = None
+    options: Any = None  # the protocol's own, typed by its module
 
     @property
     def is_local(self) -> bool:
@@ -121,63 +137,40 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
-class TileConfig:
-    width: int = 960
-    height: int = 720
-    overlap: int = 128  # >= the largest cell diameter, so every cell is whole in one tile
-
-
-@dataclass(frozen=True)
 class ServiceConfig:
     name: str
-    kind: str = DETECTION
+    kind: str = DEFAULT_KIND
     backend: BackendConfig = field(default_factory=BackendConfig)
-    tile: TileConfig = field(default_factory=TileConfig)
-    threshold: float = 0.3
-    # detection: class names of the model; classification: names for a model that answers
-    # scores without labels (empty: the model's own labels); passthrough: shown to clients
-    labels: tuple[str, ...] = ("eos",)
-    cell_size_px: float | None = None  # expected cell diameter; None: the detector estimates it
-    max_side: int | None = None  # classification: larger images are downscaled to this side
     allow: tuple[str, ...] | None = None  # principals allowed; None: any authenticated caller
     description: str = ""
+    options: Any = None  # the kind's own (tile, threshold, labels...), typed by its module
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The class or label names a kind declares (empty when it has none)."""
+        return tuple(getattr(self.options, "labels", ()) or ())
 
     def public(self) -> dict[str, Any]:
-        """What ``GET /v1/services`` may show: never URLs' credentials or key material."""
-        out: dict[str, Any] = {
+        """What ``GET /v1/services`` shows of every service (its kind adds its own)."""
+        return {
             "name": self.name,
             "kind": self.kind,
             "description": self.description,
-            "backend": "local" if self.backend.is_local else "tf-serving",
+            "backend": "local" if self.backend.is_local else self.backend.protocol,
+            "protocol": "local" if self.backend.is_local else self.backend.protocol,
             "model": self.backend.model,
+            "timeout_s": self.backend.timeout_s,
         }
-        if self.kind == DETECTION:
-            out["tile"] = {
-                "width": self.tile.width,
-                "height": self.tile.height,
-                "overlap": self.tile.overlap,
-            }
-            out["threshold"] = self.threshold
-            out["labels"] = list(self.labels)
-            out["cell_size_px"] = self.cell_size_px
-        else:
-            out["labels"] = list(self.labels)
-        if self.kind == CLASSIFICATION:
-            out["max_side"] = self.max_side
-        out["timeout_s"] = self.backend.timeout_s
-        return out
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_instances: int = DEFAULT_MAX_INSTANCES
-    # Memory for decoding (gateway.pipeline.decode_budget): one image's decoded size at
-    # most, all decodes of this process at once, and how long a decode waits for room.
-    max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
-    decode_budget_mb: float = DEFAULT_DECODE_BUDGET_MB
-    decode_wait_s: float = DEFAULT_DECODE_WAIT_S
+    max_body_bytes: int = LIMITS_FIELDS.default("max_body_bytes")
+    max_pixels: int = LIMITS_FIELDS.default("max_pixels")
+    max_instances: int = LIMITS_FIELDS.default("max_instances")
+    max_decoded_mb: float = LIMITS_FIELDS.default("max_decoded_mb")
+    decode_budget_mb: float = LIMITS_FIELDS.default("decode_budget_mb")
+    decode_wait_s: float = LIMITS_FIELDS.default("decode_wait_s")
 
 
 @dataclass(frozen=True)
@@ -209,15 +202,6 @@ def on_google_cloud() -> bool:
     return bool(os.environ.get("K_SERVICE"))
 
 
-def _number(value: Any, where: str, *, lo: float, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{where} must be {bound}, got {value!r}")
-    return float(value)
-
-
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -226,104 +210,94 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _backend(raw: Mapping[str, Any], service: str) -> BackendConfig:
+def _plugin(find: Callable[[str], Plugin | None], names: tuple[str, ...], name: Any, where: str):
+    plugin = find(name) if isinstance(name, str) else None
+    if plugin is None:
+        raise ConfigError(f"{where} must be one of {', '.join(names)}, got {name!r}")
+    return plugin
+
+
+def _refuse_foreign(raw: Mapping[str, Any], own: Fields, others: Fields, where: str, what: str):
+    """A key another kind or protocol owns is refused by name, not as a misspelling."""
+    for key in raw:
+        if key not in own.fields and key in others.fields:
+            raise ConfigError(f"{where}.{key} does not apply to {what}")
+
+
+def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendConfig:
     where = f"services.{service}.backend"
-    url = raw.get("url") or None
-    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+    name = raw.get("protocol")
+    protocol = _plugin(
+        catalog.protocol,
+        catalog.protocol_names,
+        DEFAULT_PROTOCOL if name is None else name,
+        f"{where}.protocol",
+    )
+    fields = BACKEND_FIELDS | protocol.fields
+    values = fields.read(raw, where)
+    url = values["url"] or None
+    if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url must be an http(s) URL, got {url!r}")
-    model = raw.get("model", service)
-    if not isinstance(model, str) or not model:
+    model = values["model"] if values["model"] is not None else service
+    if not model:
         raise ConfigError(f"{where}.model must be a non-empty string")
-    auth = raw.get("auth")
-    if auth not in (None, "none", "google-id-token"):
-        raise ConfigError(f"{where}.auth must be 'google-id-token' or absent, got {auth!r}")
-    return BackendConfig(
+    own = {k: values.pop(k) for k in protocol.fields.fields}
+    values.update(
+        protocol=protocol.name,
         url=url.rstrip("/") if url else None,
         model=model,
-        timeout_s=_number(raw.get("timeout_s", 30), f"{where}.timeout_s", lo=0.05),
-        max_batch=int(_number(raw.get("max_batch", 1), f"{where}.max_batch", lo=1, hi=64)),
-        max_parallel=int(_number(raw.get("max_parallel", 8), f"{where}.max_parallel", lo=1, hi=64)),
-        retries=int(_number(raw.get("retries", 2), f"{where}.retries", lo=0, hi=10)),
-        auth=None if auth in (None, "none") else auth,
-        credentials_file=raw.get("credentials_file"),
+        auth=None if values["auth"] in (None, "none") else values["auth"],
     )
+    return BackendConfig(**values, options=protocol.options(own, where))
 
 
-def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:
+def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConfig:
     where = f"services.{name}"
     raw = _mapping(raw, where)
-    kind = raw.get("kind")
-    kind = DETECTION if kind is None else kind
-    if kind not in KINDS:
-        raise ConfigError(f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    schema = SERVICE_SCHEMAS[kind]
-    for key in raw:
-        if key not in schema.fields and any(key in s.fields for s in SERVICE_SCHEMAS.values()):
-            raise ConfigError(f"{where}.{key} does not apply to a service of kind {kind!r}")
-    schema.check(raw, where)
-    backend = _backend(_mapping(raw.get("backend"), f"{where}.backend"), name)
-    if kind != DETECTION and backend.is_local:
-        raise ConfigError(
-            f"{where}.backend.url is required: a {kind} service runs on a TF Serving model"
-        )
-    tile_raw = _mapping(raw.get("tile"), f"{where}.tile")
-    tile = TileConfig(
-        width=int(_number(tile_raw.get("width", 960), f"{where}.tile.width", lo=32)),
-        height=int(_number(tile_raw.get("height", 720), f"{where}.tile.height", lo=32)),
-        overlap=int(_number(tile_raw.get("overlap", 128), f"{where}.tile.overlap", lo=0)),
+    kind_name = raw.get("kind")
+    kind = _plugin(
+        catalog.kind,
+        catalog.kind_names,
+        DEFAULT_KIND if kind_name is None else kind_name,
+        f"{where}.kind",
     )
-    if tile.overlap * 2 > min(tile.width, tile.height):
-        raise ConfigError(f"{where}.tile.overlap must be at most half the tile's smaller side")
-    labels = raw.get("labels", ["eos"] if kind == DETECTION else [])
-    if (
-        not isinstance(labels, list)
-        or (kind == DETECTION and not labels)
-        or not all(isinstance(x, str) and x for x in labels)
-    ):
-        raise ConfigError(f"{where}.labels must be a non-empty list of strings")
-    max_side = raw.get("max_side")
-    allow = raw.get("allow")
-    if allow is not None and not (
-        isinstance(allow, list) and all(isinstance(x, str) for x in allow)
-    ):
-        raise ConfigError(f"{where}.allow must be a list of principal patterns")
-    cell = raw.get("cell_size_px")
+    others = Fields({})
+    for other in catalog.kind_names:
+        plugin = catalog.kind(other)
+        if plugin is not None:
+            others = others | plugin.fields
+    _refuse_foreign(raw, kind.fields, others, where, f"a service of kind {kind.name!r}")
+    values = (SERVICE_FIELDS | kind.fields).read(raw, where)
+    backend = _backend(_mapping(raw.get("backend"), f"{where}.backend"), name, catalog)
+    if backend.is_local and not getattr(kind, "embedded", False):
+        raise ConfigError(
+            f"{where}.backend.url is required: a {kind.name} service runs on a model server"
+        )
+    own = {k: values[k] for k in kind.fields.fields}
+    allow = values["allow"]
     return ServiceConfig(
         name=name,
-        kind=kind,
+        kind=kind.name,
         backend=backend,
-        tile=tile,
-        threshold=_number(raw.get("threshold", 0.3), f"{where}.threshold", lo=0, hi=1),
-        labels=tuple(labels),
-        cell_size_px=None if cell is None else _number(cell, f"{where}.cell_size_px", lo=4),
-        max_side=None
-        if max_side is None
-        else int(_number(max_side, f"{where}.max_side", lo=32, hi=16384)),
         allow=None if allow is None else tuple(allow),
-        description=str(raw.get("description") or ""),
+        description=str(values["description"] or ""),
+        options=kind.options(own, where),
     )
 
 
-def _decode_limits(raw: Mapping[str, Any]) -> dict[str, float]:
-    max_mb = _number(
-        raw.get("max_decoded_mb", DEFAULT_MAX_DECODED_MB), "limits.max_decoded_mb", lo=1
-    )
-    budget_mb = _number(
-        raw.get("decode_budget_mb", max(DEFAULT_DECODE_BUDGET_MB, max_mb)),
-        "limits.decode_budget_mb",
-        lo=1,
-    )
-    if budget_mb < max_mb:
+def _limits(raw: Mapping[str, Any]) -> Limits:
+    values = LIMITS_FIELDS.read(raw, "limits")
+    if raw.get("decode_budget_mb") is None:  # room for at least one image at its largest
+        values["decode_budget_mb"] = max(values["decode_budget_mb"], values["max_decoded_mb"])
+    if values["decode_budget_mb"] < values["max_decoded_mb"]:
         raise ConfigError("limits.decode_budget_mb must be at least limits.max_decoded_mb")
-    wait = _number(
-        raw.get("decode_wait_s", DEFAULT_DECODE_WAIT_S), "limits.decode_wait_s", lo=0, hi=60
-    )
-    return {"max_decoded_mb": max_mb, "decode_budget_mb": budget_mb, "decode_wait_s": wait}
+    return Limits(**values)
 
 
-def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
+def parse_config(raw: Mapping[str, Any], source: str | None, catalog: Catalog) -> Config:
+    """The configuration checked whole: every key known, every value of its type and range."""
     raw = _mapping(raw, "the configuration")
-    SCHEMA.check(raw, "")
+    top = SCHEMA.read(raw, "")
     services_raw = _mapping(raw.get("services"), "services")
     if not services_raw:
         services_raw = {DEFAULT_SERVICE: {}}
@@ -331,63 +305,38 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
     for name, body in services_raw.items():
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"service name {name!r} must be letters, digits, '-' or '_'")
-        services[name] = _service(name, body)
-    limits_raw = _mapping(raw.get("limits"), "limits")
-    limits = Limits(
-        max_body_bytes=int(
-            _number(
-                limits_raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
-                "limits.max_body_bytes",
-                lo=1024,
-            )
-        ),
-        max_pixels=int(
-            _number(limits_raw.get("max_pixels", DEFAULT_MAX_PIXELS), "limits.max_pixels", lo=1)
-        ),
-        max_instances=int(
-            _number(
-                limits_raw.get("max_instances", DEFAULT_MAX_INSTANCES),
-                "limits.max_instances",
-                lo=1,
-            )
-        ),
-        **_decode_limits(limits_raw),
-    )
-    trusted = raw.get("trusted_proxies")
-    if trusted is not None:
-        trusted = int(_number(trusted, "trusted_proxies", lo=0, hi=MAX_TRUSTED_PROXIES))
-    auth = raw.get("auth")
-    demo = raw.get("demo")
-    if demo is not None and not isinstance(demo, bool):
-        raise ConfigError("demo must be true or false")
-    default = raw.get("default_service")
+        services[name] = _service(name, body, catalog)
+    default = top["default_service"]
     if default is not None and default not in services:
         known = ", ".join(sorted(services))
         raise ConfigError(f"default_service {default!r} is not a configured service ({known})")
+    auth = raw.get("auth")
     return Config(
         services=services,
-        limits=limits,
+        limits=_limits(_mapping(raw.get("limits"), "limits")),
         auth=None if auth is None else _mapping(auth, "auth"),
         cors=_mapping(raw.get("cors"), "cors"),
         usage=_mapping(raw.get("usage"), "usage"),
         quotas=_mapping(raw.get("quotas"), "quotas"),
-        demo=demo,
+        demo=top["demo"],
         default_service=default,
-        trusted_proxies=trusted,
+        trusted_proxies=top["trusted_proxies"],
         source=source,
         raw=raw,
     )
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read ``GATEWAY_CONFIG`` (YAML or JSON); no file means the embedded defaults."""
+def read_config_file(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[Mapping[str, Any], str | None]:
+    """``GATEWAY_CONFIG`` (YAML or JSON) as a mapping; no file means the embedded defaults."""
     path = path if path is not None else os.environ.get("GATEWAY_CONFIG") or None
     if path is None:
-        return parse_config({}, None)
+        return {}, None
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read GATEWAY_CONFIG file {str(p)!r}: {exc}") from exc
     if p.suffix.lower() == ".json":
         try:
@@ -401,4 +350,4 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
-    return parse_config(raw, str(p))
+    return raw, str(p)

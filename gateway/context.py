@@ -1,8 +1,9 @@
 """What is known about one request, filled in as it is handled.
 
-Handlers, auth and usage logging all read and write this one object, so a request that
-fails half-way still carries everything learned before the failure into its usage record
-and access log.
+The request's bookkeeping (gateway.rest.app) fills it: who is calling, and the
+:class:`Facts` a use case returns with its result, or attaches to the error it raises, so a
+request that fails half-way still carries what was learnt before the failure into its
+usage record and access log.  Use cases never see it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from typing import Any
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass
+class Facts:
+    """What a use case learnt about the work it did, for usage records and logs."""
+
+    instances: int = 0
+    image: dict[str, Any] | None = None  # first instance: bytes, width, height, format
+    tiles: int = 0
+    detections: int = 0
+    threshold: float | None = None
+    backend_ms: float = 0.0
+    backend_model: str | None = None
+    backend_version: str | None = None
 
 
 @dataclass
@@ -42,6 +57,20 @@ class RequestContext:
     trace: str | None = None  # raw X-Cloud-Trace-Context / traceparent trace id
     user_agent: str | None = None
     response_bytes: int = 0
+
+    def record(self, facts: Facts) -> None:
+        """The use case's facts, into the fields usage records and the access log read."""
+        for name in (
+            "instances",
+            "image",
+            "threshold",
+            "tiles",
+            "detections",
+            "backend_ms",
+            "backend_model",
+            "backend_version",
+        ):
+            setattr(self, name, getattr(facts, name))
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

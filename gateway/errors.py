@@ -30,6 +30,9 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.headers: dict[str, str] = dict(headers or {})
+        # What the use case had learnt when it failed (gateway.context.Facts), for the
+        # request's usage record and access log.
+        self.facts: object | None = None
 
 
 class BadRequest(GatewayError):

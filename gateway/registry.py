@@ -1,4 +1,4 @@
-"""The registry of services: a config entry becomes a service with its backend.
+"""The registry of services: a config entry becomes a service with its kind and backend.
 
 Backends are built on first use, so a gateway with several services pays only for the
 ones that are called (and a cold start builds none).
@@ -13,12 +13,15 @@ from gateway.backends import build_backend
 from gateway.backends.base import Backend
 from gateway.config import Config, ServiceConfig
 from gateway.errors import UnknownService
+from gateway.kinds import Kind
+from gateway.kinds import get as kind_of
 
 
 @dataclass(frozen=True)
 class Service:
     config: ServiceConfig
     backend: Backend
+    kind: Kind
 
 
 class ServiceRegistry:
@@ -41,5 +44,5 @@ class ServiceRegistry:
         with self._lock:
             svc = self._services.get(name)
             if svc is None:
-                svc = self._services[name] = Service(cfg, build_backend(cfg))
+                svc = self._services[name] = Service(cfg, build_backend(cfg), kind_of(cfg.kind))
         return svc

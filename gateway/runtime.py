@@ -18,7 +18,8 @@ from gateway import logs
 from gateway.auth import build_authenticator
 from gateway.auth import cors as cors_section
 from gateway.auth.cors import Cors
-from gateway.config import Config, ConfigError, load_config
+from gateway.catalog import load_config
+from gateway.config import Config, ConfigError
 from gateway.registry import ServiceRegistry
 from gateway.usage import build_usage
 from gateway.usage import quotas as quotas_section

@@ -6,7 +6,8 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 from gateway.auth.cors import Cors
-from gateway.config import ConfigError, parse_config
+from gateway.catalog import parse_config
+from gateway.config import ConfigError
 
 APP = "https://practice-118b5.firebaseapp.com"
 

@@ -21,7 +21,8 @@ from gateway.auth import (
     principal_matches,
 )
 from gateway.auth.api_keys import ApiKey, ApiKeyStore, key_hash
-from gateway.config import ConfigError, parse_config
+from gateway.catalog import parse_config
+from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.errors import AuthNotConfigured, AuthUnavailable, Forbidden, Unauthenticated
 
@@ -393,7 +394,7 @@ def test_open_default_warns_once_and_never_imports_google_auth():
         import sys
         from werkzeug.test import EnvironBuilder
         from gateway.auth import build_authenticator
-        from gateway.config import parse_config
+        from gateway.catalog import parse_config
         from gateway.context import RequestContext
         for _ in range(3):
             authn = build_authenticator(parse_config({}))

@@ -25,7 +25,7 @@ from certserver import (
 from werkzeug.test import EnvironBuilder
 
 from gateway.auth import build_authenticator
-from gateway.config import parse_config
+from gateway.catalog import parse_config
 from gateway.context import RequestContext
 from gateway.errors import Unauthenticated
 

@@ -21,7 +21,7 @@ from PIL import Image
 from procs import start_gateway
 from synthetic import make_slide
 
-from gateway.config import DEFAULT_MAX_PIXELS
+from gateway.config import Limits
 
 MiB = 1024 * 1024
 # Cloud Functions' memory setting this gateway is sized for: a hostile image must not push
@@ -51,7 +51,7 @@ def gateway():
 
 def _send_corpus(port: int) -> list[str]:
     failures = []
-    for item in corpus(DEFAULT_MAX_PIXELS):
+    for item in corpus(Limits().max_pixels):
         for make, expect in (
             (detect_call, item.expect),
             (predict_call, item.expect_json or item.expect),

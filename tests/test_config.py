@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from helpers import REPO
 
-from gateway.config import ConfigError, load_config, parse_config
+from gateway import kinds
+from gateway.catalog import load_config, parse_config
+from gateway.config import ConfigError
 from gateway.runtime import check_sections
 
 URL = "http://127.0.0.1:8501"
@@ -84,14 +86,17 @@ def test_kinds():
         }
     )
     assert [s.kind for s in cfg.services.values()] == ["detection", "classification", "passthrough"]
-    assert cfg.services["cls"].max_side == 512 and cfg.services["cls"].labels == ("a", "b")
+    assert cfg.services["cls"].options.max_side == 512 and cfg.services["cls"].labels == ("a", "b")
     assert (
         parse_config({"services": {"c": {"kind": "classification", "backend": {"url": URL}}}})
         .services["c"]
         .labels
         == ()
     )
-    public = cfg.services["any"].public()
+    public = {
+        **cfg.services["any"].public(),
+        **kinds.get("passthrough").public(cfg.services["any"]),
+    }
     assert public["kind"] == "passthrough" and "tile" not in public and public["labels"] == []
 
 

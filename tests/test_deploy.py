@@ -21,7 +21,7 @@ from procs import start_gateway
 
 from gateway.auth import build_authenticator
 from gateway.auth.cors import Cors
-from gateway.config import load_config
+from gateway.catalog import load_config
 from gateway.firestore_client import firestore_target
 
 DEPLOY = REPO / "deploy"

@@ -18,7 +18,7 @@ from gateway.backends import tfserving_wire as wire
 from gateway.backends.base import TileDetections
 from gateway.codecs import detect as detect_wire
 from gateway.codecs import tfserving_api as api
-from gateway.config import DEFAULT_MAX_PIXELS
+from gateway.config import Limits
 from gateway.errors import BackendBadResponse, GatewayError
 from gateway.jsonio import b64decode_strict
 from gateway.pipeline import merge
@@ -138,7 +138,7 @@ def test_strict_base64_round_trips_and_refuses_what_tf_serving_refuses(data, jun
 @st.composite
 def slide_and_tile(draw):
     width = draw(st.integers(1, 65535))
-    height = draw(st.integers(1, max(1, min(65535, DEFAULT_MAX_PIXELS // width))))
+    height = draw(st.integers(1, max(1, min(65535, Limits().max_pixels // width))))
     tw = draw(st.integers(32, 2048))
     th = draw(st.integers(32, 2048))
     overlap = draw(st.integers(0, min(tw, th) // 2))

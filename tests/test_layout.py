@@ -21,9 +21,10 @@ LAYERS = [
     ["gateway.rest"],
     ["gateway.handlers"],
     ["gateway.runtime"],
+    ["gateway.kinds", "gateway.catalog", "gateway.registry"],
     ["gateway.usecases", "gateway.auth", "gateway.usage"],
     ["gateway.codecs", "gateway.render"],
-    ["gateway.pipeline", "gateway.registry"],
+    ["gateway.pipeline"],
     ["gateway.backends", "gateway.firestore_client"],
     ["gateway.detector"],
     [

@@ -48,7 +48,7 @@ from loadgen import (
 )
 from procs import start_gateway, start_model_server
 
-from gateway.config import DEFAULT_MAX_PIXELS
+from gateway.config import Limits
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CLIENTS = 8
@@ -101,7 +101,7 @@ def _calls() -> tuple[list[Call], list[float]]:
         calls.append((c, 1.0))
     pinned = {"jpeg-truncated-4of8", "wrong-magic-jpeg", "jpeg-claims-too-many-pixels"}
     pinned |= {"png-ztxt-bomb", "jpeg-bitflips-5"}
-    for item in corpus(DEFAULT_MAX_PIXELS):
+    for item in corpus(Limits().max_pixels):
         if item.name in pinned:
             calls.append((detect_call(f"bad image {item.name}", "eos", item.data, item.expect), 1))
     calls.append((predict_call("unknown service", "nope", small, {404}), 1.0))

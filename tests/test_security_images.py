@@ -15,7 +15,7 @@ from helpers import b64, encode, png, synthetic_slide
 from PIL import Image
 from procs import free_port, start_gateway
 
-from gateway.config import parse_config
+from gateway.catalog import parse_config
 from gateway.errors import GatewayError
 from gateway.pipeline import decode_budget
 from gateway.pipeline.decode_budget import DecodeBudget, Overloaded, decoded_bytes

@@ -11,7 +11,8 @@ import pytest
 from gunicorn.http import errors as gunicorn_errors
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
-from gateway.config import ConfigError, parse_config
+from gateway.catalog import parse_config
+from gateway.config import ConfigError
 from gateway.logs import escape_controls
 from gateway.protocol_errors import refusal
 from gateway.rest.client_address import caller_address, masked, trusted_proxies

@@ -16,8 +16,9 @@ import pytest
 from gateway.backends import tfserving_wire as wire
 from gateway.backends.local import LocalBackend
 from gateway.backends.tfserving import TFServingBackend
+from gateway.catalog import parse_config
 from gateway.codecs.tfserving_api import parse_version
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError
 from gateway.errors import BadRequest, MethodNotAllowed, UnknownLabel, UnknownVersion
 from gateway.rest import routes
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from gateway.config import ConfigError, parse_config
+from gateway.catalog import parse_config
+from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.usage import NullUsage, build_usage
 from gateway.usage.quotas import quota_policy, validate_quotas_section
@@ -242,7 +243,7 @@ def test_importing_the_gateway_does_not_import_firestore(tmp_path):
     """Cold start: the Firestore client library is loaded only when Firestore is used."""
     code = (
         "import sys, main, gateway.usage, gateway.rest.app\n"
-        "from gateway.config import parse_config\n"
+        "from gateway.catalog import parse_config\n"
         "from gateway.context import RequestContext\n"
         "from gateway.usage import build_usage\n"
         "u = build_usage(parse_config({'quotas': {'default': {'daily_images': 5}}}))\n"

@@ -16,8 +16,10 @@ from PIL import Image
 from gateway.backends.base import Classification, ClassifyResult, ImageInput
 from gateway.codecs.tfserving_api import passthrough_batch_size
 from gateway.config import BackendConfig, Limits, ServiceConfig
-from gateway.context import RequestContext
 from gateway.errors import BadRequest, GatewayError, QuotaExceeded
+from gateway.handlers.bookkeeping import require_route
+from gateway.kinds import get as kind_of
+from gateway.kinds.classification import ClassificationOptions
 from gateway.registry import Service
 from gateway.usecases.classification import classify
 
@@ -41,7 +43,7 @@ class CountingQuota:
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
-    def check_quota(self, ctx: RequestContext, images: int) -> None:
+    def __call__(self, images: int) -> None:
         if self.used + images > self.limit:
             raise QuotaExceeded("over")
         self.used += images
@@ -50,9 +52,12 @@ class CountingQuota:
 def service(max_side: int | None = None) -> tuple[Service, FakeClassifier]:
     backend = FakeClassifier()
     cfg = ServiceConfig(
-        name="cls", kind="classification", backend=BackendConfig(url=URL), max_side=max_side
+        name="cls",
+        kind="classification",
+        backend=BackendConfig(url=URL),
+        options=ClassificationOptions(labels=(), max_side=max_side),
     )
-    return Service(cfg, backend), backend
+    return Service(cfg, backend, kind_of("classification")), backend
 
 
 def noise_jpeg(width: int, height: int, **save) -> bytes:
@@ -62,9 +67,8 @@ def noise_jpeg(width: int, height: int, **save) -> bytes:
 
 
 def run(svc: Service, images: list[bytes], quota=None):
-    ctx = RequestContext(method="POST", path="/v1/services/cls:classify")
-    result = classify(svc, images, ctx=ctx, limits=Limits(), quota=quota or CountingQuota(99))
-    return ctx, result
+    result = classify(svc, images, limits=Limits(), quota=quota or CountingQuota(99))
+    return result.facts, result
 
 
 def sent_size(inp: ImageInput) -> tuple[int, int]:
@@ -119,11 +123,12 @@ def test_every_image_is_checked_before_the_model_or_the_quota():
     assert backend.sent == []
 
 
-def test_a_use_case_runs_only_its_kind():
-    detector = Service(ServiceConfig(name="eos"), FakeClassifier())
+def test_a_route_runs_only_the_kinds_that_serve_it():
+    detector = Service(ServiceConfig(name="eos"), FakeClassifier(), kind_of("detection"))
     with pytest.raises(BadRequest) as info:
-        run(detector, [noise_jpeg(64, 48)])
+        require_route(detector, ":classify")
     assert info.value.code == "wrong_route"
+    assert "POST /v1/services/eos:detect" in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 
 from helpers import in_threads
 
-from gateway.config import parse_config
+from gateway.catalog import parse_config
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.usage import build_usage

@@ -1,21 +1,54 @@
-"""Where payloads are sent: the embedded local detector or a TF Serving REST endpoint.
+"""Where payloads are sent: the embedded local detector, or a model server spoken to by
+one of the outbound protocols below (one line each; ``docs/extending.md``).
 
-Only a detection service may run on the embedded detector; the configuration requires a
-URL for the other kinds, whose payloads only a TF Serving model can take.
+A protocol's module is imported when a service names it, so a gateway pays only for the
+protocols it is configured with.  A backend without a URL is the embedded detector.
 """
 
 from __future__ import annotations
 
-from gateway.backends.base import Backend
+import importlib
+
+from gateway.backends.base import Backend, OutboundProtocol
 from gateway.config import ServiceConfig
+
+PROTOCOLS: dict[str, str] = {
+    "tfserving": "gateway.backends.tfserving",
+    "v2": "gateway.backends.v2",
+}
+
+_loaded: dict[str, OutboundProtocol] = {}
+
+
+def register_protocol(protocol: OutboundProtocol, module: str) -> None:
+    """Make ``protocol`` known by its name (a plug-in, or a test)."""
+    PROTOCOLS[protocol.name] = module
+    _loaded[protocol.name] = protocol
+
+
+def unregister_protocol(name: str) -> None:
+    PROTOCOLS.pop(name, None)
+    _loaded.pop(name, None)
+
+
+def protocol(name: str) -> OutboundProtocol | None:
+    found = _loaded.get(name)
+    if found is None and name in PROTOCOLS:
+        found = _loaded[name] = importlib.import_module(PROTOCOLS[name]).PROTOCOL
+    return found
+
+
+def protocol_names() -> tuple[str, ...]:
+    return tuple(PROTOCOLS)
 
 
 def build_backend(service: ServiceConfig) -> Backend:
-    """A backend for a service entry: TF Serving when it has a URL, else the local detector."""
+    """A service's backend: its protocol's client when it has a URL, else the embedded
+    detector."""
     if service.backend.is_local:
         from gateway.backends.local import LocalBackend
 
         return LocalBackend(service)
-    from gateway.backends.tfserving import TFServingBackend
-
-    return TFServingBackend(service)
+    found = protocol(service.backend.protocol)
+    assert found is not None, "the configuration checked the protocol's name"
+    return found.client(service)

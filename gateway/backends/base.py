@@ -8,11 +8,14 @@ or the local detector.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from gateway.config import ServiceConfig
+from gateway.schema import Fields
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class Forwarded:
     version: str | None = None
     backend_ms: float = 0.0
     error: str | None = None  # a 4xx's ``error`` text
+    # Headers of the answer that describe its body (a binary tensor extension's header
+    # length, its content type), passed on to the client.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,6 @@ class Backend(Protocol):
         ...
 
     def readiness(self) -> Readiness: ...
-
 
     def pinned(self, version: str | None = None, label: str | None = None) -> Backend:
         """This backend with its requests for one version or label of the model (itself
@@ -133,4 +138,25 @@ class Classifier(Backend, Protocol):
 
 
 class Forwarder(Backend, Protocol):
-    def forward(self, body: bytes, deadline: float) -> Forwarded: ...
+    def forward(
+        self, body: bytes, deadline: float, headers: dict[str, str] | None = None
+    ) -> Forwarded:
+        """``headers``: those of the client's that describe the body (a binary tensor
+        extension's header length), passed on."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutboundProtocol:
+    """How the gateway speaks to one kind of model server: one module per protocol, listed
+    by one line in :data:`gateway.backends.PROTOCOLS` (``docs/extending.md``)."""
+
+    name: str
+    fields: Fields  # the keys it adds to a service's ``backend`` section
+    client: Callable[[ServiceConfig], Backend]  # builds the backend of one service
+    passthrough_route: str | None = None  # the inbound route whose bodies it takes unchanged
+    make_options: Callable[[dict[str, Any], str], Any] | None = None
+
+    def options(self, values: dict[str, Any], where: str) -> Any:
+        """The protocol's typed options from its checked keys (ConfigError for the rest)."""
+        return self.make_options(values, where) if self.make_options else None

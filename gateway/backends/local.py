@@ -89,7 +89,7 @@ class LocalBackend:
 
         started = time.perf_counter()
         groups = [list(g) for g in tiles]
-        cell_px = self.service.cell_size_px
+        cell_px = getattr(self.service.options, "cell_size_px", None)
         if cell_px is None and slide_pixels is not None and sum(map(len, groups)) > 1:
             # One scale for the whole slide: a tile with few cells misjudges it alone.
             cell_px = estimate_cell_diameter(slide_pixels)

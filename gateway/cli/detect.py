@@ -66,7 +66,7 @@ class InProcess:
     """The embedded gateway: same code path as ``POST /v1/services/{service}:detect``."""
 
     def __init__(self, service: str, threshold: float | None) -> None:
-        from gateway.config import load_config
+        from gateway.catalog import load_config
         from gateway.runtime import build_gateway
 
         config = load_config()
@@ -74,29 +74,26 @@ class InProcess:
         config = dataclasses.replace(config, usage={**config.usage, "enabled": False})
         self.gw = build_gateway(config)
         self.svc = self.gw.services.get(service)  # UnknownService: a usage error, not per slide
-        self.threshold = self.svc.config.threshold if threshold is None else threshold
+        view = self.svc.kind.cli  # None: a kind that takes no slides (refused by main)
+        self.route = view.route if view is not None else None
+        default = getattr(self.svc.config.options, "threshold", None)
+        self.threshold = default if threshold is None else threshold
 
     def count(self, path: Path, data: bytes) -> Counted | Classified:
         from gateway.codecs.detect import detections
-        from gateway.config import CLASSIFICATION
-        from gateway.context import RequestContext
         from gateway.errors import GatewayError
-        from gateway.usecases.classification import classify
-        from gateway.usecases.detection import detect
+        from gateway.usecases.checks import no_quota
 
-        ctx = RequestContext(method="CLI", path=str(path))
-        ctx.service, ctx.route = self.svc.config.name, "detect"
-        limits, quota = self.gw.config.limits, self.gw.usage
-        try:
-            if self.svc.config.kind == CLASSIFICATION:
-                (image,) = classify(self.svc, [data], ctx=ctx, limits=limits, quota=quota).images
-            else:
-                (slide,) = detect(
-                    self.svc, [data], self.threshold, ctx=ctx, limits=limits, quota=quota
-                ).slides
+        limits = self.gw.config.limits
+        labels_image = self.route == ":classify"
+        try:  # nobody is charged for counting in-process
+            found = self.svc.kind.infer(
+                self.svc, [data], self.threshold, limits=limits, quota=no_quota
+            )
         except GatewayError as exc:
             raise SlideFailed(exc.message, exc.code) from exc
-        if self.svc.config.kind == CLASSIFICATION:
+        if labels_image:
+            (image,) = found.images
             label, score = image.best()
             scores = [
                 {"label": name, "score": round(float(value), 6)}
@@ -109,6 +106,7 @@ class InProcess:
                 width=image.info.width,
                 height=image.info.height,
             )
+        (slide,) = found.slides
         return Counted(
             count=len(slide.kept),
             detections=detections(slide.kept, slide.slide.labels),

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
-
 from gateway.codecs import classify as wire
 from gateway.context import RequestContext
-from gateway.handlers.common import admit, read_image_request, require_route
+from gateway.handlers.bookkeeping import Admitted, Served, require_route
+from gateway.handlers.common import read_image_request
 from gateway.handlers.responses import json_response
 from gateway.runtime import Gateway
 from gateway.usecases.classification import classify
 
 
-def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
-    svc = admit(gw, request, ctx, service)
+def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -> Served:
+    svc = admitted.service
     require_route(svc, ":classify")
     req: wire.ClassifyRequest = read_image_request(gw, request, ctx, wire)
-    found = classify(svc, [req.image], ctx=ctx, limits=gw.config.limits, quota=gw.usage)
+    found = classify(svc, [req.image], limits=gw.config.limits, quota=admitted.quota)
     (image,) = found.images
     label, score = image.best()
     body = {
@@ -35,4 +34,4 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Resp
         "model": {"name": found.model, "version": found.version},
         "request_id": ctx.request_id,
     }
-    return json_response(200, body)
+    return Served(json_response(200, body), found.facts)

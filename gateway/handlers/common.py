@@ -1,49 +1,12 @@
-"""Steps shared by the model routes: admission, the route that fits a kind, body reading."""
+"""Steps shared by the model routes: reading a body, or one image in any of its forms."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import CLASSIFICATION, DETECTION, PASSTHROUGH
 from gateway.context import RequestContext
 from gateway.errors import BadRequest, PayloadTooLarge
-from gateway.registry import Service
 from gateway.runtime import Gateway
-
-# The routes each kind answers, named as a client would call them.
-ROUTES_OF_KIND = {
-    DETECTION: (":detect", ":predict"),
-    CLASSIFICATION: (":classify", ":predict"),
-    PASSTHROUGH: (":predict",),
-}
-ROUTE_PATHS = {
-    ":detect": "POST /v1/services/{name}:detect",
-    ":classify": "POST /v1/services/{name}:classify",
-    ":predict": "POST /v1/models/{name}:predict",
-}
-
-
-def admit(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Service:
-    """Who is calling and may they use this service; then usage recording starts."""
-    ctx.service = service
-    gw.auth.authenticate(request, ctx)
-    svc = gw.services.get(service)
-    gw.auth.authorize(ctx, svc.config)
-    gw.usage.begin(ctx)
-    return svc
-
-
-def require_route(svc: Service, route: str) -> None:
-    """A 400 naming the route that fits, when this one does not fit the service's kind."""
-    kind = svc.config.kind
-    fits = ROUTES_OF_KIND[kind]
-    if route in fits:
-        return
-    paths = " or ".join(ROUTE_PATHS[r].format(name=svc.config.name) for r in fits)
-    raise BadRequest(
-        f"{route} does not apply to service {svc.config.name!r}, a {kind} service; use {paths}",
-        code="wrong_route",
-    )
 
 
 def read_body(request: Any, ctx: RequestContext, max_bytes: int) -> bytes:

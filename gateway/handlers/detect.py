@@ -10,7 +10,8 @@ from PIL import Image
 
 from gateway.codecs import detect as wire
 from gateway.context import RequestContext
-from gateway.handlers.common import admit, read_image_request, require_route
+from gateway.handlers.bookkeeping import Admitted, Served, require_route
+from gateway.handlers.common import read_image_request
 from gateway.handlers.responses import json_response
 from gateway.pipeline import decode_budget
 from gateway.pipeline.images import decode, probe
@@ -50,22 +51,21 @@ def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
     return out.getvalue()
 
 
-def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Response:
-    svc = admit(gw, request, ctx, service)
+def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -> Served:
+    svc = admitted.service
     require_route(svc, ":detect")
     req: wire.DetectRequest = read_image_request(gw, request, ctx, wire)
-    found = detect(
-        svc, [req.image], req.threshold, ctx=ctx, limits=gw.config.limits, quota=gw.usage
-    )
+    found = detect(svc, [req.image], req.threshold, limits=gw.config.limits, quota=admitted.quota)
     (detected,) = found.slides
     slide, kept = detected.slide, detected.kept
     if wants_jpeg(request, req):
-        return Response(
+        picture = Response(
             rendered_jpeg(gw, req.image, kept),
             status=200,
             mimetype="image/jpeg",
             headers={"X-Detections-Count": str(len(kept))},
         )
+        return Served(picture, found.facts)
     body = {
         "service": svc.config.name,
         "key": req.key,
@@ -77,4 +77,4 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, service: str) -> Resp
         "model": {"name": slide.model, "version": slide.version},
         "request_id": ctx.request_id,
     }
-    return json_response(200, body)
+    return Served(json_response(200, body), found.facts)

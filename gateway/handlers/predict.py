@@ -1,9 +1,10 @@
 """``POST /v1/models/{service}[/versions/{n}|/labels/{l}]:predict``: TF Serving's API, for
-every kind of service; ``POST /`` is the same on the default service.
+every kind that takes images, and a TF Serving model's passthrough; ``POST /`` is the same
+on the default service.
 
-A detector takes whole slides and answers slide boxes; a classifier takes whole images
-and answers the model's scores and labels; a passthrough service's body and answer go
-through unchanged.  A pinned version or label is kept for the model server.
+The body's images go to the kind's use case and the per-instance rows it answers are
+written as TF Serving writes predictions.  A pinned version or label is kept for the
+model server.
 """
 
 from __future__ import annotations
@@ -12,31 +13,29 @@ from typing import Any
 
 from flask import Response
 
-from gateway.backends.base import Backend
 from gateway.codecs import tfserving_api as wire
-from gateway.config import CLASSIFICATION, PASSTHROUGH
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, NoDefaultService
-from gateway.handlers.common import admit, read_body
+from gateway.errors import GatewayError
+from gateway.handlers.bookkeeping import Admitted, Served, require_route
+from gateway.handlers.common import read_body
 from gateway.handlers.responses import json_response
-from gateway.registry import Service
 from gateway.runtime import Gateway
-from gateway.usecases.detection import detect
 
 
 def handle(
     gw: Gateway,
     request: Any,
     ctx: RequestContext,
-    service: str,
+    admitted: Admitted,
     version: str | None = None,
     label: str | None = None,
-) -> Response:
-    svc = admit(gw, request, ctx, service)
+) -> Served:
+    svc = admitted.service
+    require_route(svc, ":predict")
     backend = svc.backend.pinned(wire.parse_version(version), label)  # kept for the server
     body = read_body(request, ctx, gw.config.limits.max_body_bytes)
-    if svc.config.kind == PASSTHROUGH:
-        return _passthrough(gw, ctx, svc, body, backend)
+    if svc.kind.forwards:
+        return forwarded(svc, body, admitted, backend, wire.passthrough_batch_size)
     req = wire.parse_predict_request(
         body,
         query_threshold=request.args.get("threshold"),
@@ -44,49 +43,46 @@ def handle(
     )
     del body
     images = [inst.image for inst in req.instances]
-    keys = [inst.key for inst in req.instances]
-    limits, quota = gw.config.limits, gw.usage
-    if svc.config.kind == CLASSIFICATION:
-        from gateway.usecases.classification import classify  # imported by those who use it
-
-        found = classify(svc, images, ctx=ctx, limits=limits, quota=quota, backend=backend)
-        predictions = [
-            wire.classification(c.labels, c.scores, key)
-            for c, key in zip(found.images, keys, strict=True)
-        ]
-        return json_response(200, wire.predict_response(predictions, req.columnar))
-    # TF Serving's answer cuts nothing unless a threshold is asked for: 0 keeps every score.
-    threshold = 0.0 if req.threshold is None else req.threshold
-    detected = detect(
-        svc, images, threshold, ctx=ctx, limits=limits, quota=quota, backend=backend
+    result = svc.kind.infer(
+        svc,
+        images,
+        req.threshold,
+        limits=gw.config.limits,
+        quota=admitted.quota,
+        backend=backend,
     )
-    predictions = [
-        wire.prediction(
-            s.kept, s.slide.width, s.slide.height, s.slide.labels, s.slide.class_values, key
-        )
-        for s, key in zip(detected.slides, keys, strict=True)
-    ]
-    return json_response(200, wire.predict_response(predictions, req.columnar))
+    rows = svc.kind.rows(result, [inst.key for inst in req.instances])
+    return Served(json_response(200, wire.predict_response(rows, req.columnar)), result.facts)
 
 
-def _passthrough(
-    gw: Gateway, ctx: RequestContext, svc: Service, body: bytes, backend: Backend
-) -> Response:
+def forwarded(
+    svc: Any,
+    body: bytes,
+    admitted: Admitted,
+    backend: Any,
+    batch_size: Any,
+    headers: dict[str, str] | None = None,
+) -> Served:
+    """A passthrough service's answer: the model's 2xx as it is; its 4xx in the gateway's
+    shape with the model's status and words."""
     from gateway.usecases.passthrough import forward  # imported by those who use it
 
-    answer = forward(svc, body, ctx=ctx, quota=gw.usage, backend=backend)
+    found = forward(
+        svc,
+        body,
+        batch_size=batch_size,
+        quota=admitted.quota,
+        backend=backend,
+        headers=headers,
+    )
+    answer = found.answer
     if answer.status < 300:
-        return Response(answer.body, status=answer.status, mimetype="application/json")
-    # A 4xx is the client's to fix: its status and the model's words, in the gateway's shape.
-    raise GatewayError(
+        response = Response(answer.body, status=answer.status, mimetype="application/json")
+        for name, value in answer.headers.items():
+            response.headers[name] = value
+        return Served(response, found.facts)
+    error = GatewayError(
         answer.error or "the model refused the request", status=answer.status, code="model_rejected"
     )
-def handle_root(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
-    """``POST /``: the function's own URL, where a TF Serving client may post as it is."""
-    service = gw.config.default_service_name()
-    if service is None:
-        raise NoDefaultService(
-            "several services are configured and none is the default_service; "
-            "POST to /v1/models/{service}:predict"
-        )
-    return handle(gw, request, ctx, service)
+    error.facts = found.facts
+    raise error

@@ -22,12 +22,11 @@ from typing import TypeVar
 from PIL import Image
 
 from gateway.backends.base import BackendResult, Detector, TileInput
-from gateway.config import ServiceConfig
 from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import ImageInfo, decode, decode_image
 from gateway.pipeline.tiles import encoded_tiles, pixel_tiles
-from gateway.pipeline.tiling import Tile, plan_tiles
+from gateway.pipeline.tiling import Tile, TileSize, plan_tiles
 
 JPEG_MCU = 16
 # Each band's cut holds the slide's DCT coefficients (3-6 bytes a pixel): up to this size
@@ -54,9 +53,8 @@ class SlideResult:
     backend_ms: float
 
 
-def tiles_for(service: ServiceConfig, width: int, height: int) -> list[Tile]:
-    t = service.tile
-    return plan_tiles(width, height, t.width, t.height, t.overlap, align=JPEG_MCU)
+def tiles_for(size: TileSize, width: int, height: int) -> list[Tile]:
+    return plan_tiles(width, height, size.width, size.height, size.overlap, align=JPEG_MCU)
 
 
 def lossless_tiles(data: bytes, tiles: list[Tile]) -> list[TileInput] | None:
@@ -169,7 +167,7 @@ def _cut_stream(
 def detect_slide(
     data: bytes,
     info: ImageInfo,
-    service: ServiceConfig,
+    size: TileSize,
     backend: Detector,
     deadline: float,
     max_pixels: int,
@@ -178,17 +176,17 @@ def detect_slide(
     """The slide's detections; ``info`` is its header, already read and checked."""
     if not backend.wants_encoded:
         image = decode(data, max_pixels)
-        tiles = tiles_for(service, image.width, image.height)
+        tiles = tiles_for(size, image.width, image.height)
         result = backend.predict([pixel_tiles(image, tiles)], deadline, slide_pixels=image.rgb)
         return _result(image.info, tiles, result)
     with _slide_in_progress() as alone:
         if lossless and cuts_losslessly(data, info):
-            tiles = tiles_for(service, info.width, info.height)
+            tiles = tiles_for(size, info.width, info.height)
             bands, parallel = _bands(tiles, info.width * info.height, split=alone)
             result = backend.predict(_cut_stream(data, bands, parallel, max_pixels), deadline)
             return _result(info, tiles, result)
         info, img = decode_image(data, max_pixels)  # the decoded size is the one tiled
-        tiles = tiles_for(service, info.width, info.height)
+        tiles = tiles_for(size, info.width, info.height)
         bands, parallel = _bands(tiles, info.width * info.height)
         stream = _made(lambda band: encoded_tiles(img, band), bands, parallel)
         result = backend.predict(stream, deadline)

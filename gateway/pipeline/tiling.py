@@ -21,6 +21,16 @@ MAX_SCALE = 1.15
 
 
 @dataclass(frozen=True)
+class TileSize:
+    """The tiles a model is given: about this size, overlapping by at least ``overlap``
+    (at least the largest cell's diameter, so every cell is whole in one tile)."""
+
+    width: int = 960
+    height: int = 720
+    overlap: int = 128
+
+
+@dataclass(frozen=True)
 class Tile:
     index: int
     x0: int

@@ -1,4 +1,9 @@
-"""The one HTTP entry point: route, answer errors as JSON, log, record usage."""
+"""The one HTTP entry point: route, admit, answer errors as JSON, record usage, log.
+
+Every request passes through :func:`handle`: a model route's caller is admitted and its
+use case's facts kept (:mod:`gateway.handlers.bookkeeping`), its usage record finished,
+and every route's access line written, here and nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import logs
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.handlers.bookkeeping import serve_model_route
 from gateway.handlers.responses import error_response
 from gateway.memory import idle_trim
 from gateway.rest import routes
@@ -73,7 +79,10 @@ def _handle(request: Any) -> Response:
             found = routes.match(request.method, request.path)
             route = found.route
             ctx.route = route.name
-            response = route.handler(gw, request, ctx, **found.params)
+            if route.records_usage:
+                response = serve_model_route(gw, request, ctx, route.handler, found.params)
+            else:
+                response = route.handler(gw, request, ctx, **found.params)
     except GatewayError as exc:
         response = error_response(ctx, exc)
         if exc.detail:

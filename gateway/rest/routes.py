@@ -29,7 +29,7 @@ class Route:
     methods: tuple[str, ...]
     pattern: re.Pattern[str]
     target: str  # "module:function" under gateway.handlers
-    records_usage: bool = False
+    records_usage: bool = False  # a model route: its caller admitted, its usage recorded
 
     @property
     def handler(self) -> Callable:
@@ -65,7 +65,7 @@ ROUTES: list[Route] = [
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),
-    Route("predict", ("POST",), re.compile(r"^/$"), "predict:handle_root", True),
+    Route("predict", ("POST",), re.compile(r"^/$"), "predict:handle", True),
 ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from gateway.config import Config, load_config
+from gateway.config import Config, read_config_file
 from gateway.usage.records import UsageRecord
 from gateway.usage.settings import UsageSettings, usage_settings
 
@@ -69,7 +69,9 @@ def configured_store(create: bool = False) -> tuple[str, UsageStore | None]:
     """For the command-line tools: (where, the store) under the current configuration
     (``GATEWAY_CONFIG``, ``FIRESTORE_EMULATOR_HOST`` / ``GOOGLE_CLOUD_PROJECT``); the store
     is None for a SQLite file that does not exist yet, unless ``create`` asks for it."""
-    config = load_config()
+    raw, source = read_config_file()  # the usage section is all these tools read
+    usage = raw.get("usage") if isinstance(raw, dict) else None
+    config = Config(services={}, usage=usage or {}, source=source, raw=raw)
     settings = usage_settings(config)
     if settings.firestore is None and not settings.sqlite_path.exists():
         where = f"sqlite:{settings.sqlite_path}"

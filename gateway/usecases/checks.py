@@ -4,15 +4,14 @@ once, the caller's quota, and errors that name the instance they are about."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from gateway.backends.base import Backend
-from gateway.config import Limits, ServiceConfig
-from gateway.context import RequestContext
+from gateway.config import Limits
+from gateway.context import Facts
 from gateway.errors import (
     BackendUnavailable,
-    BadRequest,
     GatewayError,
     PayloadTooLarge,
     UndecodableImage,
@@ -21,20 +20,24 @@ from gateway.errors import (
 from gateway.pipeline import decode_budget, image_faults
 from gateway.pipeline.images import ImageInfo, probe
 
-
-class Quota(Protocol):
-    """The usage recorder's quota check (``gw.usage``): raises QuotaExceeded."""
-
-    def check_quota(self, ctx: RequestContext, images: int) -> None: ...
+# The caller's quota for this request, bound by the request's bookkeeping: takes the
+# number of images, raises QuotaExceeded.
+Quota = Callable[[int], None]
 
 
-def require_kind(service: ServiceConfig, kind: str) -> None:
-    """A use case runs only the kind of service it is for (the CLI calls them directly)."""
-    if service.kind != kind:
-        raise BadRequest(
-            f"service {service.name!r} is a {service.kind} service, not a {kind} service",
-            code="wrong_route",
-        )
+def no_quota(images: int) -> None:
+    """For callers that charge nobody (the command line counting slides in-process)."""
+
+
+@contextmanager
+def reporting(facts: Facts) -> Iterator[Facts]:
+    """Facts learnt before a failure travel with its error to the usage record."""
+    try:
+        yield facts
+    except GatewayError as exc:
+        if exc.facts is None:
+            exc.facts = facts
+        raise
 
 
 def _faults_before_outage(
@@ -68,7 +71,7 @@ def for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:
 
 
 def _check_images(
-    ctx: RequestContext, images: Sequence[bytes], limits: Limits, quota: Quota
+    facts: Facts, images: Sequence[bytes], limits: Limits, quota: Quota
 ) -> list[ImageInfo]:
     """Header checks of every image (format, pixels, decoded size) before any model work,
     then the quota."""
@@ -76,7 +79,7 @@ def _check_images(
     for i, data in enumerate(images):
         described = {"bytes": len(data), "width": None, "height": None, "format": None}
         if i == 0:  # the first image is the one usage records describe, refused or not
-            ctx.image = described
+            facts.image = described
         try:
             info = probe(data, limits.max_pixels)
             decode_budget.check(limits, info)
@@ -84,12 +87,12 @@ def _check_images(
             raise for_instance(exc, i, len(images)) from exc
         described.update(width=info.width, height=info.height, format=info.format)
         infos.append(info)
-    quota.check_quota(ctx, images=len(images))
+    quota(len(images))
     return infos
 
 
 def admit_images(
-    ctx: RequestContext,
+    facts: Facts,
     images: Sequence[bytes],
     limits: Limits,
     quota: Quota,
@@ -99,7 +102,7 @@ def admit_images(
     """Every kind's first steps: each image's header checked once, the quota, the
     request's one deadline, and a quick 503 (after an image's own fault) while the model
     server is known to be down.  Returns the images' infos and the deadline."""
-    infos = _check_images(ctx, images, limits, quota)
+    infos = _check_images(facts, images, limits, quota)
     deadline = time.monotonic() + timeout_s
     _faults_before_outage(images, infos, limits, backend, deadline)
     return infos, deadline

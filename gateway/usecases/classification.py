@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from gateway.backends.base import Backend, Classifier, ImageInput
-from gateway.config import CLASSIFICATION, Limits
-from gateway.context import RequestContext
+from gateway.config import Limits
+from gateway.context import Facts
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
 from gateway.pipeline import decode_budget
 from gateway.pipeline.images import ImageInfo
 from gateway.pipeline.whole import whole_image
-from gateway.registry import Service
-from gateway.usecases.checks import Quota, admit_images, for_instance, require_kind
+from gateway.usecases.checks import Quota, admit_images, for_instance, reporting
 
 
 @dataclass(frozen=True)
@@ -33,35 +32,38 @@ class Classifications:
     images: list[ClassifiedImage]  # one per image, in order
     model: str
     version: str | None
+    facts: Facts = field(default_factory=Facts)
 
 
 def classify(
-    service: Service,
+    service: Any,
     images: Sequence[bytes],
     *,
-    ctx: RequestContext,
     limits: Limits,
     quota: Quota,
     backend: Backend | None = None,
 ) -> Classifications:
+    """``service`` is a registry service of the classification kind."""
     cfg = service.config
-    require_kind(cfg, CLASSIFICATION)
-    ctx.instances = len(images)
-    backend = cast(Classifier, backend or service.backend)
-    infos, deadline = admit_images(ctx, images, limits, quota, backend, cfg.backend.timeout_s)
-    inputs = []
-    for i, (data, info) in enumerate(zip(images, infos, strict=True)):
-        try:
-            with decode_budget.decoding(limits, info):
-                encoded = whole_image(data, info, cfg.max_side, limits.max_pixels)
-            inputs.append(ImageInput(encoded))
-        except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
-            raise for_instance(exc, i, len(images)) from exc
-    result = backend.classify(inputs, deadline)
-    ctx.backend_ms += result.backend_ms
-    ctx.backend_model, ctx.backend_version = result.model, result.version
+    facts = Facts(instances=len(images))
+    classifier = cast(Classifier, backend or service.backend)
+    with reporting(facts):
+        infos, deadline = admit_images(
+            facts, images, limits, quota, classifier, cfg.backend.timeout_s
+        )
+        inputs = []
+        for i, (data, info) in enumerate(zip(images, infos, strict=True)):
+            try:
+                with decode_budget.decoding(limits, info):
+                    encoded = whole_image(data, info, cfg.options.max_side, limits.max_pixels)
+                inputs.append(ImageInput(encoded))
+            except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:
+                raise for_instance(exc, i, len(images)) from exc
+        result = classifier.classify(inputs, deadline)
+        facts.backend_ms += result.backend_ms
+        facts.backend_model, facts.backend_version = result.model, result.version
     out = [
         ClassifiedImage(info, c.labels, c.scores)
         for info, c in zip(infos, result.predictions, strict=True)
     ]
-    return Classifications(out, result.model, result.version)
+    return Classifications(out, result.model, result.version, facts)

@@ -1,4 +1,4 @@
-"""Passthrough: any TF Serving model, the client's body sent unchanged, its answer returned.
+"""Passthrough: any model, the client's body sent unchanged, its answer returned.
 
 The gateway adds what it adds to every service (auth, allow lists, quotas, usage records)
 and reads the body only to count its inputs for the quota.
@@ -7,32 +7,41 @@ and reads the body only to count its inputs for the quota.
 from __future__ import annotations
 
 import time
-from typing import cast
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from gateway.backends.base import Backend, Forwarded, Forwarder
-from gateway.codecs.tfserving_api import passthrough_batch_size
-from gateway.config import PASSTHROUGH
-from gateway.context import RequestContext
-from gateway.registry import Service
-from gateway.usecases.checks import Quota, require_kind
+from gateway.context import Facts
+from gateway.usecases.checks import Quota, reporting
+
+
+@dataclass(frozen=True)
+class ForwardedAnswer:
+    answer: Forwarded
+    facts: Facts = field(default_factory=Facts)
 
 
 def forward(
-    service: Service,
+    service: Any,
     body: bytes,
     *,
-    ctx: RequestContext,
+    batch_size: Callable[[bytes], int],
     quota: Quota,
     backend: Backend | None = None,
-) -> Forwarded:
-    """The model's 2xx or 4xx answer; its 5xx, refusals and timeouts raise 502/503/504."""
-    require_kind(service.config, PASSTHROUGH)
-    ctx.instances = passthrough_batch_size(body)
-    quota.check_quota(ctx, images=ctx.instances)
-    backend = cast(Forwarder, backend or service.backend)
-    deadline = time.monotonic() + service.config.backend.timeout_s
-    backend.ensure_reachable(deadline)
-    answer = backend.forward(body, deadline)
-    ctx.backend_ms += answer.backend_ms
-    ctx.backend_model, ctx.backend_version = answer.model, answer.version
-    return answer
+    headers: dict[str, str] | None = None,
+) -> ForwardedAnswer:
+    """The model's 2xx or 4xx answer; its 5xx, refusals and timeouts raise 502/503/504.
+
+    ``batch_size`` counts the images of a body in the inbound protocol's terms (the quota
+    charges them)."""
+    facts = Facts(instances=batch_size(body))
+    forwarder = cast(Forwarder, backend or service.backend)
+    with reporting(facts):
+        quota(facts.instances)
+        deadline = time.monotonic() + service.config.backend.timeout_s
+        forwarder.ensure_reachable(deadline)
+        answer = forwarder.forward(body, deadline, headers or {})
+        facts.backend_ms += answer.backend_ms
+        facts.backend_model, facts.backend_version = answer.model, answer.version
+    return ForwardedAnswer(answer, facts)

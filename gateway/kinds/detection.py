@@ -1,0 +1,95 @@
+"""Detection (the default kind): slides tiled at the model's scale, boxes merged.
+
+Served on ``:detect`` (the gateway's own API), TF Serving's ``:predict`` and the Open
+Inference Protocol's ``infer``; the only kind the embedded detector can run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.codecs import tfserving_api
+from gateway.config import ServiceConfig
+from gateway.kinds.base import CliView, Kind, Output
+from gateway.pipeline.tiling import TileSize
+from gateway.schema import INTEGER, NUMBER, STRING, ConfigError, Fields, ListOf, Setting
+from gateway.usecases.detection import Detections, detect
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    tile: TileSize
+    threshold: float
+    labels: tuple[str, ...]  # the model's class names
+    cell_size_px: float | None  # the embedded detector's cell diameter; None: estimated
+
+
+class Detection(Kind):
+    name = "detection"
+    description = "finds cells on a slide: boxes, scores and a count"
+    fields = Fields(
+        {
+            "tile": Fields(
+                {
+                    "width": Setting(INTEGER, TileSize.width, lo=32),
+                    "height": Setting(INTEGER, TileSize.height, lo=32),
+                    "overlap": Setting(INTEGER, TileSize.overlap, lo=0),
+                }
+            ),
+            "threshold": Setting(NUMBER, 0.3, lo=0, hi=1),
+            "labels": Setting(ListOf(STRING), ["eos"]),
+            "cell_size_px": Setting(NUMBER, None, lo=4),
+        }
+    )
+    routes = (":detect", ":predict", "infer")
+    role = "detector"
+    embedded = True
+    cli = CliView(
+        route=":detect",
+        columns=("count", "width", "height", "seconds"),
+        csv_fields=("path", "count", "width", "height", "seconds", "threshold", "error", "code"),
+        counts=True,
+    )
+    outputs = (
+        Output("detection_boxes", "FP32", (-1, -1, 4)),
+        Output("detection_scores", "FP32", (-1, -1)),
+        Output("detection_classes", "FP32", (-1, -1)),
+        Output("detection_classes_as_text", "BYTES", (-1, -1)),
+        Output("num_detections", "FP32", (-1,)),
+    )
+
+    def options(self, values: dict[str, Any], where: str) -> DetectionOptions:
+        tile = TileSize(**values["tile"])
+        if tile.overlap * 2 > min(tile.width, tile.height):
+            raise ConfigError(f"{where}.tile.overlap must be at most half the tile's smaller side")
+        labels = values["labels"]
+        if not labels or not all(labels):
+            raise ConfigError(f"{where}.labels must be a non-empty list of strings")
+        return DetectionOptions(tile, values["threshold"], tuple(labels), values["cell_size_px"])
+
+    def public(self, service: ServiceConfig) -> dict[str, Any]:
+        o: DetectionOptions = service.options
+        return {
+            "tile": {"width": o.tile.width, "height": o.tile.height, "overlap": o.tile.overlap},
+            "threshold": o.threshold,
+            "labels": list(o.labels),
+            "cell_size_px": o.cell_size_px,
+        }
+
+    def infer(self, service, images, threshold, *, limits, quota, backend=None) -> Detections:
+        # A tensor protocol's answer cuts nothing unless a threshold is asked for.
+        cut = 0.0 if threshold is None else threshold
+        return detect(service, images, cut, limits=limits, quota=quota, backend=backend)
+
+    def rows(self, result: Detections, keys: Sequence[str | None]) -> list[Mapping[str, Any]]:
+        return [
+            tfserving_api.prediction(
+                s.kept, s.slide.width, s.slide.height, s.slide.labels, s.slide.class_values, key
+            )
+            for s, key in zip(result.slides, keys, strict=True)
+        ]
+
+
+KIND = Detection()
