@@ -1,2 +1,2 @@
 """Inbound wire formats: TF Serving / AutoML predict bodies as the gateway serves them, the
-``:detect`` and ``:classify`` APIs."""
+Open Inference Protocol (KServe V2), the ``:detect`` and ``:classify`` APIs."""
