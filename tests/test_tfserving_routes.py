@@ -90,14 +90,13 @@ def test_a_pinned_remote_model_keeps_its_version_or_label_in_the_url():
     try:
         assert remote.pinned() is remote
         v = remote.pinned("7")
-        assert v.predict_url == "http://tfs:8501/base/v1/models/m/versions/7:predict"
-        assert v._paths[v.predict_url] == "/base/v1/models/m/versions/7:predict"
+        assert v.predict_path == "/base/v1/models/m/versions/7:predict"
         lab = remote.pinned(label="a b")
-        assert lab.status_url == "http://tfs:8501/base/v1/models/m/labels/a%20b"
-        assert remote.predict_url == "http://tfs:8501/base/v1/models/m:predict"  # untouched
-        assert v.pool is remote.pool and v.executor is remote.executor
+        assert lab.status_path == "/base/v1/models/m/labels/a%20b"
+        assert remote.predict_path == "/base/v1/models/m:predict"  # untouched
+        assert v.client is remote.client  # one pool, one set of threads
     finally:
-        remote.executor.shutdown()
+        remote.client.executor.shutdown()
 
 
 def test_the_version_a_status_names_is_the_latest_available():

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gateway.codecs.tfserving_api import parse_threshold
-from gateway.errors import BadRequest, InvalidBase64, PayloadTooLarge
+from gateway.errors import BadRequest, InvalidBase64, InvalidJSON, PayloadTooLarge
 from gateway.jsonio import b64decode_strict, dumps, loads
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -474,3 +474,24 @@ def model_metadata(
         "inputs": _tensors(INPUTS),
         "outputs": _tensors(outputs),
     }
+
+
+def passthrough_batch_size(body: bytes, header_length: int | str | None) -> int:
+    """The images a body carries for the quota: the largest batch over all its inputs (a
+    model reads every input, so a decoy input cannot make a batch look smaller)."""
+    size = _header_length(header_length, len(body)) if header_length is not None else len(body)
+    try:
+        doc = loads(bytes(body[:size]))
+    except Exception as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc}") from exc
+    inputs = _object(doc, "the request").get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest('the request has no "inputs" list')
+    batches = []
+    for i, tensor in enumerate(inputs):
+        shape = _object(tensor, f"input {i}").get("shape")
+        first = shape[0] if isinstance(shape, list) and shape else 1
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+            raise BadRequest(f"input {i} has no valid shape")
+        batches.append(first)
+    return max(max(batches), 1)

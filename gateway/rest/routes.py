@@ -48,6 +48,13 @@ def _model_routes(name: str, methods: tuple[str, ...], suffix: str, target: str,
     ]
 
 
+def _v2_routes(name: str, methods: tuple[str, ...], suffix: str, target: str, usage=False):
+    return [
+        Route(name, methods, re.compile(rf"^/v2/models/{NAME}{pin}{suffix}$"), target, usage)
+        for pin in ("", f"/versions/{VERSION}")
+    ]
+
+
 ROUTES: list[Route] = [
     *_model_routes("predict", ("POST",), ":predict", "predict:handle", True),
     Route("detect", ("POST",), re.compile(rf"^/v1/services/{NAME}:detect$"), "detect:handle", True),
@@ -62,6 +69,13 @@ ROUTES: list[Route] = [
     *_model_routes("model_metadata", ("GET",), "/metadata", "metadata:model_metadata"),
     Route("services", ("GET",), re.compile(r"^/v1/services$"), "services:list_services"),
     Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), "services:get_service"),
+    # The Open Inference Protocol (KServe V2, Triton): gateway.handlers.v2
+    *_v2_routes("v2_infer", ("POST",), "/infer", "v2:infer", True),
+    *_v2_routes("v2_model_ready", ("GET",), "/ready", "v2:model_ready"),
+    *_v2_routes("v2_model_metadata", ("GET",), "", "v2:model_metadata"),
+    Route("v2_server", ("GET",), re.compile(r"^/v2/?$"), "v2:server_metadata"),
+    Route("v2_live", ("GET",), re.compile(r"^/v2/health/live$"), "v2:live"),
+    Route("v2_ready", ("GET",), re.compile(r"^/v2/health/ready$"), "v2:ready"),
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),

@@ -1,0 +1,124 @@
+"""The Open Inference Protocol (KServe V2, Triton's REST API) inbound, for every service
+whose kind fits: ``GET /v2``, health, model metadata and readiness, and
+``POST /v2/models/{service}[/versions/{v}]/infer``.
+
+Images arrive as a ``BYTES`` tensor, binary (Triton's extension) or base64 strings; the
+kind's use case runs exactly as for TF Serving's ``:predict`` and its per-instance rows
+are answered as tensors (:mod:`gateway.codecs.v2_api`).  A passthrough service whose
+model speaks this protocol gets the body as it came.  Errors keep the protocol's
+``{"error": ...}`` shape, with the gateway's ``code`` and ``request_id`` beside.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Response
+
+from gateway import __version__, logs
+from gateway.codecs import v2_api as wire
+from gateway.context import RequestContext
+from gateway.handlers.bookkeeping import Admitted, Served, require_route
+from gateway.handlers.common import read_body
+from gateway.handlers.predict import forwarded
+from gateway.handlers.responses import json_response
+from gateway.runtime import Gateway
+
+EXTENSIONS = ("binary_tensor_data",)
+
+
+def server_metadata(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
+    return json_response(200, wire.server_metadata("eos-gateway", __version__, EXTENSIONS))
+
+
+def live(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
+    return json_response(200, {"live": True})
+
+
+def _ready(gw: Gateway, name: str, version: str | None = None) -> bool:
+    svc = gw.services.get(name)
+    state = svc.backend.pinned(version).readiness()
+    if not state.ready:
+        logs.emit("WARNING", "model not ready", service=name, backend_error=state.detail)
+    return state.ready
+
+
+def ready(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
+    """Ready when every service's model is: a client waits on this before inferring."""
+    names = gw.services.names()
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
+        states = list(pool.map(lambda n: _ready(gw, n), names))
+    ok = all(states)
+    return json_response(200 if ok else 503, {"ready": ok})
+
+
+def model_metadata(
+    gw: Gateway, request: Any, ctx: RequestContext, service: str, version: str | None = None
+) -> Response:
+    ctx.service = service
+    svc = gw.services.get(service)
+    state = svc.backend.pinned(version).readiness()
+    served = version or state.version
+    outputs = {o.name: (o.datatype, list(o.shape)) for o in svc.kind.outputs}
+    doc = wire.model_metadata(
+        service, [served] if served else [], outputs, platform=f"eos-gateway/{svc.config.kind}"
+    )
+    return json_response(200, doc)
+
+
+def model_ready(
+    gw: Gateway, request: Any, ctx: RequestContext, service: str, version: str | None = None
+) -> Response:
+    ctx.service = service
+    ok = _ready(gw, service, version)
+    body: dict[str, Any] = {"name": service, "ready": ok}
+    if not ok:
+        body.update(error=f"the model of service {service!r} is not ready", code="not_ready")
+    return json_response(200 if ok else 503, body)
+
+
+def infer(
+    gw: Gateway,
+    request: Any,
+    ctx: RequestContext,
+    admitted: Admitted,
+    version: str | None = None,
+) -> Served:
+    svc = admitted.service
+    require_route(svc, "infer")
+    backend = svc.backend.pinned(version)  # kept for the model server
+    body = read_body(request, ctx, gw.config.limits.max_body_bytes)
+    header_length = request.headers.get(wire.HEADER_LENGTH)
+    if svc.kind.forwards:
+        described = {"Content-Type": request.headers.get("Content-Type") or "application/json"}
+        if header_length is not None:
+            described[wire.HEADER_LENGTH] = header_length
+        return forwarded(
+            svc,
+            body,
+            admitted,
+            backend,
+            lambda b: wire.passthrough_batch_size(b, header_length),
+            described,
+        )
+    req = wire.parse_infer_request(
+        body, header_length, max_instances=gw.config.limits.max_instances
+    )
+    del body
+    result = svc.kind.infer(
+        svc,
+        req.images,
+        req.threshold,
+        limits=gw.config.limits,
+        quota=admitted.quota,
+        backend=backend,
+    )
+    keys = req.keys or [None] * len(req.images)
+    rows = svc.kind.rows(result, keys)
+    model_version = result.facts.backend_version or version
+    answer, headers = wire.encode_infer_response(
+        rows, req, model_name=svc.config.name, model_version=model_version
+    )
+    response = Response(answer, status=200, headers=headers)
+    return Served(response, result.facts)
