@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gateway.backends.base import Classification, TileDetections
+from gateway.backends.boxes import to_tile_pixels
 from gateway.errors import BackendBadResponse
 from gateway.jsonio import loads
 
@@ -147,8 +148,7 @@ def parse_backend_predictions(
                 v = None
             classes[j] = table.index(text, v)
         w, h = tile_sizes[i]
-        b = boxes[:n]  # [ymin, xmin, ymax, xmax], normalized to the tile
-        px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+        px = to_tile_pixels(boxes[:n], "yxyx_normalized", w, h)  # AutoML's layout
         extras = _extra_outputs(p, len(scores), n)
         result.append(TileDetections(boxes=px, scores=scores[:n], classes=classes, extras=extras))
     return result
