@@ -33,6 +33,19 @@ Each prediction also carries the export's other per-detection outputs
 (``detection_multiclass_scores``, ``detection_anchor_indices``) and ``image_info``;
 ``--pad-detections`` pads every output to ``--max-detections`` rows as the export does,
 ``num_detections`` giving the real count.
+
+The same model answers the Open Inference Protocol (V2) that KServe serves beside it:
+``POST /v2/models/{name}/infer`` with the images as one BYTES tensor ``[n]`` of base64
+strings (``"parameters": {"content_type": "base64"}``, MLServer's convention; the model
+decodes them itself).  A detector answers ``boxes`` [n, k, 4] (FP32) in
+``--v2-box-format`` (``yxyx_normalized`` as TF's exports, ``xyxy_normalized``, or
+``xyxy_pixels`` as YOLO's), ``scores`` [n, k], ``classes`` [n, k] (BYTES text) and
+``num_detections`` [n] (INT32), k being the batch's largest count (``--max-detections``
+with ``--pad-detections``); ``--v2-outputs boxes=...,scores=...,classes=...`` names them
+(default ``detection_boxes``, ``detection_scores``, ``detection_classes_as_text``).  A
+classifier answers ``scores`` [n, 2] (FP32) and ``labels`` [n, 2] (BYTES).  Outputs come
+in JSON, or as binary data when the request asks (``"binary_data": true``).  KServe 0.21
+turns binary BYTES inputs into UTF-8 text, so images cannot reach a model that way.
 """
 
 from __future__ import annotations
@@ -43,9 +56,18 @@ import base64
 import io
 import json
 import sys
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.backends.boxes import BOX_FORMATS  # noqa: E402
+
+V2_OUTPUTS = {
+    "boxes": "detection_boxes",
+    "scores": "detection_scores",
+    "classes": "detection_classes_as_text",
+}
 
 
 def _own_args() -> argparse.Namespace:
@@ -58,7 +80,14 @@ def _own_args() -> argparse.Namespace:
     p.add_argument("--versions", default="1")
     p.add_argument("--version-labels", default="")
     p.add_argument("--pad-detections", action="store_true")
+    p.add_argument("--v2-box-format", choices=BOX_FORMATS, default="yxyx_normalized")
+    p.add_argument("--v2-outputs", default="")
     args, _ = p.parse_known_args()
+    pairs = (x.partition("=")[::2] for x in args.v2_outputs.split(",") if x.strip())
+    names = {k.strip(): v.strip() for k, v in pairs}
+    if set(names) - set(V2_OUTPUTS) or not all(names.values()):
+        p.error(f"--v2-outputs takes {'=...,'.join(V2_OUTPUTS)}=..., not {args.v2_outputs}")
+    args.v2_outputs = {**V2_OUTPUTS, **names}
     args.versions = sorted({int(v) for v in args.versions.split(",") if v.strip()})
     args.version_labels = dict(
         (k.strip(), int(v))
@@ -76,6 +105,7 @@ from fastapi import Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from kserve import model_server as kserve_server  # noqa: E402
 from kserve.errors import InvalidInput  # noqa: E402
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gateway.backends.local import DETECTION_OUTPUTS, model_metadata, version_status  # noqa: E402
@@ -98,21 +128,37 @@ def _control() -> dict:
         return {}
 
 
-def _predict_one(row: dict) -> dict:
+def _instance_image(row: dict) -> np.ndarray:
+    """The decoded image of a V1 instance ``{"image_bytes": {"b64": ...}}``."""
     if not isinstance(row, dict) or not isinstance(row.get("image_bytes"), dict):
         raise InvalidInput('each instance needs "image_bytes": {"b64": ...}')
     try:
         data = base64.b64decode(row["image_bytes"]["b64"], validate=True)
-        img = Image.open(io.BytesIO(data))
-        rgb = np.asarray(img.convert("RGB"))
     except Exception as exc:
         raise InvalidInput(f"cannot decode image: {exc}") from exc
-    h, w = rgb.shape[:2]
+    return _decode(data)
+
+
+def _decode(data: bytes) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except Exception as exc:
+        raise InvalidInput(f"cannot decode image: {exc}") from exc
+
+
+def _best(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image's best ``--max-detections`` detections: boxes in pixels [x0, y0, x1, y1],
+    scores rounded as the answers carry them, and their order among all detections."""
     det = detect(rgb, OWN.cell_size_px)
     order = np.argsort(-det.scores, kind="stable")[: OWN.max_detections]
-    b = det.boxes[order].astype(np.float64)
+    return det.boxes[order].astype(np.float64), det.scores[order].astype(np.float64).round(6), order
+
+
+def _predict_one(row: dict) -> dict:
+    rgb = _instance_image(row)
+    h, w = rgb.shape[:2]
+    b, scores, order = _best(rgb)
     boxes = np.stack([b[:, 1] / h, b[:, 0] / w, b[:, 3] / h, b[:, 2] / w], axis=1)
-    scores = det.scores[order].astype(np.float64).round(6)
     n = len(order)
     rows = OWN.max_detections if OWN.pad_detections else n
     pad = rows - n
@@ -133,17 +179,98 @@ def _predict_one(row: dict) -> dict:
 CLASSES = ("eosinophils", "none")
 
 
-def _classify_one(row: dict) -> dict:
-    if not isinstance(row, dict) or not isinstance(row.get("image_bytes"), dict):
-        raise InvalidInput('each instance needs "image_bytes": {"b64": ...}')
-    try:
-        data = base64.b64decode(row["image_bytes"]["b64"], validate=True)
-        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    except Exception as exc:
-        raise InvalidInput(f"cannot decode image: {exc}") from exc
+def _class_scores(rgb: np.ndarray) -> list[float]:
     count = len(detect(rgb, OWN.cell_size_px).scores)
     p = round(1.0 - float(np.exp(-count / 2.0)), 6)
-    return {"scores": [p, round(1.0 - p, 6)], "labels": list(CLASSES), "key": row.get("key", "")}
+    return [p, round(1.0 - p, 6)]
+
+
+def _classify_one(row: dict) -> dict:
+    scores = _class_scores(_instance_image(row))
+    return {"scores": scores, "labels": list(CLASSES), "key": row.get("key", "")}
+
+
+# -- the Open Inference Protocol (V2) -------------------------------------------------------
+
+
+def _v2_images(request: InferRequest) -> list[bytes]:
+    """The images of a V2 request: one BYTES input of base64 strings (``content_type``)."""
+    if len(request.inputs) != 1 or request.inputs[0].datatype != "BYTES":
+        raise InvalidInput("expected one BYTES input of encoded images")
+    tensor = request.inputs[0]
+    data = tensor.data
+    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+        raise InvalidInput("expected the images as a list of strings")
+    if (tensor.parameters or {}).get("content_type") != "base64":
+        raise InvalidInput('expected base64 images ("parameters": {"content_type": "base64"})')
+    try:
+        return [base64.b64decode(v, validate=True) for v in data]
+    except ValueError as exc:
+        raise InvalidInput(f"cannot decode image: {exc}") from exc
+
+
+def _v2_boxes(b: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Pixel boxes [x0, y0, x1, y1] in ``--v2-box-format``, clipped to the image."""
+    if OWN.v2_box_format == "yxyx_normalized":
+        out = np.clip(np.stack([b[:, 1] / h, b[:, 0] / w, b[:, 3] / h, b[:, 2] / w], 1), 0, 1)
+    elif OWN.v2_box_format == "xyxy_normalized":
+        out = np.clip(b / np.array([w, h, w, h]), 0, 1)
+    else:
+        out = np.clip(b, 0, np.array([w, h, w, h]))
+    return out.round(6)
+
+
+def _v2_detect_one(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    rgb = _decode(data)
+    b, scores, _ = _best(rgb)
+    return _v2_boxes(b, rgb.shape[1], rgb.shape[0]), scores
+
+
+async def _v2_outputs(images: list[bytes]) -> list[InferOutput]:
+    n = len(images)
+    if OWN.kind == "classification":
+        rows = await asyncio.gather(
+            *(asyncio.to_thread(lambda d: _class_scores(_decode(d)), d) for d in images)
+        )
+        labels = np.array([[c.encode() for c in CLASSES]] * n, dtype=object).reshape(n, 2)
+        return [
+            InferOutput("scores", [n, 2], "FP32", np.array(rows, np.float32).reshape(n, 2)),
+            InferOutput("labels", [n, 2], "BYTES", labels),
+        ]
+    found = await asyncio.gather(*(asyncio.to_thread(_v2_detect_one, d) for d in images))
+    k = OWN.max_detections if OWN.pad_detections else max((len(s) for _, s in found), default=0)
+    boxes = np.zeros((n, k, 4), np.float32)
+    scores = np.zeros((n, k), np.float32)
+    classes = np.full((n, k), b"", dtype=object)
+    counts = np.zeros(n, np.int32)
+    for i, (b, s) in enumerate(found):
+        boxes[i, : len(s)], scores[i, : len(s)] = b, s
+        classes[i, : len(s)] = OWN.label.encode()
+        counts[i] = len(s)
+    names = OWN.v2_outputs
+    return [
+        InferOutput(names["boxes"], [n, k, 4], "FP32", boxes),
+        InferOutput(names["scores"], [n, k], "FP32", scores),
+        InferOutput(names["classes"], [n, k], "BYTES", classes),
+        InferOutput("num_detections", [n], "INT32", counts),
+    ]
+
+
+async def _infer_v2(name: str, request: InferRequest, garbage: bool) -> InferResponse:
+    if OWN.kind == "echo":
+        raise InvalidInput("the echo model answers V1 requests only")
+    if garbage:  # a detector's boxes without a batch, and nothing else
+        outputs = [InferOutput(OWN.v2_outputs["boxes"], [1], "FP32", np.zeros(1, np.float32))]
+        return InferResponse(str(request.id or "-"), name, outputs)
+    outputs = await _v2_outputs(_v2_images(request))
+    return InferResponse(
+        # KServe answers 500 to a response without an id
+        response_id=str(request.id or uuid.uuid4()),
+        model_name=name,
+        infer_outputs=outputs,
+        requested_outputs=request.request_outputs,
+        use_binary_outputs=request.use_binary_outputs,
+    )
 
 
 def _echo(payload: dict) -> dict:
@@ -166,7 +293,30 @@ class EosDetectorModel(kserve.Model):
         self.ready = True
         return self.ready
 
-    async def predict(self, payload: dict, headers: dict | None = None) -> dict:
+    def get_input_types(self) -> list[dict]:
+        """What ``GET /v2/models/{name}`` lists: the V2 tensors this model takes..."""
+        return [{"name": "image_bytes", "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict]:
+        """...and answers."""
+        if OWN.kind == "classification":
+            return [
+                {"name": "scores", "datatype": "FP32", "shape": [-1, len(CLASSES)]},
+                {"name": "labels", "datatype": "BYTES", "shape": [-1, len(CLASSES)]},
+            ]
+        if OWN.kind == "echo":
+            return []
+        names = OWN.v2_outputs
+        return [
+            {"name": names["boxes"], "datatype": "FP32", "shape": [-1, -1, 4]},
+            {"name": names["scores"], "datatype": "FP32", "shape": [-1, -1]},
+            {"name": names["classes"], "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "num_detections", "datatype": "INT32", "shape": [-1]},
+        ]
+
+    async def predict(
+        self, payload: dict | InferRequest, headers: dict | None = None
+    ) -> dict | InferResponse:
         control = _control()
         if control.get("arrivals_file"):
             with open(control["arrivals_file"], "a") as arrivals:
@@ -176,6 +326,8 @@ class EosDetectorModel(kserve.Model):
             control = _control()
         if control.get("delay_s"):
             await asyncio.sleep(float(control["delay_s"]))
+        if isinstance(payload, InferRequest):
+            return await _infer_v2(self.name, payload, bool(control.get("garbage")))
         if control.get("garbage"):
             return {"predictions": [{"detection_boxes": "garbage"}]}
         if OWN.kind == "echo":
