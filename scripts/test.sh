@@ -24,6 +24,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# A real Triton Inference Server for the Open Inference Protocol tests, in its own venv
+# (Debian's python3.11; tools/triton_server.py).
+bash scripts/triton_venv.sh
 if [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi

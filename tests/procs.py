@@ -1,10 +1,12 @@
-"""Real processes for integration tests: the gateway under functions-framework and the
-KServe model server, each on a free loopback port, with logs kept for failure reports."""
+"""Real processes for integration tests: the gateway under functions-framework, the
+KServe model server and Triton Inference Server, each on a free loopback port, with logs
+kept for failure reports."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Until ``url`` answers anything over HTTP (any status)."""
+def wait_http(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None, require_ok: bool = False
+) -> None:
+    """Until ``url`` answers anything over HTTP (any status), or a 2xx with ``require_ok``
+    (Triton answers its readiness routes 400 while the model loads)."""
     end = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < end:
@@ -34,8 +39,11 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
         try:
             urllib.request.urlopen(url, timeout=2).read()
             return
-        except urllib.error.HTTPError:
-            return
+        except urllib.error.HTTPError as exc:
+            if not require_ok:
+                return
+            last = exc
+            time.sleep(0.1)
         except (OSError, urllib.error.URLError) as exc:
             last = exc
             time.sleep(0.1)
@@ -46,10 +54,17 @@ class Proc:
     """A server process on a loopback port; ``stop()`` sends SIGTERM, then SIGKILL."""
 
     def __init__(
-        self, argv: list[str], port: int, env: dict[str, str], cwd: Path, ready_path: str, name: str
+        self,
+        argv: list[str],
+        port: int,
+        env: dict[str, str],
+        cwd: Path,
+        ready_path: str,
+        name: str,
+        require_ok: bool = False,
     ) -> None:
         self.argv, self.port, self.env, self.cwd = argv, port, env, cwd
-        self.ready_path, self.name = ready_path, name
+        self.ready_path, self.name, self.require_ok = ready_path, name, require_ok
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
         self.popen: subprocess.Popen | None = None
@@ -67,7 +82,7 @@ class Proc:
         )
         log.close()
         try:
-            wait_http(self.url + self.ready_path, timeout, self.popen)
+            wait_http(self.url + self.ready_path, timeout, self.popen, self.require_ok)
         except Exception as exc:
             self.stop()
             raise RuntimeError(
@@ -151,6 +166,55 @@ def start_kind_models(echo_control: str | Path | None = None) -> tuple[Proc, Pro
         cls.stop()
         raise
     return cls, echo
+
+
+TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"
+
+
+class TritonProc(Proc):
+    """``tools/triton_server.py`` with its own ``PYTRITON_HOME`` (pytriton's workspace: a
+    copy of ``tritonserver`` and the model store), removed after the stop.
+    ``workspace_left`` names what the server left there when it stopped."""
+
+    def __init__(self, *args: Any, home: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.home = home
+        self.workspace_left: list[str] | None = None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Triton unloads its model and polls for in-flight work before it exits: a few
+        seconds, longer than the other servers take."""
+        code = super().stop(timeout)
+        if self.home.exists():
+            self.workspace_left = sorted(p.name for p in self.home.iterdir())
+            shutil.rmtree(self.home, ignore_errors=True)
+        return code
+
+
+def start_triton_server(
+    port: int | None = None, model: str = "eos", extra: list[str] | None = None
+) -> TritonProc:
+    """A real Triton Inference Server (pytriton) hosting the local detector: the Open
+    Inference Protocol (V2) with the binary tensor data extension.  It runs from
+    ``.venv-triton``, which ``scripts/triton_venv.sh`` makes (``scripts/test.sh`` runs it)."""
+    if not TRITON_PYTHON.exists():
+        raise RuntimeError(f"{TRITON_PYTHON} is missing: run `bash scripts/triton_venv.sh`")
+    port = port or free_port()
+    home = Path(tempfile.mkdtemp(prefix="pytriton-"))
+    argv = [
+        str(TRITON_PYTHON),
+        str(REPO / "tools" / "triton_server.py"),
+        "--http-port",
+        str(port),
+        "--model-name",
+        model,
+        *(extra or []),
+    ]
+    env = dict(os.environ, PYTRITON_HOME=str(home), PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    ready = f"/v2/models/{model}/ready"
+    proc = TritonProc(argv, port, env, REPO, ready, "triton-server", require_ok=True, home=home)
+    return proc.start(timeout=120)
 
 
 def write_config(config: dict[str, Any] | None, directory: Path) -> Path | None:

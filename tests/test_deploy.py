@@ -201,7 +201,8 @@ def test_the_upload_is_the_function_and_its_configuration() -> None:
     patterns = (REPO / ".gcloudignore").read_text().splitlines()
     patterns = [p.strip() for p in patterns if p.strip() and not p.startswith("#")]
     assert not ignored("gateway.yaml", False, patterns)  # the README's copy goes up
-    for local in (".venv", "node_modules", ".git", "tests", "deploy", "bench", ".gateway"):
+    local_state = (".venv", ".venv-triton", "node_modules", ".git", ".gateway")
+    for local in (*local_state, "tests", "deploy", "bench"):
         assert ignored(local, True, patterns), local
     assert ignored(".git", False, patterns)  # a worktree's .git is a file
 
