@@ -16,7 +16,8 @@ from typing import Any
 
 from flask import Response
 
-from gateway import __version__, logs
+import gateway
+from gateway import logs
 from gateway.codecs import v2_api as wire
 from gateway.context import RequestContext
 from gateway.handlers.bookkeeping import Admitted, Served, require_route
@@ -29,7 +30,7 @@ EXTENSIONS = ("binary_tensor_data",)
 
 
 def server_metadata(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
-    return json_response(200, wire.server_metadata("eos-gateway", __version__, EXTENSIONS))
+    return json_response(200, wire.server_metadata("eos-gateway", gateway.__version__, EXTENSIONS))
 
 
 def live(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
