@@ -6,8 +6,11 @@ URL for the other kinds, whose payloads only a TF Serving model can take.
 
 from __future__ import annotations
 
-from gateway.backends.base import Backend
-from gateway.config import ServiceConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the package is imported for its HTTP client too, which needs neither
+    from gateway.backends.base import Backend
+    from gateway.config import ServiceConfig
 
 
 def build_backend(service: ServiceConfig) -> Backend:
