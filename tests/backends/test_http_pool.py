@@ -1,15 +1,22 @@
 """The gateway's HTTP client against small keep-alive servers on loopback: answers with
 their headers, a pool per origin whose connections are reused, one-shot calls on a
-connection of their own, size limits and the failures callers map to their errors."""
+connection of their own, size limits, https, and the failures callers map to their errors."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gateway.backends.http_pool import (
     ConnectFailed,
@@ -148,3 +155,49 @@ def test_failures_are_the_pools_own():
         with pytest.raises(TimedOut) as info:
             request("GET", f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=0.3)
     assert info.value.connecting is False
+
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    """(certificate, key) files for 127.0.0.1, the certificate its own authority."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_https_verifies_the_server(servers, tmp_path, monkeypatch):
+    a, _ = servers
+    cert_file, key_file = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    a.httpd.socket = context.wrap_socket(a.httpd.socket, server_side=True)
+    url = a.url.replace("http://", "https://")
+    with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+        request("GET", f"{url}/x", timeout=5)  # an authority the system does not know
+    monkeypatch.setenv("SSL_CERT_FILE", cert_file)  # read by ssl.create_default_context
+    answer = request("GET", f"{url}/x", timeout=5)
+    assert (answer.status, answer.data) == (200, b"a /x ")
