@@ -165,7 +165,7 @@ def access(ctx: RequestContext, remote_ip: str | None = None) -> None:
         route=ctx.route,
         error_code=ctx.error_code,
         error=ctx.error_message if ctx.status >= 400 else None,
-        detections=ctx.detections if ctx.route in ("predict", "detect") else None,
+        detections=ctx.detections if ctx.route in ("predict", "detect", "vertex") else None,
         tiles=ctx.tiles or None,
         httpRequest={
             "requestMethod": ctx.method,

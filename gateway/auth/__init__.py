@@ -7,7 +7,8 @@ object with ``authenticate(request, ctx)`` (sets ``ctx.principal`` and
 ``authorize(ctx, service)`` (raises :class:`~gateway.errors.Forbidden`).
 
 Credentials accepted: ``Authorization: Bearer <Firebase or Google ID token>``, or an API
-key in ``X-API-Key`` (or the ``key`` query parameter).  Nothing from google-auth is
+key in ``X-API-Key``, ``X-Goog-Api-Key`` (Google's client libraries) or the ``key`` query
+parameter.  Nothing from google-auth is
 imported until a bearer token has to be verified, so a gateway without ``auth`` keeps its
 cold start short.
 """
@@ -120,7 +121,9 @@ class Authenticator:
             ctx.principal, ctx.auth_method = identity.principal, identity.method
             return
         key = request.headers.get("X-API-Key")
-        if key is None:
+        if key is None:  # where Google's client libraries put it (client_options api_key)
+            key = request.headers.get("X-Goog-Api-Key")
+        if key is None:  # never logged: the access log and usage records hold the path only
             key = request.args.get("key")
         if key is not None:
             if self.keys is None:

@@ -1,4 +1,5 @@
-"""JSON responses and the one error body every route uses."""
+"""JSON responses and the error bodies: the gateway's own on every route, Google's on the
+routes of Google's APIs (Vertex AI), whose clients read no other."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     return Response(dumps(body), status=status, headers=headers or {}, mimetype="application/json")
 
 
-def error_response(ctx: RequestContext, exc: GatewayError) -> Response:
+def error_response(ctx: RequestContext, exc: GatewayError, shape: str = "gateway") -> Response:
+    """``shape`` is the route's (:attr:`gateway.rest.routes.Route.errors`): ``"gateway"``
+    or ``"google"``."""
     ctx.status, ctx.error_code, ctx.error_message = exc.status, exc.code, exc.message
-    body = {"error": exc.message, "code": exc.code, "request_id": ctx.request_id}
+    if shape == "google":
+        from gateway.codecs.vertex_api import error_body  # off every other route's cold start
+
+        body: Any = error_body(exc.status, exc.message, exc.code, ctx.request_id)
+    else:
+        body = {"error": exc.message, "code": exc.code, "request_id": ctx.request_id}
     return json_response(exc.status, body, exc.headers)

@@ -18,12 +18,13 @@ from gateway.config import Limits, ServiceConfig
 from gateway.schema import Fields
 from gateway.usecases.checks import Quota
 
-# The routes a kind may answer, as a client calls them.
+# The routes a kind may answer, as a client calls them (formatted with the service's name).
 ROUTE_PATHS = {
     ":detect": "POST /v1/services/{name}:detect",
     ":classify": "POST /v1/services/{name}:classify",
     ":predict": "POST /v1/models/{name}:predict",
     "infer": "POST /v2/models/{name}/infer",
+    "vertex": "POST /v1/projects/{{project}}/locations/{{location}}/endpoints/{name}:predict",
 }
 
 

@@ -29,7 +29,7 @@ class Classification(Kind):
             "max_side": Setting(INTEGER, None, lo=32, hi=16384),
         }
     )
-    routes = (":classify", ":predict", "infer")
+    routes = (":classify", ":predict", "infer", "vertex")
     role = "classifier"
     cli = CliView(
         route=":classify",

@@ -1,7 +1,8 @@
 """Detection (the default kind): slides tiled at the model's scale, boxes merged.
 
-Served on ``:detect`` (the gateway's own API), TF Serving's ``:predict`` and the Open
-Inference Protocol's ``infer``; the only kind the embedded detector can run.
+Served on ``:detect`` (the gateway's own API), TF Serving's ``:predict``, the Open
+Inference Protocol's ``infer`` and Vertex AI's ``:predict``; the only kind the embedded
+detector can run.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Detection(Kind):
             "cell_size_px": Setting(NUMBER, None, lo=4),
         }
     )
-    routes = (":detect", ":predict", "infer")
+    routes = (":detect", ":predict", "infer", "vertex")
     role = "detector"
     embedded = True
     cli = CliView(

@@ -41,7 +41,8 @@ def framework_error(exc: Any) -> Response:
 
     ctx = RequestContext(method=request.method, path=request.path)
     ctx.route = "unrouted"
-    response = error_response(ctx, from_http_exception(exc))
+    shape = routes.error_shape(request.path, None)
+    response = error_response(ctx, from_http_exception(exc), shape)
     response.headers["X-Request-Id"] = ctx.request_id
     gw = None
     try:
@@ -84,15 +85,17 @@ def _handle(request: Any) -> Response:
             else:
                 response = route.handler(gw, request, ctx, **found.params)
     except GatewayError as exc:
-        response = error_response(ctx, exc)
+        response = error_response(ctx, exc, routes.error_shape(request.path, route))
         if exc.detail:
             logs.backend_error(ctx, exc.detail)
     except HTTPException as exc:  # werkzeug's refusals while parsing (multipart limits)
-        response = error_response(ctx, from_http_exception(exc))
+        shape = routes.error_shape(request.path, route)
+        response = error_response(ctx, from_http_exception(exc), shape)
     except Exception:
         ctx.error_code = "internal"
         logs.error(ctx, "unhandled error", traceback.format_exc())
-        response = error_response(ctx, GatewayError("internal error; the request id is logged"))
+        internal = GatewayError("internal error; the request id is logged")
+        response = error_response(ctx, internal, routes.error_shape(request.path, route))
     ctx.status = response.status_code
     ctx.response_bytes = response.content_length or 0
     if gw is not None and route is not None and route.records_usage:

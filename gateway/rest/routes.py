@@ -17,6 +17,11 @@ from gateway.errors import MethodNotAllowed, NotFound
 NAME = r"(?P<service>[^/:]{1,200})"  # unknown names get 404 unknown_service
 VERSION = r"(?P<version>[^/:]{1,200})"  # digits, checked by the handler (a clear 400)
 LABEL = r"(?P<label>[^/:]{1,200})"
+PROJECT = r"(?P<project>[^/:]{1,200})"  # a Google Cloud project and location, as sent
+LOCATION = r"(?P<location>[^/:]{1,200})"
+# Google's API paths (Vertex AI's): every error there, an unknown path's or method's
+# included, takes Google's error shape, the only one Google's clients read.
+GOOGLE_API_PREFIX = "/v1/projects/"
 # A model as TF Serving names it: its latest version, a version, or a labelled version.
 PINS = ("", f"/versions/{VERSION}", f"/labels/{LABEL}")
 
@@ -30,6 +35,7 @@ class Route:
     pattern: re.Pattern[str]
     target: str  # "module:function" under gateway.handlers
     records_usage: bool = False  # a model route: its caller admitted, its usage recorded
+    errors: str = "gateway"  # its error answers' shape: "gateway", or "google" (Google's APIs)
 
     @property
     def handler(self) -> Callable:
@@ -76,11 +82,28 @@ ROUTES: list[Route] = [
     Route("v2_server", ("GET",), re.compile(r"^/v2/?$"), "v2:server_metadata"),
     Route("v2_live", ("GET",), re.compile(r"^/v2/health/live$"), "v2:live"),
     Route("v2_ready", ("GET",), re.compile(r"^/v2/health/ready$"), "v2:ready"),
+    # Vertex AI's online prediction (AutoML image models' schemata): gateway.handlers.vertex
+    Route(
+        "vertex",
+        ("POST",),
+        re.compile(rf"^/v1/projects/{PROJECT}/locations/{LOCATION}/endpoints/{NAME}:predict$"),
+        "vertex:predict",
+        True,
+        errors="google",
+    ),
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),
     Route("predict", ("POST",), re.compile(r"^/$"), "predict:handle", True),
 ]
+
+
+def error_shape(path: str, route: Route | None) -> str:
+    """The shape of an error answered on ``path``: its route's, or for a path no route
+    takes (an unknown method of Google's API) the shape of the API it is under."""
+    if route is not None:
+        return route.errors
+    return "google" if path.startswith(GOOGLE_API_PREFIX) else "gateway"
 
 
 @dataclass(frozen=True)

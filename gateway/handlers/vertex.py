@@ -1,0 +1,61 @@
+"""``POST /v1/projects/{project}/locations/{location}/endpoints/{service}:predict``:
+Vertex AI's online prediction, so a script written for an AutoML image model on a Vertex
+AI endpoint (``PredictionServiceClient``, ``aiplatform.Endpoint.predict``) runs against
+the gateway with its endpoint, project and credentials changed.
+
+The endpoint id names the service; project and location are taken as sent and only
+echoed in the model's resource name.  The kind's use case runs as for TF Serving's
+``:predict`` with Vertex's ``confidenceThreshold`` (its default 0.0: nothing cut) and
+its per-instance rows are answered in Vertex's prediction schemata, best first, at most
+``maxPredictions`` each (:mod:`gateway.codecs.vertex_api`).  Errors, admission's
+included, take Google's error shape: the route declares it
+(:attr:`gateway.rest.routes.Route.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.codecs import vertex_api as wire
+from gateway.context import RequestContext
+from gateway.handlers.bookkeeping import Admitted, Served, require_route
+from gateway.handlers.common import read_body
+from gateway.handlers.responses import json_response
+from gateway.runtime import Gateway
+
+
+def predict(
+    gw: Gateway,
+    request: Any,
+    ctx: RequestContext,
+    admitted: Admitted,
+    project: str,
+    location: str,
+) -> Served:
+    svc = admitted.service
+    require_route(svc, "vertex")
+    body = read_body(request, ctx, gw.config.limits.max_body_bytes)
+    req = wire.parse_predict_request(body, max_instances=gw.config.limits.max_instances)
+    del body
+    result = svc.kind.infer(
+        svc,
+        req.images,
+        req.confidence_threshold,
+        limits=gw.config.limits,
+        quota=admitted.quota,
+    )
+    rows = svc.kind.rows(result, [None] * len(req.images))
+    predictions = [
+        wire.prediction(row, req.confidence_threshold, req.max_predictions) for row in rows
+    ]
+    facts = result.facts
+    if any("bboxes" in p for p in predictions):  # the detections answered, not those cut
+        facts.detections = sum(len(p["bboxes"]) for p in predictions)
+    answer = wire.predict_response(
+        predictions,
+        deployed_model_id=svc.config.name,
+        model=wire.model_resource(project, location, svc.config.name),
+        model_display_name=facts.backend_model or svc.config.backend.model,
+        model_version_id=facts.backend_version or "",
+    )
+    return Served(json_response(200, answer), facts)
