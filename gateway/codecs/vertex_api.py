@@ -206,6 +206,29 @@ def model_resource(project: str, location: str, service: str) -> str:
     return f"projects/{project}/locations/{location}/models/{service}"
 
 
+def endpoint_resource(
+    project: str, location: str, service: str, description: str, model_display_name: str, since: str
+) -> dict[str, Any]:
+    """The endpoint as Vertex's ``GetEndpoint`` answers it: one deployed model, the
+    service, taking all the traffic.  ``aiplatform.Endpoint`` reads it once before its
+    first ``predict``; ``since`` (RFC 3339) stands for its create and update times."""
+    return {
+        "name": f"projects/{project}/locations/{location}/endpoints/{service}",
+        "displayName": service,
+        "description": description,
+        "deployedModels": [
+            {
+                "id": service,
+                "model": model_resource(project, location, service),
+                "displayName": model_display_name,
+            }
+        ],
+        "trafficSplit": {service: 100},
+        "createTime": since,
+        "updateTime": since,
+    }
+
+
 def predict_response(
     predictions: list[dict[str, Any]],
     *,

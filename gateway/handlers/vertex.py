@@ -1,7 +1,9 @@
 """``POST /v1/projects/{project}/locations/{location}/endpoints/{service}:predict``:
 Vertex AI's online prediction, so a script written for an AutoML image model on a Vertex
 AI endpoint (``PredictionServiceClient``, ``aiplatform.Endpoint.predict``) runs against
-the gateway with its endpoint, project and credentials changed.
+the gateway with its endpoint, project and credentials changed; and
+``GET /v1/projects/{project}/locations/{location}/endpoints/{service}``, the endpoint
+resource ``aiplatform.Endpoint`` reads before its first prediction.
 
 The endpoint id names the service; project and location are taken as sent and only
 echoed in the model's resource name.  The kind's use case runs as for TF Serving's
@@ -14,7 +16,10 @@ included, take Google's error shape: the route declares it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+from flask import Response
 
 from gateway.codecs import vertex_api as wire
 from gateway.context import RequestContext
@@ -22,6 +27,23 @@ from gateway.handlers.bookkeeping import Admitted, Served, require_route
 from gateway.handlers.common import read_body
 from gateway.handlers.responses import json_response
 from gateway.runtime import Gateway
+
+# When this process began serving endpoints: their create and update times.
+SERVING_SINCE = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def endpoint(
+    gw: Gateway, request: Any, ctx: RequestContext, service: str, project: str, location: str
+) -> Response:
+    """What ``GET /v1/services/{service}`` shows too, so it needs no credentials."""
+    ctx.service = service
+    svc = gw.services.get(service)  # UnknownService: 404
+    require_route(svc, "vertex")
+    cfg = svc.config
+    doc = wire.endpoint_resource(
+        project, location, cfg.name, cfg.description, cfg.backend.model, SERVING_SINCE
+    )
+    return json_response(200, doc)
 
 
 def predict(

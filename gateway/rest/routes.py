@@ -91,6 +91,13 @@ ROUTES: list[Route] = [
         True,
         errors="google",
     ),
+    Route(
+        "vertex_endpoint",
+        ("GET",),
+        re.compile(rf"^/v1/projects/{PROJECT}/locations/{LOCATION}/endpoints/{NAME}$"),
+        "vertex:endpoint",
+        errors="google",
+    ),
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),
