@@ -16,6 +16,8 @@ bytes a second.  In the loop a late connection is closed; in a thread a watchdog
 the socket's read side, the read in progress ends, and the caller is answered ``408``.
 Nothing is read from a socket without a deadline.
 
+A body the answer did not need (a refusal) is read only if it is small and already at
+hand, so its connection stays open; otherwise the connection closes after the answer.
 A connection closed after its answer lingers (up to ``LINGER_S``, draining at most
 ``LINGER_MAX_BYTES``) so the client reads the answer before the socket is reset; gunicorn
 does that in its event loop, where a client that neither sends nor closes stalled every
@@ -187,6 +189,28 @@ class WatchedBody:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._body, name)
+
+
+def _drain_at_hand(sock: socket.socket, body: WatchedBody, length: int | None) -> None:
+    """Read the rest of a body the answer did not need, if it is all at hand.
+
+    The answer has already told the client ``Connection: keep-alive``, and a client that
+    sends its next request at once (Google's client libraries resend a request after a
+    401) finds the connection closed under it.  A body of up to ``GATHER_BODY_MAX_BYTES``
+    that the loop gathered, or that the client has already sent, is read from memory or
+    the socket's buffer without waiting, so the connection stays open; a larger one, or
+    one the client is still sending, is left unread and the connection closes."""
+    if length is None or length > GATHER_BODY_MAX_BYTES:
+        return
+    try:
+        sock.setblocking(False)
+        try:
+            while not body.finished and body.read(RECV_BYTES):
+                pass
+        finally:
+            sock.setblocking(True)
+    except (OSError, RequestTimeout):  # nothing more at hand, or too late: close
+        pass
 
 
 def _body_length(req: Any) -> tuple[bool, int | None]:
@@ -386,6 +410,8 @@ class SlowClientGuard:
             keep_alive = super().handle_request(req, conn)
         finally:
             self.watchdog.unwatch(conn)
-        # A body the answer did not need (a refusal) is not drained: gunicorn would read
+        if keep_alive and body is not None and not body.finished:
+            _drain_at_hand(conn.sock, body, length)
+        # A body the answer did not need (a refusal) is not waited for: gunicorn would read
         # the rest of it, for up to 5 s of a thread.  The connection closes instead.
         return keep_alive and (body is None or body.finished)
