@@ -12,9 +12,11 @@ import json
 
 import pytest
 import requests
+from certserver import GATEWAY_AUDIENCE, SA_EMAIL, google_claims
 from google.api_core import exceptions as core_exceptions
 from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
+from google.auth import api_key as google_api_key
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import aiplatform, aiplatform_v1
 from google.cloud.aiplatform import initializer
 from google.cloud.aiplatform.v1.schema.predict import params as schema_params
@@ -218,7 +220,7 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
-def keyed(classifier, tmp_path_factory):
+def keyed(classifier, standin, tmp_path_factory):
     config = {
         "services": {
             "eos": {},
@@ -239,6 +241,8 @@ def keyed(classifier, tmp_path_factory):
                 {"id": "tight", "sha256": sha(TIGHT_KEY)},
             ],
             "api_keys_firestore": False,
+            "google": {"audiences": [GATEWAY_AUDIENCE], "emails": [SA_EMAIL]},
+            "certs_urls": {"google": standin.certs_url("google")},
         },
         "quotas": {"principals": {"key:tight": {"daily_images": 1}}},
     }
@@ -299,6 +303,54 @@ def test_classification_with_an_api_key(keyed, cells):
         parameters={"maxPredictions": 1},
     )
     assert list(CLASSIFICATION.from_map(best.predictions[0]).display_names) == ["eosinophils"]
+
+
+class IdToken(Credentials):
+    """An ID token, as ``IDTokenCredentials`` (google-auth) hold one; signed here by the
+    stand-in for Google's keys."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def refresh(self, request) -> None:
+        pass
+
+
+def test_a_google_id_token_as_the_clients_credentials(keyed, keys):
+    token = keys["g-1"].sign(google_claims())
+    answer = aiplatform_v1.PredictionServiceClient(
+        transport="rest",
+        credentials=IdToken(token),
+        client_options=ClientOptions(api_endpoint=keyed.url),
+    ).predict(endpoint=endpoint("eos"), instances=[{"content": CONTENT}])
+    assert len(DETECTION.from_map(answer.predictions[0]).ids) == 10
+    wait_until(
+        lambda: any(r["principal"] == f"google:{SA_EMAIL}" for r in usage_records(keyed).values()),
+        "the request recorded under the token's account",
+    )
+
+
+def test_aiplatform_endpoint_with_an_api_key(keyed):
+    """``aiplatform.Endpoint`` passes ``init``'s ``api_key`` to none of its clients: the
+    key goes in as credentials (google-auth's API key credentials send
+    ``x-goog-api-key``)."""
+    try:
+        aiplatform.init(
+            project=PROJECT,
+            location=LOCATION,
+            api_endpoint=keyed.url,
+            api_transport="rest",
+            credentials=google_api_key.Credentials(LAB_KEY),
+        )
+        found = aiplatform.Endpoint("eos").predict(
+            instances=[{"content": CONTENT}],
+            parameters={"confidenceThreshold": 0.3, "maxPredictions": 100},
+        )
+    finally:
+        initializer.global_config.__init__()
+    typed = json_format.ParseDict(found.predictions[0], DETECTION.pb(DETECTION()))
+    assert_matches_detect(typed, detect(keyed, 0.3, LAB_KEY))
 
 
 def test_admission_errors_are_the_clients_exceptions(keyed):
