@@ -20,7 +20,9 @@ from helpers import image_answer, jpeg, png, run_cli
 from procs import start_gateway, start_kind_models
 from synthetic import make_slide
 
-from gateway.cli.output import CLASSIFY_CSV_FIELDS
+from gateway import kinds
+
+CLASSIFY_CSV_FIELDS = kinds.get("classification").cli.csv_fields
 
 MODES = ["remote", "in-process"]
 
