@@ -5,7 +5,9 @@ One threaded HTTP server on 127.0.0.1 plays, over a real socket:
 * the certificate endpoints (``/certs/<name>``: JSON map kid -> X.509 PEM, with
   ``Cache-Control: public, max-age=...`` as Google sends it);
 * the metadata server's identity endpoint (reached through ``GCE_METADATA_HOST``);
-* the OAuth token endpoint a service-account key file's ``token_uri`` points at;
+* the OAuth token endpoint a service-account key file's ``token_uri`` points at: an ID
+  token for an assertion naming a ``target_audience``, else an access token for its
+  ``scope``;
 * a backend that records the ``Authorization`` headers it receives and passes the request
   on to a real model server (``forward_to``).
 
@@ -147,6 +149,8 @@ class StandIn:
     service_accounts: dict[str, KeyPair] = field(default_factory=dict)  # email -> key
     hits: Counter = field(default_factory=Counter)
     seen_authorization: list[str] = field(default_factory=list)
+    access_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (email, scope)
+    access_token_lifetime_s: int = 3600
     forward_to: str | None = None  # backend requests are passed on to this URL when set
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -255,10 +259,19 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # an assertion we cannot verify is refused, as Google does
                 self._send(400, json.dumps({"error": str(exc)}).encode(), {})
                 return
-            token = state.issue_id_token(claims["target_audience"], claims["iss"])
-            self._send(
-                200, json.dumps({"id_token": token}).encode(), {"Content-Type": "application/json"}
-            )
+            if "target_audience" in claims:
+                token = state.issue_id_token(claims["target_audience"], claims["iss"])
+                answer: dict[str, Any] = {"id_token": token}
+            else:
+                with state.lock:
+                    token = f"ya29.stand-in-{len(state.access_tokens) + 1}"
+                    state.access_tokens[token] = (claims["iss"], claims.get("scope", ""))
+                answer = {
+                    "access_token": token,
+                    "expires_in": state.access_token_lifetime_s,
+                    "token_type": "Bearer",
+                }
+            self._send(200, json.dumps(answer).encode(), {"Content-Type": "application/json"})
         elif self.path.startswith("/backend"):
             self._backend(body)
         else:

@@ -10,6 +10,7 @@ checkout).  Without them the tests that need them are skipped, saying so; with
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,27 @@ def modules_loaded_by(code: str) -> set[str]:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+def gateway_modules() -> Iterator[tuple[str, ast.Module]]:
+    """(dotted name, parsed source) of every module of the gateway, ``main.py`` included."""
+    for path in [*sorted((REPO / "gateway").rglob("*.py")), REPO / "main.py"]:
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name != "gateway":
+            yield name, ast.parse(path.read_text())
+
+
+def imported(tree: ast.AST) -> Iterator[str]:
+    """Every module imported, at the top or inside a function (lazy imports count too)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "gateway":
+                yield from (f"gateway.{a.name}" for a in node.names)
+            else:
+                yield node.module
 
 
 def in_threads(

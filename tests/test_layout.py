@@ -4,9 +4,7 @@ below the handlers knows about Flask."""
 
 from __future__ import annotations
 
-import ast
-
-from helpers import REPO
+from helpers import REPO, gateway_modules, imported
 
 # The README's layout table, top to bottom.
 LAYERS = [
@@ -50,29 +48,9 @@ def layer(module: str) -> int:
     return max(found)[1]
 
 
-def modules():
-    for path in [*sorted((REPO / "gateway").rglob("*.py")), REPO / "main.py"]:
-        parts = path.relative_to(REPO).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        if name != "gateway":
-            yield name, ast.parse(path.read_text())
-
-
-def imported(tree: ast.AST):
-    """Every module imported, at the top or inside a function (lazy imports count too)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "gateway":
-                yield from (f"gateway.{a.name}" for a in node.names)
-            else:
-                yield node.module
-
-
 def test_imports_point_down():
     upward = []
-    for name, tree in modules():
+    for name, tree in gateway_modules():
         for target in imported(tree):
             if target.startswith("gateway.") and layer(target) < layer(name):
                 upward.append(f"{name} -> {target}")
@@ -83,7 +61,7 @@ def test_nothing_below_the_handlers_imports_flask():
     handlers = layer("gateway.handlers")
     below = [
         name
-        for name, tree in modules()
+        for name, tree in gateway_modules()
         if layer(name) > handlers
         and any(t.split(".")[0] in ("flask", "werkzeug") for t in imported(tree))
     ]

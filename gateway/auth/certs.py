@@ -14,11 +14,11 @@ import json
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from gateway import logs
+from gateway.backends import http_pool
 from gateway.errors import AuthUnavailable
 
 FIREBASE_CERTS_URL = (
@@ -48,13 +48,16 @@ def cache_lifetime(cache_control: str | None, age: str | None, floor_s: float) -
 
 
 def _http_get(url: str, timeout_s: float) -> tuple[bytes, dict[str, str]]:
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (configured URL)
-        body = resp.read(MAX_CERTS_BYTES + 1)
-        headers = {k.lower(): v for k, v in resp.headers.items()}
-    if len(body) > MAX_CERTS_BYTES:
-        raise ValueError("certificate document too large")
-    return body, headers
+    answer = http_pool.request(
+        "GET",
+        url,
+        headers={"Accept": "application/json"},
+        timeout=timeout_s,
+        max_bytes=MAX_CERTS_BYTES,
+    )
+    if answer.status != 200:
+        raise ValueError(f"the certificate endpoint answered HTTP {answer.status}")
+    return answer.data, {k.lower(): v for k, v in answer.headers.items()}
 
 
 class CertCache:

@@ -8,9 +8,11 @@ protocols it is configured with.  A backend without a URL is the embedded detect
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from gateway.backends.base import Backend, OutboundProtocol
-from gateway.config import ServiceConfig
+if TYPE_CHECKING:  # the package is imported for its HTTP client too, which needs none of these
+    from gateway.backends.base import Backend, OutboundProtocol
+    from gateway.config import ServiceConfig
 
 PROTOCOLS: dict[str, str] = {
     "tfserving": "gateway.backends.tfserving",

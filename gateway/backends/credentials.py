@@ -102,10 +102,11 @@ class IdTokenSource:
             self._lock.release()
 
     def _refresh(self, now: float) -> None:
-        import google.auth.transport.requests  # deferred: only services that need it
-
         if self._transport is None:
-            self._transport = google.auth.transport.requests.Request()
+            # Deferred: google-auth is loaded only by services that send tokens.
+            from gateway.backends.google_transport import Request
+
+            self._transport = Request()
         if self._credentials is None:
             self._credentials = self._make_credentials()
         self._credentials.refresh(self._transport)

@@ -1,11 +1,15 @@
-"""A small keep-alive HTTP/1.1 client for one model server, on ``http.client``.
+"""The gateway's one HTTP/1.1 client, on ``http.client``: every outbound call goes through it.
 
-The gateway talks to a single host, so pooling is a list of idle connections.
-``http.client`` is already loaded by the web framework, where urllib3 cost ~15 ms of
-import on the first request (most of a cold start's margin) and a few hundred
-microseconds of bookkeeping per call.  Failures come out as three kinds the backend maps
-to its errors: :class:`ConnectFailed` (nothing was sent: refused, unreachable, unknown
-host), :class:`TimedOut` and :class:`Disconnected` (the connection broke mid-exchange).
+A model server is a single host, so pooling is a list of idle connections
+(:class:`HostPool`).  ``http.client`` is already loaded by the web framework, where urllib3
+cost ~15 ms of import on the first request (most of a cold start's margin) and a few
+hundred microseconds of bookkeeping per call.  Callers that talk to several hosts (Google's
+token endpoints and metadata server) keep a pool per origin (:class:`OriginPools`); a call
+made once in a long while (signing certificates) is a one-shot :func:`request` on a
+connection of its own.  Failures come out as three kinds each caller maps to its errors:
+:class:`ConnectFailed` (nothing was sent: refused, unreachable, unknown host),
+:class:`TimedOut` and :class:`Disconnected` (the connection broke mid-exchange); an answer
+longer than a caller accepts is :class:`TooLarge`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import http.client
 import select
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
@@ -31,10 +35,16 @@ class Disconnected(OSError):
     """The connection broke while the request was sent or the answer read."""
 
 
+class TooLarge(OSError):
+    """The answer's body is longer than the caller's ``max_bytes``; the connection is closed."""
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
     data: bytes
+    # As http.client parsed them: ``get`` ignores case, repeated headers are kept.
+    headers: http.client.HTTPMessage = field(default_factory=http.client.HTTPMessage)
 
 
 class HostPool:
@@ -94,6 +104,8 @@ class HostPool:
         headers: dict[str, str],
         connect_timeout: float,
         read_timeout: float,
+        *,
+        max_bytes: int | None = None,
     ) -> Response:
         conn = self._take()
         if conn is None:
@@ -102,7 +114,7 @@ class HostPool:
                 conn.connect()
             except TimeoutError as exc:
                 conn.close()
-                raise TimedOut("connecting to the model server timed out", True) from exc
+                raise TimedOut(f"connecting to {self.host}:{self.port} timed out", True) from exc
             except OSError as exc:
                 conn.close()
                 raise ConnectFailed(str(exc)) from exc
@@ -110,15 +122,87 @@ class HostPool:
             conn.sock.settimeout(read_timeout)
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
+            data = resp.read() if max_bytes is None else resp.read(max_bytes + 1)
         except TimeoutError as exc:
             conn.close()
-            raise TimedOut("the model server did not answer in time", False) from exc
+            raise TimedOut(f"{self.host}:{self.port} did not answer in time", False) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise Disconnected(f"{type(exc).__name__}: {exc}") from exc
+        if max_bytes is not None and len(data) > max_bytes:
+            conn.close()
+            raise TooLarge(f"the answer is longer than {max_bytes} bytes")
         if resp.will_close:
             conn.close()
         else:
             self._give_back(conn)
-        return Response(resp.status, data)
+        return Response(resp.status, data, resp.msg)
+
+
+def _origin_and_path(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}", path
+
+
+class OriginPools:
+    """A :class:`HostPool` per ``scheme://host:port``, made on first use; for callers that
+    reach several hosts by full URL.  Safe to share between threads."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._pools: dict[str, HostPool] = {}
+        self._lock = threading.Lock()
+
+    def pool(self, url: str) -> HostPool:
+        """The pool of ``url``'s origin; ValueError for anything but an http(s) URL."""
+        origin, _ = _origin_and_path(url)
+        found = self._pools.get(origin)
+        if found is None:
+            made = HostPool(origin, self.maxsize)
+            with self._lock:
+                found = self._pools.setdefault(origin, made)
+        return found
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_bytes: int | None = None,
+    ) -> Response:
+        _, path = _origin_and_path(url)
+        return self.pool(url).request(
+            method,
+            path,
+            body,
+            headers or {},
+            connect_timeout,
+            read_timeout,
+            max_bytes=max_bytes,
+        )
+
+
+def request(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    *,
+    max_bytes: int | None = None,
+) -> Response:
+    """One exchange on a connection of its own, closed afterwards.
+
+    For calls so rare that a kept connection would only be closed by the server meanwhile.
+    ``timeout`` bounds the connect and each read.  Any status comes back as a
+    :class:`Response`; redirects are not followed.
+    """
+    origin, path = _origin_and_path(url)
+    return HostPool(origin, maxsize=0).request(
+        method, path, body, headers or {}, timeout, timeout, max_bytes=max_bytes
+    )

@@ -15,11 +15,10 @@ import mimetypes
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
-
-import urllib3
+from urllib.parse import quote, urlencode, urlsplit
 
 from gateway import kinds
+from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, TimedOut
 from gateway.cli.halt import Halt
 from gateway.cli.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from gateway.cli.slides import Classified, Counted, SlideFailed
@@ -28,6 +27,7 @@ from gateway.kinds.base import CliView
 
 # The image routes whose answers this CLI reads.
 IMAGE_ROUTES = (":detect", ":classify")
+CONNECT_TIMEOUT_S = 10.0
 
 
 class Unusable(Exception):
@@ -48,13 +48,13 @@ class Remote:
         notify: Callable[[str], None] | None = None,
         pool_size: int = 1,
     ) -> None:
-        self.http = urllib3.PoolManager(
-            num_pools=2,
-            maxsize=max(1, pool_size),
-            retries=False,
-            timeout=urllib3.Timeout(connect=10.0, read=timeout_s),
-        )
-        self.base = f"{url.rstrip('/')}/v1/services/{quote(service, safe='')}"
+        try:
+            # One origin, one connection per job kept alive across slides.
+            self.http = HostPool(url, maxsize=max(1, pool_size))
+        except ValueError as exc:
+            raise Unusable(f"--url: {exc}") from exc
+        self.timeout_s = timeout_s
+        self.base_path = f"{urlsplit(url).path.rstrip('/')}/v1/services/{quote(service, safe='')}"
         self.service, self.threshold = service, threshold
         self.policy = policy or RetryPolicy()
         self.halt = halt or Halt()
@@ -73,7 +73,7 @@ class Remote:
         # A wrong URL should fail in seconds, not after a slide's whole retry budget.
         quick = RetryPolicy(retries=min(2, self.policy.retries), max_wait_s=10.0)
         try:
-            status, doc, _ = self._send("GET", self.base, None, {}, "the service", quick)
+            status, doc, _ = self._send("GET", self.base_path, None, {}, "the service", quick)
         except SlideFailed as exc:
             raise Unusable(str(exc)) from exc
         if status == 404:
@@ -106,9 +106,9 @@ class Remote:
             content_type = "application/octet-stream"
         labels_image = self.view is not None and self.view.route == ":classify"
         if labels_image:
-            endpoint = f"{self.base}:classify"
+            endpoint = f"{self.base_path}:classify"
         else:
-            endpoint = f"{self.base}:detect"
+            endpoint = f"{self.base_path}:detect"
             if self.threshold is not None:
                 endpoint += "?" + urlencode({"threshold": repr(self.threshold)})
         status, doc, retries = self._send(
@@ -134,7 +134,7 @@ class Remote:
     def _send(
         self,
         method: str,
-        url: str,
+        path: str,
         body: bytes | None,
         headers: dict[str, str],
         what: str,
@@ -151,8 +151,15 @@ class Remote:
                 raise
             retry_after: float | None = None
             try:
-                r = self.http.request(method, url, body=body, headers={**self.headers, **headers})
-            except urllib3.exceptions.HTTPError as exc:
+                r = self.http.request(
+                    method,
+                    path,
+                    body,
+                    {**self.headers, **headers},
+                    CONNECT_TIMEOUT_S,
+                    self.timeout_s,
+                )
+            except (ConnectFailed, TimedOut, Disconnected) as exc:
                 problem, code = f"cannot reach the gateway: {exc}", "unreachable"
                 status, doc = 0, None
             else:
