@@ -273,6 +273,13 @@ def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConf
         raise ConfigError(
             f"{where}.backend.url is required: a {kind.name} service runs on a model server"
         )
+    roles = getattr(catalog.protocol(backend.protocol), "roles", None)
+    role = getattr(kind, "role", None)
+    if not backend.is_local and roles is not None and role not in roles:
+        raise ConfigError(
+            f"{where}.backend.protocol {backend.protocol!r} cannot serve a {kind.name} service "
+            f"(its model servers are {', '.join(roles)}s)"
+        )
     own = {k: values[k] for k in kind.fields.fields}
     allow = values["allow"]
     return ServiceConfig(

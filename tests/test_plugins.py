@@ -170,6 +170,7 @@ PROTOCOL = OutboundProtocol(
     fields=Fields({"path": Setting(STRING, "/detect")}),
     client=ToyDetector,
     make_options=toy_options,
+    roles=("detector",),
 )
 
 # --- the kind (docs/extending.md, "Adding a kind") ------------------------------------------
@@ -551,6 +552,16 @@ def test_an_unknown_protocol_is_a_config_error_listing_the_known_ones(plugins):
     assert "got 'toyprot'" in message
     listed = message.split("one of ", 1)[1].split(", got")[0].split(", ")
     assert set(listed) == set(backends.protocol_names()) >= {"tfserving", "toyproto"}
+
+
+def test_a_protocol_that_cannot_play_a_kinds_role_is_refused_at_start(plugins):
+    raw = {
+        "services": {
+            "c": {"kind": "classification", "backend": {"protocol": "toyproto", "url": URL}}
+        }
+    }
+    with pytest.raises(ConfigError, match="protocol 'toyproto' cannot serve a classification"):
+        parse_config(raw)
 
 
 def test_an_unknown_kind_is_a_config_error_listing_the_known_ones(plugins):

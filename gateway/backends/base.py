@@ -155,6 +155,9 @@ class OutboundProtocol:
     fields: Fields  # the keys it adds to a service's ``backend`` section
     client: Callable[[ServiceConfig], Backend]  # builds the backend of one service
     passthrough_route: str | None = None  # the inbound route whose bodies it takes unchanged
+    # The roles its client plays (detector, classifier, forwarder): a service whose kind
+    # needs another is refused at start-up, not at its first request.
+    roles: tuple[str, ...] = ("detector", "classifier", "forwarder")
     make_options: Callable[[dict[str, Any], str], Any] | None = None
 
     def options(self, values: dict[str, Any], where: str) -> Any:
