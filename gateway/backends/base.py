@@ -159,7 +159,13 @@ class OutboundProtocol:
     # needs another is refused at start-up, not at its first request.
     roles: tuple[str, ...] = ("detector", "classifier", "forwarder")
     make_options: Callable[[dict[str, Any], str], Any] | None = None
+    # The URL when the backend section names none (a cloud API's own); None: the
+    # service runs on the embedded detector instead.
+    make_default_url: Callable[[Any], str] | None = None
 
     def options(self, values: dict[str, Any], where: str) -> Any:
         """The protocol's typed options from its checked keys (ConfigError for the rest)."""
         return self.make_options(values, where) if self.make_options else None
+
+    def default_url(self, options: Any) -> str | None:
+        return self.make_default_url(options) if self.make_default_url else None
