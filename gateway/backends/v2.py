@@ -306,6 +306,10 @@ class V2Backend:
             )
         return wire.parse_metadata(resp.data)
 
+    def metadata(self) -> dict:
+        """The model server's own metadata document (a passthrough service shows it)."""
+        return self._metadata(time.monotonic() + min(self.service.backend.timeout_s, 5.0))
+
     def readiness(self, deadline: float | None = None) -> Readiness:
         model = self.service.backend.model
         deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
