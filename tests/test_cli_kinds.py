@@ -3,8 +3,8 @@ subprocesses, a gateway under functions-framework and KServe model servers (the 
 classifier, an echo model).
 
 A classifier's slides come back as a label and a score, the same in-process and through
-the gateway and the same as ``:classify`` answers; a passthrough service takes TF Serving
-bodies, not slides, so the CLI refuses it as a usage error (exit 2) in both modes.
+the gateway and the same as ``:classify`` answers; a passthrough service takes its
+model's own bodies, not slides, so the CLI refuses it as a usage error (exit 2) in both modes.
 """
 
 from __future__ import annotations

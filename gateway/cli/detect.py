@@ -33,7 +33,7 @@ from gateway.cli.output import ResultFile, print_table, slide_record, write_csv
 from gateway.cli.remote import IMAGE_ROUTES, Remote, Unusable, unknown_kind
 from gateway.cli.retry import RetryPolicy
 from gateway.cli.slides import Classified, Counted, Slide, SlideFailed
-from gateway.kinds.base import CliView
+from gateway.kinds.base import ROUTE_PATHS, CliView
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 RENDER_MAX_PIXELS = 400_000_000  # rendering is local: only the gateway's limit matters
@@ -77,6 +77,10 @@ class InProcess:
         self.svc = self.gw.services.get(service)  # UnknownService: a usage error, not per slide
         view = self.svc.kind.cli  # None: a kind that takes no slides (refused by main)
         self.route = view.route if view is not None else None
+        cfg, kind = self.svc.config, self.svc.kind
+        self.routes = [
+            p.format(name=cfg.name) for r, p in ROUTE_PATHS.items() if kind.serves(r, cfg)
+        ]
         default = getattr(self.svc.config.options, "threshold", None)
         self.threshold = default if threshold is None else threshold
 
@@ -359,8 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage_error(getattr(exc, "message", None) or str(exc))
     if view is None:
         return _usage_error(
-            f"{args.service!r} is a {kind} service: it takes TF Serving bodies on "
-            f"/v1/models/{args.service}:predict, not slides"
+            f"{args.service!r} is a {kind} service: it takes its model's own bodies on "
+            f"{' or '.join(runner.routes)}, not slides"
         )
     if view.route not in IMAGE_ROUTES:
         return _usage_error(unknown_kind(args.service, kind))

@@ -66,6 +66,8 @@ class Remote:
             self.headers["Authorization"] = f"Bearer {id_token}"
         self.kind = DEFAULT_KIND
         self.view: CliView | None = None  # until discover(): slides go to :detect
+        # What the service answers, as the gateway lists it (older gateways: :predict).
+        self.routes = [f"POST /v1/models/{service}:predict"]
 
     def discover(self) -> str:
         """Ask the gateway what kind of service this is (a missing ``kind`` is the default
@@ -98,6 +100,9 @@ class Remote:
         else:
             raise Unusable(unknown_kind(self.service, kind))
         self.kind, self.view = kind, view
+        routes = doc.get("routes")
+        if isinstance(routes, list) and all(isinstance(r, str) for r in routes):
+            self.routes = routes
         return kind
 
     def count(self, path: Path, data: bytes) -> Counted | Classified:
