@@ -3,9 +3,10 @@
     .venv/bin/python -m bench [--quick] [--only overhead,...] [--hide-libturbojpeg system|all]
 
 It starts what it needs on loopback: the gateway under ``functions-framework`` (gunicorn
-inside) as deployed, stub TF Serving backends (bench/stub_backend.py) with a set latency,
-and bare ``functions-framework`` functions (bench/bare_function.py) as references.  On a
-shared machine absolute times drift, so every figure is a ratio against a reference
+inside) as deployed, stub model servers speaking TF Serving's REST API and the Open
+Inference Protocol (bench/stub_backend.py) with a set latency, and bare
+``functions-framework`` functions (bench/bare_function.py) as references.  On a shared
+machine absolute times drift, so every figure is a ratio against a reference
 measured in the same run, interleaved with it, repeated, and summarised by the median.
 It prints a table and writes ``bench/results/gateway-<UTC time>.json``.
 
