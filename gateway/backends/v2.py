@@ -31,7 +31,7 @@ from gateway.backends.base import (
 from gateway.backends.boxes import BOX_FORMATS
 from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, Retryable, status_error
 from gateway.backends.http_pool import Response
-from gateway.backends.tfserving_wire import LabelTable
+from gateway.backends.labels import LabelTable
 from gateway.config import ServiceConfig
 from gateway.errors import (
     BackendBadResponse,

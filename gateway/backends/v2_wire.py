@@ -24,7 +24,7 @@ import numpy as np
 
 from gateway.backends.base import Classification, TileDetections
 from gateway.backends.boxes import BOX_FORMATS, to_tile_pixels
-from gateway.backends.tfserving_wire import LabelTable
+from gateway.backends.labels import LabelTable
 from gateway.errors import BackendBadResponse
 from gateway.jsonio import b64encode, dumps, loads
 
