@@ -104,6 +104,14 @@ class Plugin(Protocol):
         ...
 
 
+class ProtocolPlugin(Plugin, Protocol):
+    """An outbound protocol: a plug-in whose model servers may have a well-known address."""
+
+    # The URL of a backend section without ``url``, from the protocol's options (a cloud
+    # service's regional endpoint); None: such a section is the embedded local detector.
+    default_url: Callable[[Any], str] | None
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The kinds and protocols a configuration may name, looked up by name.
@@ -113,7 +121,7 @@ class Catalog:
     """
 
     kind: Callable[[str], Plugin | None]
-    protocol: Callable[[str], Plugin | None]
+    protocol: Callable[[str], ProtocolPlugin | None]
     kind_names: tuple[str, ...]
     protocol_names: tuple[str, ...]
 
@@ -242,13 +250,16 @@ def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendC
     if not model:
         raise ConfigError(f"{where}.model must be a non-empty string")
     own = {k: values.pop(k) for k in protocol.fields.fields}
+    options = protocol.options(own, where)
+    if url is None and protocol.default_url is not None:
+        url = protocol.default_url(options)  # decided before a missing URL means local
     values.update(
         protocol=protocol.name,
         url=url.rstrip("/") if url else None,
         model=model,
         auth=None if values["auth"] in (None, "none") else values["auth"],
     )
-    return BackendConfig(**values, options=protocol.options(own, where))
+    return BackendConfig(**values, options=options)
 
 
 def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConfig:

@@ -156,6 +156,10 @@ class OutboundProtocol:
     client: Callable[[ServiceConfig], Backend]  # builds the backend of one service
     passthrough_route: str | None = None  # the inbound route whose bodies it takes unchanged
     make_options: Callable[[dict[str, Any], str], Any] | None = None
+    # The URL of a backend section that names none, from the protocol's options (a cloud
+    # service's regional endpoint); None: without ``url`` the service is the embedded
+    # detector.
+    default_url: Callable[[Any], str] | None = None
 
     def options(self, values: dict[str, Any], where: str) -> Any:
         """The protocol's typed options from its checked keys (ConfigError for the rest)."""

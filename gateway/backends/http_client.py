@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, Response, TimedOut
 from gateway.config import BackendConfig
@@ -67,7 +67,9 @@ def status_error(service: str, status: int, detail: str, what: str = "a tile") -
 class ModelHttpClient:
     """HTTP to one model server under a request's deadline, with retries and a breaker."""
 
-    def __init__(self, service: str, backend: BackendConfig) -> None:
+    def __init__(self, service: str, backend: BackendConfig, token_source: Any = None) -> None:
+        """``token_source``: what signs the requests (an ``authorization_header()``), when the
+        protocol decides it; else ``backend.auth`` does."""
         assert backend.url
         self.service, self.config = service, backend
         self.pool = HostPool(backend.url, maxsize=max(backend.max_parallel, 4))
@@ -76,8 +78,8 @@ class ModelHttpClient:
         )
         self._address = (self.pool.host, self.pool.port)
         self._refused = False  # the last connection attempt was refused: the server is down
-        self._token_source = None
-        if backend.auth == "google-id-token":
+        self._token_source = token_source
+        if token_source is None and backend.auth == "google-id-token":
             from gateway.backends.credentials import IdTokenSource
 
             self._token_source = IdTokenSource(backend.url, backend.credentials_file)
