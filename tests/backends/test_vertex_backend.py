@@ -14,14 +14,17 @@ import base64
 import io
 import json
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from certserver import GoogleStandIn
+from certserver import METADATA_EMAIL, GoogleStandIn
 from flask import Flask, request
-from helpers import SAMPLE_SLIDE
+from helpers import REPO, SAMPLE_SLIDE
 from PIL import Image
 from vertex_standin import (
     DEPLOYED_MODEL_ID,
@@ -35,7 +38,7 @@ from vertex_standin import (
 
 from gateway import runtime
 from gateway.backends.base import ImageInput, TileInput
-from gateway.backends.credentials import AccessTokenSource
+from gateway.backends.credentials import CLOUD_PLATFORM, AccessTokenSource
 from gateway.backends.vertex import VertexBackend
 from gateway.catalog import parse_config
 from gateway.detector import estimate_cell_diameter
@@ -234,8 +237,7 @@ def test_the_token_is_refreshed_near_its_expiry(endpoint, google, key_file, cell
     assert google.state.hits["token"] == 2
     seen = [r.authorization for r in endpoint.state.requests]
     assert seen[0] == seen[1] != seen[2]
-    scope = {s for _, s in google.state.access_tokens.values()}
-    assert scope == {"https://www.googleapis.com/auth/cloud-platform"}
+    assert {s for _, s in google.state.access_tokens.values()} == {CLOUD_PLATFORM}
 
 
 def test_a_token_that_cannot_be_had_is_a_503_logged_with_its_reason(
@@ -265,6 +267,45 @@ def test_a_refused_token_is_fetched_again(endpoint, google, key_file, cell_px):
     assert (info.value.status, info.value.code) == (503, "backend_unavailable")
     predicting(backend, [noise_tile(0, 32, 32)])
     assert google.state.hits["token"] == 2
+
+
+def test_application_default_credentials_from_the_environment(
+    endpoint, google, key_file, cell_px, monkeypatch
+):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", key_file)
+    gw = build(endpoint, key_file, cell_px, credentials_file=None)
+    backend = gw.services.get("vx").backend
+    for i in range(3):
+        predicting(backend, [noise_tile(i, 32, 32)])
+    assert google.state.hits["token"] == 1
+    assert len({r.authorization for r in endpoint.state.requests}) == 1
+
+
+def test_application_default_credentials_on_google_cloud(google, tmp_path):
+    """No key anywhere: the metadata server's access token, as on Cloud Functions."""
+    script = textwrap.dedent(
+        """
+        from gateway.backends.credentials import CLOUD_PLATFORM, AccessTokenSource
+        source = AccessTokenSource()
+        headers = {source.authorization_header() for _ in range(20)}
+        assert len(headers) == 1
+        print(headers.pop())
+        """
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),  # no gcloud credentials
+        "PYTHONPATH": str(REPO),
+        "GCE_METADATA_HOST": google.host,
+        "GCE_METADATA_IP": google.host,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip().splitlines()[-1].removeprefix("Bearer ")
+    assert google.state.access_tokens[token] == (METADATA_EMAIL, CLOUD_PLATFORM)
+    assert google.state.hits["metadata:token"] == 1
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -442,6 +483,10 @@ def test_detect_and_readyz_over_http(endpoint, key_file, cell_px, slide, monkeyp
     assert ready.get_json()["services"]["vx"]["version"] == MODEL_VERSION_ID
     services = client.get("/v1/services/vx").get_json()
     assert services["protocol"] == "vertex"
+    status = client.get("/v1/models/vx").get_json()
+    assert status["model_version_status"][0]["version"] == MODEL_VERSION_ID
+    pinned = client.post("/v1/models/vx/versions/2:predict", json={"instances": []})
+    assert pinned.status_code == 404 and pinned.get_json()["code"] == "unknown_version"
     endpoint.state.deployed = []
     assert client.get("/readyz").status_code == 503
     endpoint.state.failures = [404]
