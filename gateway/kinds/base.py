@@ -24,6 +24,7 @@ ROUTE_PATHS = {
     ":classify": "POST /v1/services/{name}:classify",
     ":predict": "POST /v1/models/{name}:predict",
     "infer": "POST /v2/models/{name}/infer",
+    "vertex": "POST /v1/projects/{{project}}/locations/{{location}}/endpoints/{name}:predict",
 }
 
 
