@@ -36,6 +36,8 @@ from typing import Any
 
 from werkzeug.exceptions import RequestTimeout
 
+from gateway.rest.unread_body import CLOSE_CONNECTION
+
 
 def _env_number(name: str, default: float) -> float:
     """A deployment behind slow links may allow more time (``GATEWAY_*`` variables)."""
@@ -241,6 +243,25 @@ class SlowClientGuard:
         if self._watchdog is None:
             self._watchdog = Watchdog()
         return self._watchdog
+
+    def load_wsgi(self) -> None:
+        """The app, wrapped so that an answer after which the connection will close says
+        ``Connection: close`` (RFC 9112, 9.6): a keep-alive client then opens a new
+        connection for its next request instead of failing on a closed one."""
+        super().load_wsgi()  # type: ignore[misc]
+        app = self.wsgi  # type: ignore[has-type]
+
+        def closing_app(environ: dict, start_response: Any) -> Any:
+            def start(status: str, headers: list, exc_info: Any = None) -> Any:
+                if environ.get(CLOSE_CONNECTION):
+                    # gunicorn writes Connection from its Response's should_close() and
+                    # drops the app's own hop-by-hop headers: force_close is its way.
+                    start_response.__self__.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = closing_app
 
     # -- heads, in the event loop ----------------------------------------------------------
 
