@@ -3,9 +3,10 @@
     .venv/bin/python -m bench [--quick] [--only overhead,...] [--hide-libturbojpeg system|all]
 
 It starts what it needs on loopback: the gateway under ``functions-framework`` (gunicorn
-inside) as deployed, stub TF Serving backends (bench/stub_backend.py) with a set latency,
-and bare ``functions-framework`` functions (bench/bare_function.py) as references.  On a
-shared machine absolute times drift, so every figure is a ratio against a reference
+inside) as deployed, stub model servers speaking TF Serving's REST API and the Open
+Inference Protocol (bench/stub_backend.py) with a set latency, and bare
+``functions-framework`` functions (bench/bare_function.py) as references.  On a shared
+machine absolute times drift, so every figure is a ratio against a reference
 measured in the same run, interleaved with it, repeated, and summarised by the median.
 It prints a table and writes ``bench/results/gateway-<UTC time>.json``.
 
@@ -67,7 +68,15 @@ GOALS = {
     "cold_detect": 2.0,  # first :detect answer, API key, embedded detector / hello-world
     "memory": 3.0,  # peak RSS above idle / body size
     "merge_ms": 20.0,  # 5,000 raw detections from 9 tiles
+    "protocol": 1.10,  # a V2 service's own cost / the TF Serving service's, same slide
 }
+
+# The services of the protocols row: (label, service, bytes mode of a V2 backend or None).
+PROTOCOL_SERVICES = (
+    ("tfserving", "eos", None),
+    ("v2 binary", "v2-binary", "binary"),
+    ("v2 base64", "v2-base64", "base64"),
+)
 
 
 SYSTEM_TURBOJPEG = "libturbojpeg.so.0"
@@ -206,14 +215,21 @@ def small_jpeg() -> bytes:
     return jpeg(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), quality=90)
 
 
-def gateway_config(fast_url: str, slow_url: str) -> dict:
+def gateway_config(fast_url: str, slow_url: str, v2: bool = False) -> dict:
+    """TF Serving services on the stubs; with ``v2`` also the protocols row's V2 services,
+    on the same 0 ms stub (it answers both protocols)."""
     backend = {"max_parallel": 16, "timeout_s": 30}
-    return {
-        "services": {
-            "eos": {"backend": {"url": fast_url, "model": "eos", **backend}},
-            "slow": {"backend": {"url": slow_url, "model": "eos", **backend}},
-        }
+    services = {
+        "eos": {"backend": {"url": fast_url, "model": "eos", **backend}},
+        "slow": {"backend": {"url": slow_url, "model": "eos", **backend}},
     }
+    for _, name, mode in PROTOCOL_SERVICES if v2 else ():
+        if mode is not None:
+            services[name] = {
+                "backend": {"protocol": "v2", "bytes": mode, "url": fast_url, "model": "eos"}
+                | backend
+            }
+    return {"services": services}
 
 
 # --- measurements -------------------------------------------------------------------------
@@ -252,6 +268,55 @@ def measure_overhead(gw_port: int, bare_port: int, rounds: int) -> list[dict]:
                 "overhead_ms": own * 1e3,
                 "decode_ms": dec * 1e3,
                 "ratio": own / dec,
+                "rounds": rounds,
+            }
+        )
+    return rows
+
+
+def measure_protocols(gw_port: int, bare_port: int, rounds: int) -> list[dict]:
+    """The 1920x1440 JPEG through each outbound protocol, the stub answering at once.
+
+    The same ``:predict`` body goes to one service per protocol of one gateway; each
+    one's own cost (latency minus the bare function's transport) is set against the TF
+    Serving service's, all measured interleaved with the transport and Pillow's decode.
+    """
+    name, data = slides()[0]
+    body = predict_body(data)
+    answers = {}
+    for label, service, _ in PROTOCOL_SERVICES:
+        predict(gw_port, body, service)  # warm: backend client, the served version, modules
+        status, answer, _ = post(gw_port, f"/v1/models/{service}:predict", body)
+        answers[label] = json.loads(answer)["predictions"] if status == 200 else status
+    if any(a != answers["tfserving"] for a in answers.values()):
+        raise RuntimeError("the protocols' services answered different detections")
+    bare(bare_port, body)
+    fns: dict[str, Callable[[], float]] = {
+        label: lambda s=service: predict(gw_port, body, s)
+        for label, service, _ in PROTOCOL_SERVICES
+    }
+    fns["bare"] = lambda: bare(bare_port, body)
+    fns["decode"] = timed(lambda: decode_once(data))
+    t = interleaved(fns, rounds)
+    tr, dec = median(t["bare"]), median(t["decode"])
+    reference = median(t[PROTOCOL_SERVICES[0][0]]) - tr
+    rows = []
+    for label, service, mode in PROTOCOL_SERVICES:
+        gw = median(t[label])
+        own = gw - tr
+        rows.append(
+            {
+                "protocol": label,
+                "service": service,
+                "bytes": mode,
+                "slide": name,
+                "gateway_ms": gw * 1e3,
+                "transport_ms": tr * 1e3,
+                "own_ms": own * 1e3,
+                "decode_ms": dec * 1e3,
+                "ratio_to_decode": own / dec,
+                "reference_own_ms": reference * 1e3,
+                "ratio": own / reference,
                 "rounds": rounds,
             }
         )
@@ -564,6 +629,19 @@ def table(result: dict) -> str:
             f"{'<= 1.2x' if goal else '-'} | "
             f"{verdict(r['ratio'], GOALS['overhead']) if goal else ''} |"
         )
+    for r in result.get("protocols", []):
+        reference = r["protocol"] == PROTOCOL_SERVICES[0][0]
+        lines.append(
+            f"| protocol {r['protocol']}, {r['slide']} | {r['own_ms']:.1f} ms (gateway "
+            f"{r['gateway_ms']:.1f} - transport {r['transport_ms']:.1f}); "
+            f"{r['ratio_to_decode']:.2f}x decode {r['decode_ms']:.1f} ms | "
+            + (
+                "the reference | - | - | |"
+                if reference
+                else f"tfserving {r['reference_own_ms']:.1f} ms | {r['ratio']:.2f}x | "
+                f"<= {GOALS['protocol']:.2f}x | {verdict(r['ratio'], GOALS['protocol'])} |"
+            )
+        )
     for r in result.get("fanout", []):
         lines.append(
             f"| fan-out, {r['slide']} | {r['latency_ms']:.0f} ms at L=200 | "
@@ -611,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     ap.add_argument(
         "--only",
-        default="overhead,fanout,throughput,cold_start,cold_detect,memory,merge",
+        default="overhead,protocols,fanout,throughput,cold_start,cold_detect,memory,merge",
         help="comma-separated subset",
     )
     ap.add_argument(
@@ -641,18 +719,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     procs = []
     try:
-        if only & {"overhead", "fanout", "throughput", "memory", "cold_start"}:
+        if only & {"overhead", "protocols", "fanout", "throughput", "memory", "cold_start"}:
             fast = start_stub(0.0)
             slow = start_stub(SLOW_MS / 1000.0)
             procs += [fast, slow]
-        if only & {"overhead", "fanout", "throughput", "memory"}:
-            gw = start_gateway(gateway_config(fast.url, slow.url))
+        if only & {"overhead", "protocols", "fanout", "throughput", "memory"}:
+            gw = start_gateway(gateway_config(fast.url, slow.url, v2="protocols" in only))
             procs.append(gw)
             result["image_path"] = image_path(gw.port)
-        if "overhead" in only:
+        if only & {"overhead", "protocols"}:
             bare_fn = start_bare("read_body")
             procs.append(bare_fn)
+        if "overhead" in only:
             result["overhead"] = measure_overhead(gw.port, bare_fn.port, rounds)
+        if "protocols" in only:
+            result["protocols"] = measure_protocols(gw.port, bare_fn.port, rounds * 2)
         if "fanout" in only:
             result["fanout"] = measure_fanout(gw.port, max(rounds // 2, 3))
         if "throughput" in only:

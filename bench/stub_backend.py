@@ -1,9 +1,13 @@
-"""A TF Serving-compatible stub model for benchmarks: answers ``:predict`` after a set delay.
+"""A stub model server for benchmarks: answers TF Serving's ``:predict`` and the Open
+Inference Protocol's (V2) ``infer`` after a set delay.
 
 It does no image work, so what is measured is the gateway, not a model.  Calls are
 served concurrently (one thread per connection, HTTP/1.1 keep-alive), like TF Serving
-with batching off.  Each instance gets the same small set of boxes, enough to exercise the
-gateway's answer parsing and merge.
+with batching off.  Each tile gets the same small set of boxes, enough to exercise the
+gateway's answer parsing and merge, and both protocols answer the same detections: V2 as
+flat row-major tensors (as Triton writes them), only the outputs the request names.  Of a
+V2 request it reads just enough to answer: the image count and the outputs asked for,
+from the JSON header of a binary request or around the base64 strings of a JSON one.
 
     .venv/bin/python -m bench.stub_backend --port 8601 --delay-ms 200
 """
@@ -12,11 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DETECTIONS_PER_TILE = 12
+V2_HEADER_LENGTH = "Inference-Header-Content-Length"
+_V2_SHAPE = re.compile(rb'"shape"\s*:\s*\[\s*(\d+)')
+_V2_ID = re.compile(rb'"id"\s*:\s*"([^"\\]*)"')
+_V2_OUTPUTS = b',"outputs":'  # the gateway writes the outputs asked for after the inputs
 
 
 def _prediction(key: str) -> dict:
@@ -34,6 +43,80 @@ def _prediction(key: str) -> dict:
         "num_detections": float(DETECTIONS_PER_TILE),
         "key": key,
     }
+
+
+def v2_request(data: bytes, header_length: str | None) -> tuple[int, list[str] | None, str]:
+    """(images, outputs asked for or None for all, request id) of an infer body, without
+    reading its image data."""
+    if header_length is not None:
+        doc = json.loads(data[: int(header_length)])
+        wanted = doc.get("outputs")
+        names = [o["name"] for o in wanted] if wanted else None
+        return int(doc["inputs"][0]["shape"][0]), names, str(doc.get("id", ""))
+    head = data[:4096]
+    shape = _V2_SHAPE.search(head)
+    if shape is None:
+        raise ValueError("no input shape")
+    found = _V2_ID.search(head)
+    at = data.rfind(_V2_OUTPUTS, max(len(data) - 4096, 0))
+    names = None
+    if at >= 0:
+        names = [o["name"] for o in json.loads(data[at + len(_V2_OUTPUTS) : -1])]
+    return int(shape.group(1)), names, found.group(1).decode() if found else ""
+
+
+def v2_answer(n: int, names: list[str] | None, request_id: str) -> bytes:
+    """The infer answer for ``n`` tiles: the detections of ``_prediction`` as V2 tensors."""
+    rows = [_prediction(f"tile-{i}") for i in range(n)]
+    k = DETECTIONS_PER_TILE
+    tensors = {
+        "detection_boxes": (
+            "FP32",
+            [n, k, 4],
+            [v for r in rows for b in r["detection_boxes"] for v in b],
+        ),
+        "detection_scores": ("FP32", [n, k], [s for r in rows for s in r["detection_scores"]]),
+        "detection_classes": ("FP32", [n, k], [c for r in rows for c in r["detection_classes"]]),
+        "detection_classes_as_text": (
+            "BYTES",
+            [n, k],
+            [t for r in rows for t in r["detection_classes_as_text"]],
+        ),
+        "num_detections": ("FP32", [n], [r["num_detections"] for r in rows]),
+    }
+    unknown = [name for name in names or () if name not in tensors]
+    if unknown:
+        raise KeyError(f"unknown output {unknown[0]!r}")
+    outputs = [
+        {
+            "name": name,
+            "datatype": tensors[name][0],
+            "shape": tensors[name][1],
+            "data": tensors[name][2],
+        }
+        for name in (names or tensors)
+    ]
+    doc = {"id": request_id, "model_name": "eos", "model_version": "1", "outputs": outputs}
+    return json.dumps(doc).encode()
+
+
+V2_METADATA = {
+    "name": "eos",
+    "versions": ["1"],
+    "platform": "stub",
+    "inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [-1]}],
+    "outputs": [
+        {"name": "detection_boxes", "datatype": "FP32", "shape": [-1, DETECTIONS_PER_TILE, 4]},
+        {"name": "detection_scores", "datatype": "FP32", "shape": [-1, DETECTIONS_PER_TILE]},
+        {"name": "detection_classes", "datatype": "FP32", "shape": [-1, DETECTIONS_PER_TILE]},
+        {
+            "name": "detection_classes_as_text",
+            "datatype": "BYTES",
+            "shape": [-1, DETECTIONS_PER_TILE],
+        },
+        {"name": "num_detections", "datatype": "FP32", "shape": [-1]},
+    ],
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,20 +142,34 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/v1/models/"):
             body = {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}
             self._send(200, json.dumps(body).encode())
+        elif self.path.startswith("/v2/models/") and self.path.endswith("/ready"):
+            self._send(200, b"")
+        elif self.path.startswith("/v2/models/"):
+            self._send(200, json.dumps(V2_METADATA).encode())
         else:
             self._send(404, b'{"error": "not found"}')
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length)
-        if not self.path.endswith(":predict"):
+        if self.path.endswith(":predict"):
+            n = data.count(b'"b64"')
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            preds = [_prediction(f"tile-{i}") for i in range(n)]
+            self._send(200, json.dumps({"predictions": preds}).encode())
+        elif self.path.startswith("/v2/models/") and self.path.endswith("/infer"):
+            try:
+                n, names, request_id = v2_request(data, self.headers.get(V2_HEADER_LENGTH))
+                answer = v2_answer(n, names, request_id)
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                self._send(400, json.dumps({"error": str(exc)}).encode())
+                return
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            self._send(200, answer)
+        else:
             self._send(404, b'{"error": "not found"}')
-            return
-        n = data.count(b'"b64"')
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        preds = [_prediction(f"tile-{i}") for i in range(n)]
-        self._send(200, json.dumps({"predictions": preds}).encode())
 
 
 class _Server(ThreadingHTTPServer):

@@ -104,6 +104,12 @@ class Plugin(Protocol):
         ...
 
 
+class ProtocolPlugin(Plugin, Protocol):
+    def default_url(self, options: Any) -> str | None:
+        """The model server's URL when the section gives none (a cloud API's own)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The kinds and protocols a configuration may name, looked up by name.
@@ -113,7 +119,7 @@ class Catalog:
     """
 
     kind: Callable[[str], Plugin | None]
-    protocol: Callable[[str], Plugin | None]
+    protocol: Callable[[str], ProtocolPlugin | None]
     kind_names: tuple[str, ...]
     protocol_names: tuple[str, ...]
 
@@ -227,28 +233,32 @@ def _refuse_foreign(raw: Mapping[str, Any], own: Fields, others: Fields, where: 
 def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendConfig:
     where = f"services.{service}.backend"
     name = raw.get("protocol")
-    protocol = _plugin(
-        catalog.protocol,
-        catalog.protocol_names,
-        DEFAULT_PROTOCOL if name is None else name,
-        f"{where}.protocol",
-    )
-    fields = BACKEND_FIELDS | protocol.fields
+    if name is None and raw.get("url") is None:
+        protocol = None  # the embedded detector: no protocol's module is loaded
+        fields = BACKEND_FIELDS
+    else:
+        protocol = _plugin(
+            catalog.protocol,
+            catalog.protocol_names,
+            DEFAULT_PROTOCOL if name is None else name,
+            f"{where}.protocol",
+        )
+        fields = BACKEND_FIELDS | protocol.fields
     values = fields.read(raw, where)
-    url = values["url"] or None
+    own = {k: values.pop(k) for k in (protocol.fields.fields if protocol else ())}
+    options = protocol.options(own, where) if protocol else None
+    url = values["url"] or (protocol.default_url(options) if protocol else None)
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url must be an http(s) URL, got {url!r}")
     model = values["model"] if values["model"] is not None else service
     if not model:
         raise ConfigError(f"{where}.model must be a non-empty string")
-    own = {k: values.pop(k) for k in protocol.fields.fields}
     values.update(
-        protocol=protocol.name,
         url=url.rstrip("/") if url else None,
         model=model,
         auth=None if values["auth"] in (None, "none") else values["auth"],
     )
-    return BackendConfig(**values, options=protocol.options(own, where))
+    return BackendConfig(**values, options=options)
 
 
 def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConfig:
@@ -261,17 +271,26 @@ def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConf
         DEFAULT_KIND if kind_name is None else kind_name,
         f"{where}.kind",
     )
-    others = Fields({})
-    for other in catalog.kind_names:
-        plugin = catalog.kind(other)
-        if plugin is not None:
-            others = others | plugin.fields
-    _refuse_foreign(raw, kind.fields, others, where, f"a service of kind {kind.name!r}")
-    values = (SERVICE_FIELDS | kind.fields).read(raw, where)
+    own_fields = SERVICE_FIELDS | kind.fields
+    if any(key not in own_fields.fields for key in raw):  # the other kinds, only then
+        others = Fields({})
+        for other in catalog.kind_names:
+            plugin = catalog.kind(other)
+            if plugin is not None:
+                others = others | plugin.fields
+        _refuse_foreign(raw, kind.fields, others, where, f"a service of kind {kind.name!r}")
+    values = own_fields.read(raw, where)
     backend = _backend(_mapping(raw.get("backend"), f"{where}.backend"), name, catalog)
     if backend.is_local and not getattr(kind, "embedded", False):
         raise ConfigError(
             f"{where}.backend.url is required: a {kind.name} service runs on a model server"
+        )
+    roles = None if backend.is_local else getattr(catalog.protocol(backend.protocol), "roles", None)
+    role = getattr(kind, "role", None)
+    if not backend.is_local and roles is not None and role not in roles:
+        raise ConfigError(
+            f"{where}.backend.protocol {backend.protocol!r} cannot serve a {kind.name} service "
+            f"(its model servers are {', '.join(roles)}s)"
         )
     own = {k: values[k] for k in kind.fields.fields}
     allow = values["allow"]

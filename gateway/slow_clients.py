@@ -16,8 +16,6 @@ bytes a second.  In the loop a late connection is closed; in a thread a watchdog
 the socket's read side, the read in progress ends, and the caller is answered ``408``.
 Nothing is read from a socket without a deadline.
 
-A body the answer did not need (a refusal) is read only if it is small and already at
-hand, so its connection stays open; otherwise the connection closes after the answer.
 A connection closed after its answer lingers (up to ``LINGER_S``, draining at most
 ``LINGER_MAX_BYTES``) so the client reads the answer before the socket is reset; gunicorn
 does that in its event loop, where a client that neither sends nor closes stalled every
@@ -37,6 +35,8 @@ from functools import partial
 from typing import Any
 
 from werkzeug.exceptions import RequestTimeout
+
+from gateway.rest.unread_body import CLOSE_CONNECTION
 
 
 def _env_number(name: str, default: float) -> float:
@@ -191,28 +191,6 @@ class WatchedBody:
         return getattr(self._body, name)
 
 
-def _drain_at_hand(sock: socket.socket, body: WatchedBody, length: int | None) -> None:
-    """Read the rest of a body the answer did not need, if it is all at hand.
-
-    The answer has already told the client ``Connection: keep-alive``, and a client that
-    sends its next request at once (Google's client libraries resend a request after a
-    401) finds the connection closed under it.  A body of up to ``GATHER_BODY_MAX_BYTES``
-    that the loop gathered, or that the client has already sent, is read from memory or
-    the socket's buffer without waiting, so the connection stays open; a larger one, or
-    one the client is still sending, is left unread and the connection closes."""
-    if length is None or length > GATHER_BODY_MAX_BYTES:
-        return
-    try:
-        sock.setblocking(False)
-        try:
-            while not body.finished and body.read(RECV_BYTES):
-                pass
-        finally:
-            sock.setblocking(True)
-    except (OSError, RequestTimeout):  # nothing more at hand, or too late: close
-        pass
-
-
 def _body_length(req: Any) -> tuple[bool, int | None]:
     """(has a body, its declared length or None when chunked)."""
     length, chunked = None, False
@@ -265,6 +243,25 @@ class SlowClientGuard:
         if self._watchdog is None:
             self._watchdog = Watchdog()
         return self._watchdog
+
+    def load_wsgi(self) -> None:
+        """The app, wrapped so that an answer after which the connection will close says
+        ``Connection: close`` (RFC 9112, 9.6): a keep-alive client then opens a new
+        connection for its next request instead of failing on a closed one."""
+        super().load_wsgi()  # type: ignore[misc]
+        app = self.wsgi  # type: ignore[has-type]
+
+        def closing_app(environ: dict, start_response: Any) -> Any:
+            def start(status: str, headers: list, exc_info: Any = None) -> Any:
+                if environ.get(CLOSE_CONNECTION):
+                    # gunicorn writes Connection from its Response's should_close() and
+                    # drops the app's own hop-by-hop headers: force_close is its way.
+                    start_response.__self__.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = closing_app
 
     # -- heads, in the event loop ----------------------------------------------------------
 
@@ -410,8 +407,6 @@ class SlowClientGuard:
             keep_alive = super().handle_request(req, conn)
         finally:
             self.watchdog.unwatch(conn)
-        if keep_alive and body is not None and not body.finished:
-            _drain_at_hand(conn.sock, body, length)
-        # A body the answer did not need (a refusal) is not waited for: gunicorn would read
+        # A body the answer did not need (a refusal) is not drained: gunicorn would read
         # the rest of it, for up to 5 s of a thread.  The connection closes instead.
         return keep_alive and (body is None or body.finished)

@@ -4,7 +4,8 @@ One threaded HTTP server on 127.0.0.1 plays, over a real socket:
 
 * the certificate endpoints (``/certs/<name>``: JSON map kid -> X.509 PEM, with
   ``Cache-Control: public, max-age=...`` as Google sends it);
-* the metadata server's identity endpoint (reached through ``GCE_METADATA_HOST``);
+* the metadata server's identity and access token endpoints (reached through
+  ``GCE_METADATA_HOST``);
 * the OAuth token endpoint a service-account key file's ``token_uri`` points at: an ID
   token for an assertion naming a ``target_audience``, else an access token for its
   ``scope``;
@@ -219,6 +220,24 @@ class _Handler(BaseHTTPRequestHandler):
                 200,
                 token.encode(),
                 {"Metadata-Flavor": "Google", "Content-Type": "application/text"},
+            )
+        elif url.path == "/computeMetadata/v1/instance/service-accounts/default/token":
+            if self.headers.get("Metadata-Flavor") != "Google":
+                self._send(403, b"missing Metadata-Flavor", {})
+                return
+            self._count("metadata:token")
+            with state.lock:
+                token = f"ya29.metadata-{len(state.access_tokens) + 1}"
+                state.access_tokens[token] = (METADATA_EMAIL, query.get("scopes", ""))
+            answer = {
+                "access_token": token,
+                "expires_in": state.access_token_lifetime_s,
+                "token_type": "Bearer",
+            }
+            self._send(
+                200,
+                json.dumps(answer).encode(),
+                {"Metadata-Flavor": "Google", "Content-Type": "application/json"},
             )
         elif url.path.startswith("/backend"):
             self._backend(None)

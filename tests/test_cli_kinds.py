@@ -3,8 +3,8 @@ subprocesses, a gateway under functions-framework and KServe model servers (the 
 classifier, an echo model).
 
 A classifier's slides come back as a label and a score, the same in-process and through
-the gateway and the same as ``:classify`` answers; a passthrough service takes TF Serving
-bodies, not slides, so the CLI refuses it as a usage error (exit 2) in both modes.
+the gateway and the same as ``:classify`` answers; a passthrough service takes its
+model's own bodies, not slides, so the CLI refuses it as a usage error (exit 2) in both modes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from helpers import image_answer, jpeg, png, run_cli
 from procs import start_gateway, start_kind_models
 from synthetic import make_slide
 
-from gateway.cli.output import CLASSIFY_CSV_FIELDS
+from gateway import kinds
+
+CLASSIFY_CSV_FIELDS = kinds.get("classification").cli.csv_fields
 
 MODES = ["remote", "in-process"]
 

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.output import CLASSIFY_CSV_FIELDS, CSV_FIELDS, ResultFile, print_table
+from gateway import kinds
+from gateway.cli.output import ResultFile, print_table
 from gateway.cli.slides import Slide
+
+CSV_FIELDS = kinds.get("detection").cli.csv_fields
+CLASSIFY_CSV_FIELDS = kinds.get("classification").cli.csv_fields
 
 
 def counted(path: str, count: int) -> Slide:

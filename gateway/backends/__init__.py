@@ -2,7 +2,8 @@
 one of the outbound protocols below (one line each; ``docs/extending.md``).
 
 A protocol's module is imported when a service names it, so a gateway pays only for the
-protocols it is configured with.  A backend without a URL is the embedded detector.
+protocols it is configured with.  A backend without a URL (and without a protocol's
+default one) is the embedded detector.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # the package is imported for its HTTP client too, which need
 PROTOCOLS: dict[str, str] = {
     "tfserving": "gateway.backends.tfserving",
     "v2": "gateway.backends.v2",
+    "vertex": "gateway.backends.vertex",
 }
 
 _loaded: dict[str, OutboundProtocol] = {}

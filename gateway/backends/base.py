@@ -155,8 +155,17 @@ class OutboundProtocol:
     fields: Fields  # the keys it adds to a service's ``backend`` section
     client: Callable[[ServiceConfig], Backend]  # builds the backend of one service
     passthrough_route: str | None = None  # the inbound route whose bodies it takes unchanged
+    # The roles its client plays (detector, classifier, forwarder): a service whose kind
+    # needs another is refused at start-up, not at its first request.
+    roles: tuple[str, ...] = ("detector", "classifier", "forwarder")
     make_options: Callable[[dict[str, Any], str], Any] | None = None
+    # The URL when the backend section names none (a cloud API's own); None: the
+    # service runs on the embedded detector instead.
+    make_default_url: Callable[[Any], str] | None = None
 
     def options(self, values: dict[str, Any], where: str) -> Any:
         """The protocol's typed options from its checked keys (ConfigError for the rest)."""
         return self.make_options(values, where) if self.make_options else None
+
+    def default_url(self, options: Any) -> str | None:
+        return self.make_default_url(options) if self.make_default_url else None

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, Response, TimedOut
 from gateway.config import BackendConfig
@@ -32,6 +32,12 @@ PROBE_TIMEOUT_S = 0.25  # a refused or silent port while the server is known to 
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class TokenSource(Protocol):
+    """What signs a model server's requests (:mod:`gateway.backends.credentials`)."""
+
+    def authorization_header(self) -> str: ...
 
 
 class Retryable(Exception):
@@ -67,7 +73,11 @@ def status_error(service: str, status: int, detail: str, what: str = "a tile") -
 class ModelHttpClient:
     """HTTP to one model server under a request's deadline, with retries and a breaker."""
 
-    def __init__(self, service: str, backend: BackendConfig) -> None:
+    def __init__(
+        self, service: str, backend: BackendConfig, token_source: TokenSource | None = None
+    ) -> None:
+        """``token_source``: what signs the requests when the protocol decides it (Vertex AI's
+        access tokens); else ``backend.auth`` does."""
         assert backend.url
         self.service, self.config = service, backend
         self.pool = HostPool(backend.url, maxsize=max(backend.max_parallel, 4))
@@ -76,8 +86,8 @@ class ModelHttpClient:
         )
         self._address = (self.pool.host, self.pool.port)
         self._refused = False  # the last connection attempt was refused: the server is down
-        self._token_source = None
-        if backend.auth == "google-id-token":
+        self._token_source: TokenSource | None = token_source
+        if token_source is None and backend.auth == "google-id-token":
             from gateway.backends.credentials import IdTokenSource
 
             self._token_source = IdTokenSource(backend.url, backend.credentials_file)

@@ -15,6 +15,7 @@ import numpy as np
 
 from gateway.backends.base import Classification, TileDetections
 from gateway.backends.boxes import to_tile_pixels
+from gateway.backends.labels import LabelTable
 from gateway.errors import BackendBadResponse
 from gateway.jsonio import loads
 
@@ -68,29 +69,6 @@ def _numbers(value: Any, where: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise BackendBadResponse(f"the model answered non-numeric {where}") from exc
     return arr
-
-
-class LabelTable:
-    """Maps the model's (class number, text) pairs to small ints for the merge step."""
-
-    def __init__(self, labels: Sequence[str]) -> None:
-        self.labels: list[str] = list(labels)
-        self.values: list[float] = [float(i + 1) for i in range(len(labels))]
-        self._index = {text: i for i, text in enumerate(self.labels)}
-
-    def index(self, text: str | None, value: float | None) -> int:
-        if text is None:
-            if value is not None and 1 <= value <= len(self.labels) and value == int(value):
-                return int(value) - 1
-            text = "unknown" if value is None else f"class_{value:g}"
-        i = self._index.get(text)
-        if i is None:
-            i = self._index[text] = len(self.labels)
-            self.labels.append(text)
-            self.values.append(float(value) if value is not None else float(i + 1))
-        elif value is not None:
-            self.values[i] = float(value)
-        return i
 
 
 def _prediction_rows(body: bytes, column: str, expected: int, what: str) -> list[Mapping]:

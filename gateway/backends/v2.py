@@ -31,7 +31,7 @@ from gateway.backends.base import (
 from gateway.backends.boxes import BOX_FORMATS
 from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, Retryable, status_error
 from gateway.backends.http_pool import Response
-from gateway.backends.tfserving_wire import LabelTable
+from gateway.backends.labels import LabelTable
 from gateway.config import ServiceConfig
 from gateway.errors import (
     BackendBadResponse,
@@ -91,6 +91,16 @@ def options(values: dict[str, Any], where: str) -> V2Options:
     )
 
 
+class _Learnt:
+    """What the model server's metadata says, asked once (again after a failure)."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.asked = 0.0
+        self.row_shape: tuple[int, ...] = ()  # the image input's dimensions after the batch
+        self.version: str | None = None
+
+
 class V2Backend:
     wants_encoded = True
 
@@ -99,6 +109,7 @@ class V2Backend:
         service: ServiceConfig,
         client: ModelHttpClient | None = None,
         version: str | None = None,
+        learnt: _Learnt | None = None,
     ) -> None:
         self.service = service
         self.opts: V2Options = service.backend.options
@@ -108,8 +119,7 @@ class V2Backend:
         self.model_path = f"{base}/v2/models/{quote(service.backend.model, safe='')}"
         if version is not None:
             self.model_path += f"/versions/{quote(version, safe='')}"
-        self._served: str | None = version  # the version the server says it serves
-        self._checked = 0.0
+        self._learnt = learnt or _Learnt()  # shared by the views of one service
         self._lock = threading.Lock()
         self._sequence = 0
 
@@ -138,6 +148,7 @@ class V2Backend:
             bytes_mode=self.opts.bytes_mode,
             outputs=outputs,
             request_id=self._request_id(),
+            row_shape=self._learnt.row_shape,
         )
         resp = self.client.send(
             "POST",
@@ -191,9 +202,8 @@ class V2Backend:
                     count=o.count,
                 )
 
-        learn = self._learn_version(deadline)
+        self._learn(deadline)
         results = self.client.exchange(batches(), deadline, post, read)
-        self._await(learn, deadline)
         return BackendResult(
             tiles=[d for batch in results for d in batch],
             labels=tuple(table.labels),
@@ -225,11 +235,10 @@ class V2Backend:
                 label_output=o.labels,
             )
 
-        learn = self._learn_version(deadline)
+        self._learn(deadline)
         results = self.client.exchange(
             batches, deadline, lambda b: self._infer(b, wanted, deadline), read
         )
-        self._await(learn, deadline)
         return ClassifyResult(
             predictions=[c for batch in results for c in batch],
             model=self.service.backend.model,
@@ -269,19 +278,29 @@ class V2Backend:
 
     # -- versions, readiness, metadata -------------------------------------------------------
 
-    def _learn_version(self, deadline: float):
-        """The served version, asked for beside the first requests (answers name it)."""
-        if self._served is not None or time.monotonic() - self._checked < VERSION_RECHECK_S:
-            return None
-        self._checked = time.monotonic()
-        return self.client.executor.submit(self.readiness, min(deadline, time.monotonic() + 2))
+    @property
+    def _served(self) -> str | None:
+        return self.version or self._learnt.version
 
-    def _await(self, future, deadline: float) -> None:
-        if future is not None:
-            try:
-                future.result(timeout=max(min(deadline - time.monotonic(), 0.5), 0))
-            except Exception:
-                pass
+    def _learn(self, deadline: float) -> None:
+        """The model's metadata before its first request: the version it serves, and the
+        image input's declared shape (Triton wants ``[n, 1]`` from a batching model that
+        declares ``[1]``).  Asked again 30 s after a failure; never fails a request."""
+        learnt = self._learnt
+        if learnt.done or time.monotonic() - learnt.asked < VERSION_RECHECK_S:
+            return
+        learnt.asked = time.monotonic()
+        try:
+            doc = self._metadata(min(deadline, time.monotonic() + 2.0))
+        except GatewayError:
+            return
+        versions = doc.get("versions") or []
+        learnt.version = str(versions[-1]) if versions else None
+        for tensor in doc.get("inputs") or []:
+            shape = tensor.get("shape") or []
+            if tensor.get("name") == self.opts.image_input and len(shape) > 1:
+                learnt.row_shape = tuple(max(int(d), 1) for d in shape[1:])
+        learnt.done = True
 
     def pinned(self, version: str | None = None, label: str | None = None) -> V2Backend:
         """A view of this backend for one version of the model (same connections)."""
@@ -292,7 +311,7 @@ class V2Backend:
             )
         if version is None:
             return self
-        return V2Backend(self.service, self.client, version)
+        return V2Backend(self.service, self.client, version, self._learnt)
 
     def _metadata(self, deadline: float) -> dict:
         resp = self.client.send("GET", self.model_path, None, deadline)
@@ -306,6 +325,10 @@ class V2Backend:
             )
         return wire.parse_metadata(resp.data)
 
+    def metadata(self) -> dict:
+        """The model server's own metadata document (a passthrough service shows it)."""
+        return self._metadata(time.monotonic() + min(self.service.backend.timeout_s, 5.0))
+
     def readiness(self, deadline: float | None = None) -> Readiness:
         model = self.service.backend.model
         deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
@@ -318,12 +341,7 @@ class V2Backend:
         if not wire.model_ready(resp.status):
             detail = f"HTTP {resp.status}: {wire.error_message(resp.data)}"
             return Readiness(False, detail, model)  # the model server's text: logs only
-        if self._served is None:
-            try:
-                versions = self._metadata(deadline).get("versions") or []
-                self._served = str(versions[-1]) if versions else None
-            except GatewayError:
-                pass
+        self._learn(deadline)
         return Readiness(True, "ready", model, self._served)
 
     def model_status(self, version: str | None = None, label: str | None = None) -> dict:

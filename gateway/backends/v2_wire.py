@@ -24,7 +24,7 @@ import numpy as np
 
 from gateway.backends.base import Classification, TileDetections
 from gateway.backends.boxes import BOX_FORMATS, to_tile_pixels
-from gateway.backends.tfserving_wire import LabelTable
+from gateway.backends.labels import LabelTable
 from gateway.errors import BackendBadResponse
 from gateway.jsonio import b64encode, dumps, loads
 
@@ -42,6 +42,7 @@ def infer_request(
     outputs: Sequence[str],
     request_id: str,
     binary_outputs: bool = False,
+    row_shape: Sequence[int] = (),
 ) -> tuple[bytes, dict[str, str]]:
     """The body of an infer request for ``images`` and the headers it needs.
 
@@ -50,6 +51,8 @@ def infer_request(
     says so in ``Content-Type`` (KServe refuses one that does not); a binary one is
     ``application/octet-stream``, as Triton's and KServe's own clients send it (KServe would
     try to read a body declared JSON as JSON, and Triton reads only the header length).
+    ``row_shape`` is each image's row after the batch dimension: ``[1]`` for a Triton model
+    declaring its input ``[1]`` under a maximum batch size, nothing for one declaring ``[-1]``.
     """
     if bytes_mode not in BYTES_MODES:
         raise ValueError(f"unknown bytes mode {bytes_mode!r} (one of {', '.join(BYTES_MODES)})")
@@ -63,7 +66,7 @@ def infer_request(
             dumps(request_id),
             b',"inputs":[{"name":',
             dumps(input_name),
-            b',"shape":[%d],"datatype":"BYTES","parameters":' % len(images),
+            b',"shape":%s,"datatype":"BYTES","parameters":' % dumps([len(images), *row_shape]),
         ]
     )
     tail = (b',"outputs":' + dumps(wanted) if wanted else b"") + b"}"

@@ -30,9 +30,10 @@ from typing import Any
 from gateway.cli import batch
 from gateway.cli.halt import Halt
 from gateway.cli.output import ResultFile, print_table, slide_record, write_csv
-from gateway.cli.remote import Remote, Unusable
+from gateway.cli.remote import IMAGE_ROUTES, Remote, Unusable, unknown_kind
 from gateway.cli.retry import RetryPolicy
 from gateway.cli.slides import Classified, Counted, Slide, SlideFailed
+from gateway.kinds.base import ROUTE_PATHS, CliView
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 RENDER_MAX_PIXELS = 400_000_000  # rendering is local: only the gateway's limit matters
@@ -76,6 +77,10 @@ class InProcess:
         self.svc = self.gw.services.get(service)  # UnknownService: a usage error, not per slide
         view = self.svc.kind.cli  # None: a kind that takes no slides (refused by main)
         self.route = view.route if view is not None else None
+        cfg, kind = self.svc.config, self.svc.kind
+        self.routes = [
+            p.format(name=cfg.name) for r, p in ROUTE_PATHS.items() if kind.serves(r, cfg)
+        ]
         default = getattr(self.svc.config.options, "threshold", None)
         self.threshold = default if threshold is None else threshold
 
@@ -300,11 +305,12 @@ def _usage_error(message: str) -> int:
 
 def _runner(
     args: argparse.Namespace, halt: Halt, notes: queue.Queue[str]
-) -> tuple[InProcess | Remote, str]:
-    """The way slides will be counted, and the service's kind."""
+) -> tuple[InProcess | Remote, str, CliView | None]:
+    """The way slides will be counted, the service's kind, and what the CLI shows of it
+    (None: the kind takes no slides)."""
     if not args.url:
         runner = InProcess(args.service, args.threshold)
-        return runner, runner.svc.config.kind
+        return runner, runner.svc.config.kind, runner.svc.kind.cli
     remote = Remote(
         args.url,
         args.service,
@@ -317,7 +323,8 @@ def _runner(
         notify=notes.put,
         pool_size=args.jobs,
     )
-    return remote, remote.discover()
+    kind = remote.discover()
+    return remote, kind, remote.view
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -347,22 +354,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     halt = Halt()
     notes: queue.Queue[str] = queue.Queue()
     try:
-        runner, kind = _runner(args, halt, notes)
+        runner, kind, view = _runner(args, halt, notes)
     except KeyboardInterrupt:
         return 130
     except Unusable as exc:
         return _usage_error(str(exc))
     except Exception as exc:  # unknown service, unusable configuration
         return _usage_error(getattr(exc, "message", None) or str(exc))
-    if kind not in ("detection", "classification"):
+    if view is None:
         return _usage_error(
-            f"{args.service!r} is a {kind} service: it takes TF Serving bodies on "
-            f"/v1/models/{args.service}:predict, not slides"
+            f"{args.service!r} is a {kind} service: it takes its model's own bodies on "
+            f"{' or '.join(runner.routes)}, not slides"
         )
-    if args.render and kind != "detection":
+    if view.route not in IMAGE_ROUTES:
+        return _usage_error(unknown_kind(args.service, kind))
+    if args.render and view.route != ":detect":
         return _usage_error(f"--render draws detections; {args.service!r} is a {kind} service")
     try:
-        results = ResultFile(output[0], output[1], kind, args.resume) if output else None
+        results = ResultFile(output[0], output[1], view, args.resume) if output else None
     except (OSError, ValueError) as exc:
         return _usage_error(str(exc))
 
@@ -413,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {s.path}: {s.error}", file=sys.stderr)
     if len(files) > 1 or args.resume or summary.interrupted:
         print(summary.line(), file=sys.stderr)
-    _print_results(args, kind, slides, summary, output)
+    _print_results(args, kind, view, slides, summary, output)
     if summary.interrupted:
         return 130
     return 0 if summary.failed == 0 else 1
@@ -422,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_results(
     args: argparse.Namespace,
     kind: str,
+    view: CliView,
     slides: Sequence[Slide],
     summary: batch.Summary,
     output: tuple[Path, str] | None,
@@ -429,14 +439,14 @@ def _print_results(
     if args.json:
         doc: dict[str, Any] = {"service": args.service, "url": args.url, "kind": kind}
         if args.json == "-":
-            doc["slides"] = [slide_record(s, kind) for s in slides]
+            doc["slides"] = [slide_record(s, view) for s in slides]
             doc["failed"] = sum(not s.ok for s in slides)
         else:
             doc["output"] = str(output[0]) if output else None
         doc["summary"] = summary.as_dict()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif args.csv == "-":
-        write_csv(slides, sys.stdout, kind)
+        write_csv(slides, sys.stdout, view)
     else:
-        print_table(slides, sys.stdout, kind)
+        print_table(slides, sys.stdout, view)
     sys.stdout.flush()

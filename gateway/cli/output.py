@@ -18,21 +18,36 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway import kinds
 from gateway.cli.slides import Slide
+from gateway.config import DEFAULT_KIND
+from gateway.kinds.base import CliView
 
-CSV_FIELDS = ("path", "count", "width", "height", "seconds", "threshold", "error", "code")
-CLASSIFY_CSV_FIELDS = ("path", "label", "score", "width", "height", "seconds", "error", "code")
-_DETECTION_ONLY = ("count", "detections", "threshold")
-_CLASSIFICATION_ONLY = ("label", "score", "scores")
+# The slide's fields each image route fills; a record leaves out those of the other routes.
+_ROUTE_FIELDS = {
+    ":detect": ("count", "detections", "threshold"),
+    ":classify": ("label", "score", "scores"),
+}
 
 
-def csv_fields(kind: str) -> tuple[str, ...]:
-    return CLASSIFY_CSV_FIELDS if kind == "classification" else CSV_FIELDS
+def cli_view(kind: str | CliView) -> CliView:
+    """What the command line shows of a kind, given by name or by its view already."""
+    if isinstance(kind, CliView):
+        return kind
+    found = kinds.get(kind)
+    if found is None or found.cli is None:
+        raise ValueError(f"the kind {kind!r} has no command-line view")
+    return found.cli
 
 
-def slide_record(slide: Slide, kind: str) -> dict[str, Any]:
-    """A slide as JSON: the fields of its service's kind; ``render`` only when written."""
-    drop = _DETECTION_ONLY if kind == "classification" else _CLASSIFICATION_ONLY
+def csv_fields(kind: str | CliView) -> tuple[str, ...]:
+    return cli_view(kind).csv_fields
+
+
+def slide_record(slide: Slide, kind: str | CliView) -> dict[str, Any]:
+    """A slide as JSON: the fields of its service's route; ``render`` only when written."""
+    route = cli_view(kind).route
+    drop = {f for r, fields in _ROUTE_FIELDS.items() if r != route for f in fields}
     return {
         k: v for k, v in dataclasses.asdict(slide).items() if k not in drop and (k != "render" or v)
     }
@@ -46,7 +61,7 @@ def csv_row(slide: Slide, fields: Sequence[str]) -> dict[str, str]:
     return row
 
 
-def write_csv(slides: Iterable[Slide], out: TextIO, kind: str = "detection") -> None:
+def write_csv(slides: Iterable[Slide], out: TextIO, kind: str | CliView = DEFAULT_KIND) -> None:
     fields = csv_fields(kind)
     writer = csv.writer(out)
     writer.writerow(fields)
@@ -62,16 +77,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_table(slides: Sequence[Slide], out: TextIO, kind: str = "detection") -> None:
-    if kind == "classification":
-        columns = ["file", "label", "score", "seconds", "error"]
-        values = [[s.path, _fmt(s.label), _fmt(s.score), _fmt(s.seconds)] for s in slides]
-    else:
-        columns = ["file", "count", "width", "height", "seconds", "error"]
-        values = [
-            [s.path, _fmt(s.count), _fmt(s.width), _fmt(s.height), _fmt(s.seconds)] for s in slides
-        ]
-    rows = [columns] + [v + [s.error or ""] for v, s in zip(values, slides, strict=True)]
+def print_table(slides: Sequence[Slide], out: TextIO, kind: str | CliView = DEFAULT_KIND) -> None:
+    view = cli_view(kind)
+    columns = ["file", *view.columns, "error"]
+    rows = [columns] + [
+        [s.path, *(_fmt(getattr(s, c)) for c in view.columns), s.error or ""] for s in slides
+    ]
     n = len(columns) - 1
     widths = [max(len(r[i]) for r in rows) for i in range(n)]
     for r in rows:
@@ -79,7 +90,7 @@ def print_table(slides: Sequence[Slide], out: TextIO, kind: str = "detection") -
         out.write(("  ".join(cells) + ("  " + r[n] if r[n] else "")).rstrip() + "\n")
     failed = sum(not s.ok for s in slides)
     line = f"{len(slides)} slides, {failed} failed"
-    if kind != "classification":
+    if view.counts:
         line += f", {sum(s.count or 0 for s in slides if s.ok)} eosinophils in total"
     out.write(line + "\n")
 
@@ -92,10 +103,10 @@ class ResultFile:
     writing it) is cut off before anything is appended.
     """
 
-    def __init__(self, path: Path, fmt: str, kind: str, resume: bool) -> None:
+    def __init__(self, path: Path, fmt: str, kind: str | CliView, resume: bool) -> None:
         self.path, self.fmt = path, fmt
-        self.fields = csv_fields(kind)
-        self.kind = kind
+        self.view = cli_view(kind)
+        self.fields = self.view.csv_fields
         self.rows: dict[str, dict[str, Any]] = {}
         self.dropped = 0  # lines of an earlier run that could not be read
         if resume and path.exists():
@@ -154,7 +165,7 @@ class ResultFile:
             record: dict[str, Any] = csv_row(slide, self.fields)
             self._write_csv(record.values())
         else:
-            record = slide_record(slide, self.kind)
+            record = slide_record(slide, self.view)
             self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
         self._keep(record)

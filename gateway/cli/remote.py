@@ -1,7 +1,8 @@
 """A deployed gateway, over HTTP: the service's kind, then one slide per request.
 
-Detection services get ``POST /v1/services/{s}:detect``, classifiers (``kind``
-``classification``) ``POST /v1/services/{s}:classify``; the image is the raw request body.
+A slide goes to the route the service names as its ``image_route`` (``:detect`` answers a
+count, ``:classify`` a label); a gateway too old to name it is asked the route of the
+service's kind as this CLI knows it.  The image is the raw request body.
 Answers worth another try (429, 503, 504, a dropped connection) are retried as
 :mod:`gateway.cli.retry` says; a retry is announced through ``notify`` so a person sees
 why a batch slowed down.
@@ -16,15 +17,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from gateway import kinds
 from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, TimedOut
 from gateway.cli.halt import Halt
 from gateway.cli.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from gateway.cli.slides import Classified, Counted, SlideFailed
+from gateway.config import DEFAULT_KIND
+from gateway.kinds.base import CliView
 
-KINDS = ("detection", "classification")
+# The image routes whose answers this CLI reads.
+IMAGE_ROUTES = (":detect", ":classify")
 CONNECT_TIMEOUT_S = 10.0
-# Known, but not for slides: the caller says why (the same words in both modes).
-PASSTHROUGH = "passthrough"
 
 
 class Unusable(Exception):
@@ -61,10 +64,14 @@ class Remote:
             self.headers["X-API-Key"] = api_key
         elif id_token:
             self.headers["Authorization"] = f"Bearer {id_token}"
-        self.kind = "detection"
+        self.kind = DEFAULT_KIND
+        self.view: CliView | None = None  # until discover(): slides go to :detect
+        # What the service answers, as the gateway lists it (older gateways: :predict).
+        self.routes = [f"POST /v1/models/{service}:predict"]
 
     def discover(self) -> str:
-        """Ask the gateway what kind of service this is; a missing ``kind`` is detection."""
+        """Ask the gateway what kind of service this is (a missing ``kind`` is the default
+        kind) and where its slides go; ``view`` is None for a kind that takes no slides."""
         # A wrong URL should fail in seconds, not after a slide's whole retry budget.
         quick = RetryPolicy(retries=min(2, self.policy.retries), max_wait_s=10.0)
         try:
@@ -75,17 +82,35 @@ class Remote:
             raise Unusable(_reason(doc, status) or f"unknown service {self.service!r}")
         if status != 200 or not isinstance(doc, dict):
             raise Unusable(f"cannot read the service: {_reason(doc, status)}")
-        kind = doc.get("kind") or "detection"
-        if kind not in (*KINDS, PASSTHROUGH):
-            raise Unusable(f"service {self.service!r} is of kind {kind!r}, unknown to this CLI")
-        self.kind = kind
+        kind = doc.get("kind") or DEFAULT_KIND
+        known = kinds.get(kind) if isinstance(kind, str) else None
+        view: CliView | None
+        if "image_route" in doc:  # the gateway says where slides go
+            route = doc["image_route"]
+            if route is None:
+                view = None
+            elif known is not None and known.cli is not None and known.cli.route == route:
+                view = known.cli
+            else:  # a kind unknown here (or changed since) that answers a route known here
+                view = _view_of(route)
+                if view is None:
+                    raise Unusable(unknown_kind(self.service, kind))
+        elif known is not None:  # an older gateway: the kind as this CLI knows it
+            view = known.cli
+        else:
+            raise Unusable(unknown_kind(self.service, kind))
+        self.kind, self.view = kind, view
+        routes = doc.get("routes")
+        if isinstance(routes, list) and all(isinstance(r, str) for r in routes):
+            self.routes = routes
         return kind
 
     def count(self, path: Path, data: bytes) -> Counted | Classified:
         content_type = mimetypes.guess_type(path.name)[0] or ""
         if not content_type.startswith("image/"):
             content_type = "application/octet-stream"
-        if self.kind == "classification":
+        labels_image = self.view is not None and self.view.route == ":classify"
+        if labels_image:
             endpoint = f"{self.base_path}:classify"
         else:
             endpoint = f"{self.base_path}:detect"
@@ -97,7 +122,7 @@ class Remote:
         if status != 200:
             code = doc.get("code") if isinstance(doc, dict) else None
             raise SlideFailed(_reason(doc, status), code or f"http_{status}", retries)
-        if self.kind == "classification":
+        if labels_image:
             return _classified(doc, retries)
         if not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
             raise SlideFailed("the gateway answered 200 without a count", "bad_response", retries)
@@ -169,6 +194,21 @@ class Remote:
             except SlideFailed as exc:
                 exc.retries = retries
                 raise
+
+
+def unknown_kind(service: str, kind: Any) -> str:
+    return f"service {service!r} is of kind {kind!r}, unknown to this CLI"
+
+
+def _view_of(route: str) -> CliView | None:
+    """The view of a kind known here that sends its slides to ``route``."""
+    if route not in IMAGE_ROUTES:
+        return None
+    for name in kinds.names():
+        kind = kinds.get(name)
+        if kind is not None and kind.cli is not None and kind.cli.route == route:
+            return kind.cli
+    return None
 
 
 def _reason(doc: Any, status: int) -> str:

@@ -30,7 +30,7 @@ class Counted:
 
 @dataclass
 class Classified:
-    """A classifier's answer for one slide (services of kind ``classification``)."""
+    """A classifier's answer for one slide (a service whose slides go to ``:classify``)."""
 
     label: str
     score: float

@@ -20,6 +20,7 @@ import gateway
 from gateway import logs
 from gateway.codecs import v2_api as wire
 from gateway.context import RequestContext
+from gateway.errors import UnknownVersion
 from gateway.handlers.bookkeeping import Admitted, Served, require_route
 from gateway.handlers.common import read_body
 from gateway.handlers.predict import forwarded
@@ -51,7 +52,10 @@ def ready(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
         states = list(pool.map(lambda n: _ready(gw, n), names))
     ok = all(states)
-    return json_response(200 if ok else 503, {"ready": ok})
+    if ok:
+        return json_response(200, {"ready": True})
+    not_ready = sorted(n for n, state in zip(names, states, strict=True) if not state)
+    return _not_ready(ctx, f"not ready: {', '.join(not_ready)}", {})
 
 
 def model_metadata(
@@ -59,7 +63,13 @@ def model_metadata(
 ) -> Response:
     ctx.service = service
     svc = gw.services.get(service)
-    state = svc.backend.pinned(version).readiness()
+    backend = svc.backend.pinned(version)
+    if svc.kind.forwards and hasattr(backend, "metadata"):
+        # The model's own inputs and outputs: the body is the model's, not the gateway's.
+        return json_response(200, {**backend.metadata(), "name": service})
+    state = backend.readiness()
+    if version is not None and not state.ready:
+        raise UnknownVersion(f"the model server has no version {version} of this model ready")
     served = version or state.version
     outputs = {o.name: (o.datatype, list(o.shape)) for o in svc.kind.outputs}
     doc = wire.model_metadata(
@@ -72,11 +82,17 @@ def model_ready(
     gw: Gateway, request: Any, ctx: RequestContext, service: str, version: str | None = None
 ) -> Response:
     ctx.service = service
-    ok = _ready(gw, service, version)
-    body: dict[str, Any] = {"name": service, "ready": ok}
-    if not ok:
-        body.update(error=f"the model of service {service!r} is not ready", code="not_ready")
-    return json_response(200 if ok else 503, body)
+    if _ready(gw, service, version):
+        return json_response(200, {"name": service, "ready": True})
+    message = f"the model of service {service!r} is not ready"
+    return _not_ready(ctx, message, {"name": service})
+
+
+def _not_ready(ctx: RequestContext, message: str, extra: dict[str, Any]) -> Response:
+    """503 in the error body every route answers, with the protocol's ``ready: false``."""
+    ctx.status, ctx.error_code, ctx.error_message = 503, "not_ready", message
+    body = {"error": message, "code": "not_ready", "request_id": ctx.request_id}
+    return json_response(503, {**body, **extra, "ready": False})
 
 
 def infer(

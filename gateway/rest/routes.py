@@ -79,7 +79,7 @@ ROUTES: list[Route] = [
     *_v2_routes("v2_infer", ("POST",), "/infer", "v2:infer", True),
     *_v2_routes("v2_model_ready", ("GET",), "/ready", "v2:model_ready"),
     *_v2_routes("v2_model_metadata", ("GET",), "", "v2:model_metadata"),
-    Route("v2_server", ("GET",), re.compile(r"^/v2/?$"), "v2:server_metadata"),
+    Route("v2_server", ("GET",), re.compile(r"^/v2$"), "v2:server_metadata"),
     Route("v2_live", ("GET",), re.compile(r"^/v2/health/live$"), "v2:live"),
     Route("v2_ready", ("GET",), re.compile(r"^/v2/health/ready$"), "v2:ready"),
     # Vertex AI's online prediction (AutoML image models' schemata): gateway.handlers.vertex

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Set in the WSGI environ when the answer leaves the body unread: the worker then answers
+# ``Connection: close`` (gateway.slow_clients), since it will close the connection.
+CLOSE_CONNECTION = "gateway.close_connection"
+
 
 def body_left_unread(request: Any) -> bool:
     """Whether the request announced a body that the gateway has not read to its end."""
@@ -32,3 +36,4 @@ def refuse_unread_body(request: Any) -> None:
     except Exception:  # a broken stream: not reading it is the safe answer
         pass
     request._cached_data = b""  # what functions-framework reads after the response
+    request.environ[CLOSE_CONNECTION] = True

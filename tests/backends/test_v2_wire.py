@@ -15,7 +15,7 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from gateway.backends import v2_wire as v2
 from gateway.backends.boxes import BOX_FORMATS, to_tile_pixels
-from gateway.backends.tfserving_wire import LabelTable
+from gateway.backends.labels import LabelTable
 from gateway.errors import BackendBadResponse
 
 IMAGES = [b"\xff\xd8 first \x00 image", b"", b'\x89PNG "quoted" \\ and \xff bytes' * 50]
