@@ -36,6 +36,7 @@ def _routable(service: object) -> bool:
 
 
 def _concrete(template: str) -> str:
+    template = template.replace("{project}", "p").replace("{location}", "europe-west1")
     return template.replace("{service}", "eos").replace("{version}", "1").replace("{label}", "x")
 
 
@@ -46,6 +47,8 @@ def test_every_route_is_described() -> None:
     for route in routes.ROUTES:
         template = route.pattern.pattern.replace(routes.NAME, "{service}").strip("^$")
         template = template.replace(routes.VERSION, "{version}").replace(routes.LABEL, "{label}")
+        template = template.replace(routes.PROJECT, "{project}")
+        template = template.replace(routes.LOCATION, "{location}")
         for method in route.methods:
             assert (method, template) in described, f"{method} {template} is not in openapi.yaml"
         assert ("OPTIONS", template) in described, f"no preflight for {template}"
@@ -58,6 +61,18 @@ def test_every_described_operation_has_a_route() -> None:
                 continue
             found = routes.match(method.upper(), _concrete(path))
             assert found.route.pattern.match(_concrete(path))
+
+
+def _error_schema(path: str) -> str:
+    """Google's error shape under Google's API paths (Vertex AI's), the gateway's elsewhere."""
+    google = path.startswith(routes.GOOGLE_API_PREFIX)
+    return "#/components/schemas/GoogleError" if google else "#/components/schemas/Error"
+
+
+def _error_code(path: str, doc: dict) -> str:
+    if path.startswith(routes.GOOGLE_API_PREFIX):
+        return doc["error"]["details"][0]["metadata"]["code"]
+    return doc["code"]
 
 
 def test_error_statuses_use_the_error_body() -> None:
@@ -76,7 +91,7 @@ def test_error_statuses_use_the_error_body() -> None:
                     response = components[response["$ref"].rsplit("/", 1)[1]]
                 schema = response["content"]["application/json"]["schema"]
                 refs = [schema.get("$ref")] + [s.get("$ref") for s in schema.get("allOf", [])]
-                assert "#/components/schemas/Error" in refs, f"{method} {path} {status}"
+                assert _error_schema(path) in refs, f"{method} {path} {status}"
                 assert "X-Request-Id" in response["headers"]
 
 
@@ -162,7 +177,7 @@ def test_gateway_conforms_to_openapi(case, gateway) -> None:
         # A valid name that is not configured is "unknown_service" (or a version the model
         # lacks "unknown_version"); "no route" for valid names would mean the URL was built
         # wrong (the colon escaped or dropped).
-        code = response.json()["code"]
+        code = _error_code(case.operation.path, response.json())
         assert code in ("unknown_service", "unknown_version"), response.request.url
 
 
@@ -231,6 +246,21 @@ def test_successful_answers_conform(gateway) -> None:
         gateway, predict.Case(path_parameters=svc, body=columns, media_type="application/json")
     )
     assert r.json()["outputs"]["num_detections"] == [3]
+
+    vertex = schema["/v1/projects/{project}/locations/{location}/endpoints/{service}:predict"]
+    where = {"project": "my-project", "location": "europe-west1", **svc}
+    body = {"instances": [{"content": text}], "parameters": {"confidenceThreshold": 0.3}}
+    r = _validated(
+        gateway,
+        vertex["POST"].Case(path_parameters=where, body=body, media_type="application/json"),
+    )
+    assert (
+        r.request.url
+        == gateway.url + "/v1/projects/my-project/locations/europe-west1/endpoints/eos:predict"
+    )
+    assert len(r.json()["predictions"][0]["ids"]) == 3
+    resource = schema["/v1/projects/{project}/locations/{location}/endpoints/{service}"]["GET"]
+    _validated(gateway, resource.Case(path_parameters=where))
 
     for path in (
         "/v1/services",
