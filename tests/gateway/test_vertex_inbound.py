@@ -204,6 +204,9 @@ def test_every_error_on_googles_paths_is_googles(embedded):
     assert error["status"] == "UNIMPLEMENTED"
     error = error_of(requests.post(f"{url}:rawPredict", json={}, timeout=30), 404, "NOT_FOUND")
     assert error["status"] == "NOT_FOUND"
+    # a path the web framework refuses before the gateway routes it
+    r = requests.get(f"{embedded.url}/v1/projects/a%0Ab", timeout=30)
+    assert r.json()["error"]["status"] == "NOT_FOUND" and r.status_code == 404
     # the gateway's own routes keep the gateway's shape
     r = requests.post(f"{embedded.url}/v1/models/eos:predict", data=b"{", timeout=30)
     assert r.json()["code"] == "invalid_json"
