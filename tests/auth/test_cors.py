@@ -1,4 +1,5 @@
-"""CORS headers for the web app (unit level; the gateway-level checks are in test_auth_gateway)."""
+"""CORS headers for the web app, unit level (the gateway-level checks are in
+tests/gateway/test_auth_gateway.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Bearer tokens through the authenticator, with real RSA keys and a real certificate server.
 
 The authenticator runs in-process here; the same paths through a running gateway are in
-test_auth_gateway.py.  Certificates are fetched over a socket from the local stand-in.
+tests/gateway/test_auth_gateway.py.  Certificates are fetched over a socket from the local
+stand-in.
 """
 
 from __future__ import annotations

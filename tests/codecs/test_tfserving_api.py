@@ -1,4 +1,5 @@
-"""The TF Serving / AutoML wire format and the :detect codec, both directions."""
+"""TF Serving's REST API as the gateway serves it (requests read, predictions written, what a
+passthrough body counts for quotas) and the :detect codec's JSON request."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.backends import tfserving_wire as wire
 from gateway.codecs import tfserving_api as api
 from gateway.codecs.detect import parse_json
+from gateway.codecs.tfserving_api import passthrough_batch_size
 from gateway.errors import (
-    BackendBadResponse,
     BadRequest,
     GatewayError,
     InvalidBase64,
@@ -139,82 +139,6 @@ def test_prediction_normalizes_boxes_to_the_submitted_image():
     assert p["num_detections"] == 2 and p["key"] == "eos"
 
 
-def test_backend_request_is_valid_tf_serving_json():
-    body = wire.backend_request([b"QUJD", b"REVG"], ["tile-0", "tile-1"])
-    doc = json.loads(body)
-    assert doc == {
-        "instances": [
-            {"image_bytes": {"b64": "QUJD"}, "key": "tile-0"},
-            {"image_bytes": {"b64": "REVG"}, "key": "tile-1"},
-        ]
-    }
-
-
-def automl(boxes, scores, n=None, texts=None):
-    return {
-        "detection_boxes": boxes,
-        "detection_scores": scores,
-        "detection_classes": [1.0] * len(scores),
-        "detection_classes_as_text": texts or ["eos"] * len(scores),
-        "num_detections": float(len(scores) if n is None else n),
-        "key": "tile-0",
-    }
-
-
-def test_backend_predictions_become_tile_pixels():
-    body = json.dumps({"predictions": [automl([[0.5, 0.25, 1.0, 0.5]], [0.8])]}).encode()
-    table = wire.LabelTable(("eos",))
-    (det,) = wire.parse_backend_predictions(body, 1, [(960, 720)], table)
-    assert det.boxes.tolist() == [[240.0, 360.0, 480.0, 720.0]]
-    assert table.labels[det.classes[0]] == "eos"
-
-
-def test_num_detections_is_read_not_assumed():
-    boxes = [[0.1, 0.1, 0.2, 0.2]] * 40
-    body = json.dumps({"predictions": [automl(boxes, [0.9] * 40, n=3)]}).encode()
-    (det,) = wire.parse_backend_predictions(body, 1, [(100, 100)], wire.LabelTable(("eos",)))
-    assert len(det.scores) == 3
-    body = json.dumps({"predictions": [automl(boxes[:5], [0.9] * 5, n=40)]}).encode()
-    (det,) = wire.parse_backend_predictions(body, 1, [(100, 100)], wire.LabelTable(("eos",)))
-    assert len(det.scores) == 5
-
-
-def test_unknown_labels_from_the_model_are_kept():
-    body = json.dumps(
-        {"predictions": [automl([[0, 0, 1, 1]] * 2, [0.9, 0.8], texts=["eos", "neutrophil"])]}
-    ).encode()
-    table = wire.LabelTable(("eos",))
-    (det,) = wire.parse_backend_predictions(body, 1, [(10, 10)], table)
-    assert [table.labels[c] for c in det.classes] == ["eos", "neutrophil"]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"<html>oops</html>",
-        b"{}",
-        b'{"predictions": []}',
-        b'{"predictions": [1]}',
-        b'{"predictions": [{"detection_boxes": "x", "detection_scores": []}]}',
-        b'{"predictions": [{"detection_boxes": [[1, 2, 3]], "detection_scores": [0.5]}]}',
-        b'{"predictions": [{"detection_boxes": [[0,0,1,1]], "detection_scores": ["a"]}]}',
-    ],
-)
-def test_garbage_from_the_backend_is_a_502(body):
-    with pytest.raises(BackendBadResponse) as info:
-        wire.parse_backend_predictions(body, 1, [(10, 10)], wire.LabelTable(("eos",)))
-    assert info.value.status == 502
-
-
-def test_model_status_of_tf_serving_and_kserve():
-    tfs = {"model_version_status": [{"version": "3", "state": "AVAILABLE"}]}
-    assert wire.model_status(json.dumps(tfs).encode())[:2] == (True, "3")
-    loading = {"model_version_status": [{"version": "3", "state": "LOADING"}]}
-    assert wire.model_status(json.dumps(loading).encode())[0] is False
-    assert wire.model_status(b'{"name": "eos", "ready": true}')[0] is True
-    assert wire.model_status(b"garbage")[0] is False
-
-
 def test_detect_json_request():
     req = parse_json(json.dumps({"image": B64, "threshold": 0.4, "key": "k"}).encode(), {})
     assert (req.image, req.threshold, req.key, req.render) == (IMG, 0.4, "k", None)
@@ -222,3 +146,33 @@ def test_detect_json_request():
         parse_json(b'{"img": "x"}', {})
     with pytest.raises(BadRequest):
         parse_json(json.dumps({"image": B64, "render": "gif"}).encode(), {})
+
+
+@pytest.mark.parametrize(
+    "body,count",
+    [
+        (b'{"instances": [1, 2, 3]}', 3),
+        (b'{"signature_name": "s", "instances": [{"x": 1}]}', 1),
+        (b'{"inputs": [[1], [2]]}', 2),
+        (b'{"inputs": {"a": [[1, 2], [3, 4]], "b": [1]}}', 2),
+        (b'{"inputs": {"a": 5}}', 1),
+    ],
+)
+def test_passthrough_quota_counts_instances_or_the_first_inputs_batch(body, count):
+    assert passthrough_batch_size(body) == count
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1]",
+        b'{"rows": [1]}',
+        b'{"instances": []}',
+        b'{"instances": 1}',
+        b'{"inputs": {}}',
+        b'{"instances": [1], "inputs": [1]}',
+    ],
+)
+def test_passthrough_bodies_without_inputs_are_refused(body):
+    with pytest.raises(BadRequest):
+        passthrough_batch_size(body)

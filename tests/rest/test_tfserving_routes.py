@@ -1,6 +1,6 @@
 """TF Serving's URLs in the route table, the default service of ``POST /``, and the
 version or label each backend is pinned to (no network: the model server's answers are
-tested end to end in test_tfserving_api.py).
+tested end to end in tests/gateway/test_tfserving_clients.py).
 
 Source of the URL forms: TF Serving's ``api_rest.md`` ("Model status API", "Model
 Metadata API", "Predict API"): ``/v1/models/${MODEL_NAME}[/versions/${VERSION}|

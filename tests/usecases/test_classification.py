@@ -1,7 +1,7 @@
-"""The use cases without HTTP: what a classifier is sent, and what quotas count.
+"""The classification use case without HTTP: what a classifier is sent, and what quotas count.
 
 The model is a fake here (it records what it is given); the same paths run against real
-model servers in test_kinds_gateway.py.
+model servers in tests/gateway/test_kinds_gateway.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from helpers import jpeg, png
 from PIL import Image
 
 from gateway.backends.base import Classification, ClassifyResult, ImageInput
-from gateway.codecs.tfserving_api import passthrough_batch_size
 from gateway.config import BackendConfig, Limits, ServiceConfig
 from gateway.context import RequestContext
 from gateway.errors import BadRequest, GatewayError, QuotaExceeded
@@ -124,33 +123,3 @@ def test_a_use_case_runs_only_its_kind():
     with pytest.raises(BadRequest) as info:
         run(detector, [noise_jpeg(64, 48)])
     assert info.value.code == "wrong_route"
-
-
-@pytest.mark.parametrize(
-    "body,count",
-    [
-        (b'{"instances": [1, 2, 3]}', 3),
-        (b'{"signature_name": "s", "instances": [{"x": 1}]}', 1),
-        (b'{"inputs": [[1], [2]]}', 2),
-        (b'{"inputs": {"a": [[1, 2], [3, 4]], "b": [1]}}', 2),
-        (b'{"inputs": {"a": 5}}', 1),
-    ],
-)
-def test_passthrough_quota_counts_instances_or_the_first_inputs_batch(body, count):
-    assert passthrough_batch_size(body) == count
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"[1]",
-        b'{"rows": [1]}',
-        b'{"instances": []}',
-        b'{"instances": 1}',
-        b'{"inputs": {}}',
-        b'{"instances": [1], "inputs": [1]}',
-    ],
-)
-def test_passthrough_bodies_without_inputs_are_refused(body):
-    with pytest.raises(BadRequest):
-        passthrough_batch_size(body)
