@@ -387,6 +387,7 @@ def run_python(code: str, env_extra: dict | None = None) -> subprocess.Completed
     )
 
 
+@pytest.mark.process
 def test_open_default_warns_once_and_never_imports_google_auth():
     done = run_python(
         """

@@ -117,6 +117,7 @@ def test_google_application_credentials(standin, token_key, tmp_path, monkeypatc
     assert standin.state.hits["token"] == 1
 
 
+@pytest.mark.process
 def test_metadata_server(standin, token_key):
     """As on Google Cloud: no key file, the metadata server's identity endpoint."""
     script = textwrap.dedent(

@@ -22,6 +22,9 @@ from synthetic import make_slide
 
 from gateway.usage.sqlite_store import SQLiteStore
 
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
+
 CELLS_A = [(100, 90, 44), (260, 200, 46), (420, 110, 42)]
 CELLS_B = [(80, 80, 44), (300, 150, 44)]
 API_KEY = "cli-test-key-0123456789abcdef"

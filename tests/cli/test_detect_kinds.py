@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import image_answer, jpeg, png, run_cli
+from process_guard import process_fixture
 from procs import start_gateway, start_kind_models
 from synthetic import make_slide
 
@@ -25,7 +26,7 @@ from gateway.cli.output import CLASSIFY_CSV_FIELDS
 MODES = ["remote", "in-process"]
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def models():
     cls, echo = start_kind_models()
     yield cls, echo
@@ -33,7 +34,7 @@ def models():
     cls.stop()
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway(models):
     cls, echo = models
     config = {

@@ -198,6 +198,7 @@ def test_distance_transform_edt_far_from_any_zero(shape):
 # -- the detector runs without scipy ---------------------------------------------------
 
 
+@pytest.mark.process
 def test_the_detector_runs_without_importing_scipy():
     loaded = modules_loaded_by(
         "import numpy as np\n"

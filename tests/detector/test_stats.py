@@ -62,6 +62,7 @@ def test_distinct_of_a_sorted_array_is_numpys_unique(values):
     np.testing.assert_array_equal(_distinct(a), np.unique(a))
 
 
+@pytest.mark.process
 def test_a_slide_is_detected_without_importing_numpy_ma():
     """The in-process command line on the sample slide: decode, tiles, detector, merge."""
     loaded = modules_loaded_by(

@@ -249,6 +249,7 @@ def test_deployed_requirements_are_pinned_and_hold_the_server_the_gateway_subcla
     assert 'python_version < "3.14"' in turbojpeg  # and for 3.11-3.13: no source builds
 
 
+@pytest.mark.process
 def test_no_line_but_json_at_start_with_a_read_only_home() -> None:
     """``/proc`` as HOME: nothing can be created there, not even by root."""
     gw = start_gateway(env={"HOME": "/proc", "XDG_RUNTIME_DIR": ""})
@@ -263,6 +264,7 @@ def test_no_line_but_json_at_start_with_a_read_only_home() -> None:
         assert isinstance(json.loads(line), dict), line
 
 
+@pytest.mark.process
 def test_what_start_up_made_is_frozen_out_of_the_collector() -> None:
     """A full collection walks every object there is: after start-up that is every module
     and the configuration, which never become garbage; ``main`` moves them out of its way."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import schemathesis
 import yaml
 from helpers import REPO, b64, png, sha
 from hypothesis import HealthCheck, settings
+from process_guard import process_fixture
 from procs import start_gateway
 from synthetic import make_slide
 
@@ -120,7 +120,7 @@ def test_service_parameter_pattern_is_the_routers() -> None:
 # --- the running gateway ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway():
     digest = sha(API_KEY)
     config = {

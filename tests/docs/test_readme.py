@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import REPO, SAMPLE_SLIDE, run_cli
 from PIL import Image
+from process_guard import process_fixture
 from procs import start_gateway
 
 from tools import sample_slide
@@ -30,7 +31,7 @@ def _shell_blocks(section: str) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway():
     proc = start_gateway()  # the README's first command: no configuration
     yield proc
@@ -45,6 +46,7 @@ def test_the_sample_slide_is_what_the_tool_makes():
     assert float(np.abs(committed - made).mean()) < 4.0
 
 
+@pytest.mark.process
 def test_every_cell_of_the_sample_slide_is_counted():
     out = run_cli("detect", str(SAMPLE_SLIDE), "--json")
     assert out.returncode == 0, out.stderr

@@ -27,8 +27,12 @@ from certserver import (
 )
 from google.auth import jwt as google_jwt
 from helpers import png, sha
+from process_guard import process_fixture
 from procs import start_gateway, start_model_server
 from synthetic import make_slide
+
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
 
 APP_ORIGIN = "https://practice-118b5.firebaseapp.com"
 LAB_KEY = "lab-key-5d2c7a90e1f3"
@@ -59,7 +63,7 @@ def auth_section(standin: GoogleStandIn) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway(standin):
     standin.state.max_age = 21600  # the certificates stay cached for the whole module
     config = {

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO, SAMPLE_SLIDE, image_answer, real_photo, sha
+from process_guard import process_fixture
 from procs import start_gateway, start_model_server
+
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -36,7 +40,7 @@ def _api_count(url: str, data: bytes, threshold: float | None = None) -> int:
     return image_answer(f"{url}/v1/services/eos:detect{query}", data, "image/jpeg")["count"]
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway():
     proc = start_gateway()  # no config: demo on (not on Google Cloud)
     yield proc
@@ -83,7 +87,7 @@ def test_page_is_off_on_google_cloud_by_default() -> None:
     assert on_status == 200  # demo: true wins
 
 
-@pytest.fixture
+@process_fixture
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.fail(

@@ -17,9 +17,13 @@ import pytest
 import requests
 from helpers import assert_error, b64, jpeg, real_photo, synthetic_slide
 from PIL import Image
+from process_guard import process_fixture
 from procs import free_port, start_gateway, start_model_server
 from raw_server import raw_server
 from synthetic import make_slide
+
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
 
 
 def webapp_body(*images: bytes, key: str = "eos") -> dict:
@@ -45,14 +49,14 @@ def control(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def model_server(control):
     proc = start_model_server(control_file=control)
     yield proc
     proc.stop()
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def proxied(model_server):
     config = {
         "services": {

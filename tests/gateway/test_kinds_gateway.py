@@ -12,6 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 from helpers import b64, encode, run_cli, sha
+from process_guard import process_fixture
 from procs import free_port, start_gateway, start_kind_models
 from synthetic import make_slide
 
@@ -41,7 +42,7 @@ def control(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def models(control):
     cls, echo = start_kind_models(echo_control=control)
     yield cls, echo
@@ -49,7 +50,7 @@ def models(control):
     cls.stop()
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway(models, tmp_path_factory):
     cls, echo = models
     allow = ["key:lab-script", "key:cam"]

@@ -16,6 +16,7 @@ import pytest
 import requests
 from helpers import ERROR_KEYS, assert_error, b64, jpeg, real_photo
 from PIL import Image
+from process_guard import process_fixture
 from procs import start_gateway, start_model_server
 
 APP = "https://webapp.example"
@@ -32,7 +33,7 @@ def webapp_body(text: str | None = None, key: str = "eos") -> dict:
     return {"instances": [{"image_bytes": {"b64": text}, "key": key}]}
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def model_server():
     proc = start_model_server(
         extra=[
@@ -49,7 +50,7 @@ def model_server():
     proc.stop()
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def proxied(model_server):
     config = {
         "services": {

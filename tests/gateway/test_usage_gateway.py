@@ -23,6 +23,9 @@ from gateway.usage.records import daily_doc_id, ledger_id
 from gateway.usage.report import percentile
 from gateway.usage.sqlite_store import SQLiteStore
 
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
+
 LAB_KEY = "lab-key-0f9e8d7c6b5a"
 CAM_KEY = "cam-key-1a2b3c4d5e6f"
 

@@ -22,6 +22,7 @@ import pytest
 from helpers import jpeg, png, real_photo
 from hidden_libs import without_library
 from PIL import Image
+from process_guard import process_fixture
 from procs import start_gateway, start_model_server
 from synthetic import make_slide, random_cells
 
@@ -41,7 +42,7 @@ WHEEL_PINNED = platform.machine() == "x86_64" and sys.version_info < (3, 14)
 THRESHOLD = 0.3
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def servers():
     """Model servers by cell size, started on first use.
 
@@ -273,6 +274,7 @@ def readyz_image_path(proc) -> str:
     return body["image_path"]
 
 
+@pytest.mark.process
 def test_the_gateway_cuts_losslessly_without_the_system_library():
     """The gateway as a machine without libturbojpeg0 runs it: the pinned wheel's library.
 

@@ -18,6 +18,7 @@ from loadgen import (
     shape_problem,
 )
 from PIL import Image
+from process_guard import process_fixture
 from procs import start_gateway
 from synthetic import make_slide
 
@@ -42,7 +43,7 @@ UNDO = {
 CELLS = [(120.0, 100.0, 46.0), (400.0, 90.0, 46.0), (250.0, 300.0, 46.0), (560.0, 400.0, 46.0)]
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway():
     proc = start_gateway()
     yield proc

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import pytest
 import schemathesis
 from helpers import REPO, sha
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loadgen import shape_problem
+from process_guard import process_fixture
 from procs import start_gateway
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.failures import FailureGroup
@@ -23,7 +23,7 @@ MIN_EXAMPLES = 1000
 EXAMPLES = {"post": 400, "get": 60, "options": 25}
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway():
     digest = sha(API_KEY)
     config = {

@@ -19,9 +19,9 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
 from helpers import WAIT_S, synthetic_slide, wait_until
 from loadgen import Outcome, predict_call, send
+from process_guard import process_fixture
 from procs import start_gateway, start_model_server
 
 from gateway.serving import GRACEFUL_TIMEOUT_S
@@ -31,7 +31,7 @@ CELLS = 2
 SLIDE = synthetic_slide(480, 360, CELLS, 2, "JPEG")  # one tile: little work once let go
 
 
-@pytest.fixture
+@process_fixture
 def slow_backend(tmp_path):
     control = tmp_path / "control.json"
     control.write_text("{}")

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from bad_images import corpus
 from helpers import REPO, real_slides, synthetic_slide
 from loadgen import (
@@ -46,6 +45,7 @@ from loadgen import (
     run_load,
     send,
 )
+from process_guard import process_fixture
 from procs import start_gateway, start_model_server
 
 from gateway.config import DEFAULT_MAX_PIXELS
@@ -289,7 +289,7 @@ def _wait_for_usage(client, expected: set[str], port: int, nudge: Call) -> tuple
         time.sleep(0.5)
 
 
-@pytest.fixture
+@process_fixture
 def soak_setup(tmp_path, firestore_emulator, firestore_project):
     control = tmp_path / "control.json"
     control.write_text("{}")

@@ -19,6 +19,9 @@ from certserver import (
 )
 from procs import start_gateway
 
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
+
 STRANGER = "someone@another-project.iam.gserviceaccount.com"
 
 

@@ -12,6 +12,9 @@ from helpers import b64, synthetic_slide
 from procs import start_gateway
 from raw_server import raw_server
 
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
+
 SECRET = "SECRET-internal-path /models/eos/1/saved_model.pb tensor input_1:0"
 
 

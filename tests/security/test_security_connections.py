@@ -16,6 +16,9 @@ import pytest
 from helpers import sha
 from procs import start_gateway
 
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
+
 IDLE = 40  # connections that send nothing
 HALF_HEADS = 30  # connections that send part of a head and stop
 SLOW_BODIES = 20  # connections that declare a body and send three bytes of it

@@ -13,7 +13,11 @@ import time
 import pytest
 from helpers import sha
 from loadgen import group_rss_bytes
+from process_guard import process_fixture
 from procs import start_gateway
+
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
 
 ORIGIN = "https://app.example"
 KEY = "sk-test-security"
@@ -30,7 +34,7 @@ CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def gateway():
     proc = start_gateway(CONFIG, env={"WORKERS": "1", "THREADS": "4"})
     yield proc

@@ -113,6 +113,7 @@ def test_configuration_keys_are_checked():
 # -- over a socket -------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_small_file_with_a_huge_decoded_size_is_a_413_before_decoding():
     gateway = start_gateway({"limits": {"max_decoded_mb": 64}})
     try:
@@ -124,6 +125,7 @@ def test_a_small_file_with_a_huge_decoded_size_is_a_413_before_decoding():
     assert status == 413 and doc["code"] == "too_large_decoded", doc
 
 
+@pytest.mark.process
 def test_past_the_process_budget_requests_wait_then_get_503_with_retry_after():
     """Four 33 MP images at once with room for one: none is decoded beyond the budget;
     those that cannot wait long enough are told when to come back."""
@@ -152,6 +154,7 @@ def test_past_the_process_budget_requests_wait_then_get_503_with_retry_after():
             assert doc["code"] == "overloaded" and int(headers["Retry-After"]) > 0
 
 
+@pytest.mark.process
 def test_mpo_is_read_as_its_first_picture():
     first = Image.open(io.BytesIO(synthetic_slide(640, 480, 6, 3, "JPEG")))
     second = Image.new("RGB", (640, 480), (0, 0, 0))
@@ -169,6 +172,7 @@ def test_overloaded_is_a_gateway_error():
     assert issubclass(Overloaded, GatewayError)
 
 
+@pytest.mark.process
 def test_a_truncated_image_is_a_422_while_the_model_server_is_down():
     """The image's own fault first: the caller must not retry an image that never decodes."""
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -80,6 +80,7 @@ class _Listener:
         self.sock = sock
 
 
+@pytest.mark.process
 def test_a_worker_shuts_the_shared_socket_only_once_the_arbiter_has_closed_it():
     """A forked child plays the worker, this process the arbiter."""
     listener = socket.socket()

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
 
 from gateway.config import parse_config
@@ -16,6 +17,7 @@ from gateway.usage import build_usage
 from gateway.usage.records import UsageRecord, record_from_context
 
 
+@pytest.mark.process
 def test_importing_the_gateway_does_not_import_firestore(tmp_path):
     """Cold start: the Firestore client library is loaded only when Firestore is used."""
     code = (

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import REPO, in_threads, today
 from usage_helpers import make_recorder, serve
 
@@ -89,6 +90,7 @@ for _ in range(40):
 """
 
 
+@pytest.mark.process
 def test_many_processes(tmp_path):
     db = tmp_path / "usage.sqlite3"
     code = _WORKER.format(repo=str(REPO), tests=str(REPO / "tests"), db=str(db))
