@@ -47,6 +47,7 @@ def _starts_process(defs: Any) -> bool:
 
 
 def uses_process_fixture(item: pytest.Item) -> bool:
+    # pytest keeps the definitions each fixture name resolves to for this test only here.
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return False
@@ -77,8 +78,6 @@ _ROUTES: list[tuple[Any, str]] = [
     (os, "posix_spawn"),
     (os, "posix_spawnp"),
     (os, "system"),
-    (os, "execv"),
-    (os, "execve"),
 ]
 
 
@@ -100,6 +99,7 @@ def no_processes(item: pytest.Item) -> Iterator[None]:
 class ProcessGuard:
     """The pytest plugin: marks at collection, refuses processes to unmarked tests."""
 
+    @pytest.hookimpl(tryfirst=True)  # before -m selects on the marks
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             if item.get_closest_marker(MARK) is None and uses_process_fixture(item):
