@@ -31,7 +31,7 @@ def a2b_strict(data: Any) -> bytes:
 
     pybase64 decodes a slide's megabyte of base64 ~40x faster.  What it accepts with
     ``validate=True`` is a subset of what strict binascii accepts, decoded the same
-    (tests/test_jsonio_decoding.py), so anything it refuses is left to binascii to decide.
+    (tests/test_jsonio.py), so anything it refuses is left to binascii to decide.
     Raises ``binascii.Error`` or ``ValueError``.
     """
     if _pybase64 is not None:
@@ -196,7 +196,7 @@ def a2b_tfserving(data: bytes | memoryview) -> bytes:
     """:func:`a2b_absl`, with the common case (one padded line) on the SIMD fast path.
 
     Whatever the fast path accepts, the general path decodes to the same bytes
-    (tests/test_tfserving_base64.py); whatever it refuses goes to the general path.
+    (tests/codecs/test_tfserving_base64.py); whatever it refuses goes to the general path.
     """
     if _pybase64 is not None:
         try:  # not binascii's strict mode: it takes padding after a full group

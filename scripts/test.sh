@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # libturbojpeg for the lossless JPEG tile cut (gateway/pipeline/jpegcut.py) comes with the
 # turbojpeg wheel in requirements.txt; the system's libturbojpeg0 is preferred when it is
-# installed, so it is installed here too and the tests cover both (tests/test_fastpath.py
+# installed, so it is installed here too and the tests cover both (tests/pipeline/test_jpegcut.py
 # hides it from one gateway). The suite passes without it.
 if ! ldconfig -p 2>/dev/null | grep -q libturbojpeg.so.0 && command -v apt-get >/dev/null; then
   (apt-get install -y -qq libturbojpeg0 >/dev/null 2>&1 \

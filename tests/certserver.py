@@ -51,6 +51,8 @@ class KeyPair:
     private_pem: str
     cert_pem: str
     public_pem: str
+    # Loading a private key checks it, which costs more than signing: loaded once.
+    _key: rsa.RSAPrivateKey | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def generate(cls, kid: str) -> KeyPair:
@@ -83,7 +85,9 @@ class KeyPair:
         )
 
     def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:
-        signer = crypt.RSASigner.from_string(self.private_pem, key_id=kid or self.kid)
+        if self._key is None:
+            self._key = serialization.load_pem_private_key(self.private_pem.encode(), None)
+        signer = crypt.RSASigner(self._key, key_id=kid or self.kid)
         token = google_jwt.encode(signer, claims)
         return token.decode() if isinstance(token, bytes) else token
 
@@ -311,7 +315,10 @@ class GoogleStandIn:
         self._server.state = self.state
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
         self.url = f"http://{self.host}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stop() waits for serve_forever to notice, once per test.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def certs_url(self, name: str) -> str:

@@ -8,7 +8,11 @@ import pytest
 from certserver import GoogleStandIn, KeyPair
 from firestore_emulator import EmulatorError, FirestoreEmulator
 from hypothesis import HealthCheck, settings
+from process_guard import ProcessGuard, process_fixture
 from procs import start_gateway
+
+# pytester: tests/test_process_guard.py runs the guard on a suite of its own.
+pytest_plugins = ["pytester"]
 
 # No property test depends on how fast this machine is: no per-example deadline, and no
 # health check failing because generating examples was slow while other work ran.
@@ -16,7 +20,12 @@ settings.register_profile("gateway", deadline=None, suppress_health_check=[Healt
 settings.load_profile("gateway")
 
 
-@pytest.fixture(scope="session")
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests that start processes are marked ``process`` and only they may start one."""
+    config.pluginmanager.register(ProcessGuard(), "process_guard")
+
+
+@process_fixture(scope="session")
 def firestore_emulator():
     """One Firestore emulator process for the whole run (npm ``@firestore-emulator/server``).
 
@@ -55,7 +64,7 @@ def firestore_project(firestore_emulator, monkeypatch) -> str:
     firestore_client.reset_clients()
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def embedded():
     """A gateway process on the embedded defaults: one service, ``eos``, on the embedded
     detector, usage in SQLite, no auth."""
@@ -64,7 +73,7 @@ def embedded():
     proc.stop()
 
 
-@pytest.fixture(params=["embedded", "proxied"])
+@process_fixture(params=["embedded", "proxied"])
 def gateway(request):
     """Each test twice: on the embedded gateway and on the module's own ``proxied`` one (a
     module that asks for this fixture defines ``proxied``; others define ``gateway``)."""

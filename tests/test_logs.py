@@ -10,6 +10,7 @@ import re
 import urllib.error
 import urllib.request
 
+import pytest
 from helpers import png, sha
 from procs import start_gateway
 from synthetic import make_slide
@@ -39,6 +40,7 @@ def _json_lines(text: str) -> list[dict]:
     return out
 
 
+@pytest.mark.process
 def test_access_and_error_lines_of_a_running_gateway() -> None:
     digest = sha(API_KEY)
     config = {

@@ -8,7 +8,11 @@ import subprocess
 import urllib.error
 import urllib.request
 
+import pytest
 from procs import start_gateway
+
+# Every test here runs the gateway (or the CLI) as its own process.
+pytestmark = pytest.mark.process
 
 
 def get(url: str) -> tuple[int, dict]:

@@ -4,7 +4,7 @@ Why not ``scipy.ndimage``: importing it pulls in scipy.special and scipy's array
 layer, which costs more than a whole small function's cold start, for six calls on
 small 2-D arrays.  Each function here gives the result of the ``scipy.ndimage`` call it
 replaces, with that call's boundary mode, origin, output dtype and label numbering
-(``tests/test_detector_filters.py`` compares them on random inputs), so the detector's
+(``tests/detector/test_filters.py`` compares them on random inputs), so the detector's
 output does not depend on which of the two computed it.  Only 2-D arrays are handled.
 """
 

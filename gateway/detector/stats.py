@@ -2,7 +2,7 @@
 
 ``np.percentile``, ``np.quantile``, ``np.median`` and ``np.unique`` import ``numpy.ma`` on
 their first call, a noticeable part of a small function's cold start, for values these
-few lines give to the bit (``tests/test_detector_stats.py`` compares them with numpy's).
+few lines give to the bit (``tests/detector/test_stats.py`` compares them with numpy's).
 """
 
 from __future__ import annotations
