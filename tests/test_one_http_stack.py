@@ -82,6 +82,7 @@ def test_the_standard_library_and_our_client_are_not_foreign(source):
     assert not any(foreign(m) for m in named(ast.parse(source)))
 
 
+@pytest.mark.process
 def test_the_client_loads_nothing_heavy():
     """Every caller imports it, the certificate cache on the first request included: it
     brings the standard library's HTTP client, not numpy, google-auth or another client."""

@@ -281,6 +281,7 @@ def test_application_default_credentials_from_the_environment(
     assert len({r.authorization for r in endpoint.state.requests}) == 1
 
 
+@pytest.mark.process
 def test_application_default_credentials_on_google_cloud(google, tmp_path):
     """No key anywhere: the metadata server's access token, as on Cloud Functions."""
     script = textwrap.dedent(

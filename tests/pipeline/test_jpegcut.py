@@ -35,6 +35,7 @@ from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
 from gateway.pipeline.images import decode, probe
 from gateway.pipeline.slide import cuts_losslessly, detect_slide, lossless_tiles, tiles_for
+from gateway.pipeline.tiling import TileSize
 
 MAX_PIXELS = 40_000_000
 # requirements.txt pins the turbojpeg wheel (a libturbojpeg of its own) where wheels exist.
@@ -90,7 +91,7 @@ def run_decoded_lossless(data: bytes, backend) -> merging.Merged:
     """The plain path (decode, crop) with tiles sent losslessly: the decoded slide's pixels."""
     service, be = backend
     image = decode(data, MAX_PIXELS)
-    tiles = tiles_for(service, image.width, image.height)
+    tiles = tiles_for(TileSize(), image.width, image.height)
     inputs = []
     for t in tiles:
         encoded = png(image.rgb[t.y0 : t.y1, t.x0 : t.x1])
@@ -104,7 +105,7 @@ def run(data: bytes, backend, lossless: bool) -> merging.Merged:
     service, be = backend
     deadline = time.monotonic() + 120
     info = probe(data, MAX_PIXELS)
-    result = detect_slide(data, info, service, be, deadline, MAX_PIXELS, lossless=lossless)
+    result = detect_slide(data, info, TileSize(), be, deadline, MAX_PIXELS, lossless=lossless)
     return merging.above(result.detections, THRESHOLD)
 
 
@@ -122,7 +123,7 @@ def uses_fast_path(data: bytes, service: ServiceConfig) -> bool:
     info = probe(data, MAX_PIXELS)
     if not cuts_losslessly(data, info):
         return False
-    return lossless_tiles(data, tiles_for(service, info.width, info.height)) is not None
+    return lossless_tiles(data, tiles_for(TileSize(), info.width, info.height)) is not None
 
 
 @pytest.mark.parametrize(
@@ -154,8 +155,7 @@ def test_tiles_are_the_submitted_pixels():
     """Each lossless tile decodes to the slide's own pixels (edges differ by chroma upsampling)."""
     data = real_photo("real-slide-1920x1440.jpg").read_bytes()
     full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
-    service = ServiceConfig(name="eos")
-    tiles = tiles_for(service, 1920, 1440)
+    tiles = tiles_for(TileSize(), 1920, 1440)
     inputs = lossless_tiles(data, tiles)
     assert inputs is not None and len(inputs) == len(tiles) > 1
     for t, inp in zip(tiles, inputs, strict=True):
@@ -167,8 +167,8 @@ def test_tiles_are_the_submitted_pixels():
 
 
 def test_declines_what_it_cannot_cut_exactly():
-    rgb, _ = synthetic(1024, 768, 6, 5)
     service = ServiceConfig(name="eos")
+    rgb, _ = synthetic(1024, 768, 6, 5)
     progressive = jpeg(rgb, quality=90, progressive=True)
     assert not uses_fast_path(progressive, service)
     exif = Image.Exif()
