@@ -59,7 +59,16 @@ def test_every_yaml_parses() -> None:
 
 
 def test_entry_point_exists_in_main() -> None:
-    tree = ast.parse((REPO / "main.py").read_text())
+    """main.py (what the platform loads) and the installed ``serve`` source both take the
+    package's decorated ``gateway``."""
+    for source in (REPO / "main.py", REPO / "gateway" / "function" / "main.py"):
+        tree = ast.parse(source.read_text())
+        imports = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+        assert any(
+            n.module == "gateway.function.entry" and [a.name for a in n.names] == ["gateway"]
+            for n in imports
+        ), source
+    tree = ast.parse((REPO / "gateway" / "function" / "entry.py").read_text())
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "gateway" in functions
     decorators = [ast.unparse(d) for d in functions["gateway"].decorator_list]
