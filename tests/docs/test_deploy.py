@@ -26,6 +26,7 @@ from gateway.firestore_client import firestore_target
 
 DEPLOY = REPO / "deploy"
 sys.path.insert(0, str(DEPLOY))
+import simulate_cloud_functions  # noqa: E402
 from simulate_cloud_functions import ignored, upload_files  # noqa: E402
 
 README = (DEPLOY / "README.md").read_text()
@@ -74,6 +75,14 @@ def test_entry_point_exists_in_main() -> None:
     decorators = [ast.unparse(d) for d in functions["gateway"].decorator_list]
     assert "functions_framework.http" in decorators
     assert "--entry-point=gateway" in README and "--target=gateway" in GW_DOCKERFILE
+
+
+def test_the_rehearsal_needs_only_the_repository() -> None:
+    """It sends the repository's synthetic slide, not a photograph kept elsewhere."""
+    source = Path(simulate_cloud_functions.__file__).read_text()
+    assert "DATA" not in vars(simulate_cloud_functions) and "real-slide" not in source
+    assert simulate_cloud_functions.SAMPLE_SLIDE.is_file()
+    assert simulate_cloud_functions.SAMPLE_SLIDE.is_relative_to(REPO)
 
 
 def test_deploy_command_flags() -> None:
