@@ -12,16 +12,16 @@ import argparse
 import importlib
 import sys
 
-from gateway.cli.dependencies import distribution, install_hint, missing
+from gateway.cli.dependencies import CONFIG, SERVER, SLIDES, distribution, install_hint, missing
 
 PROG = "eos-gateway"
 
-# command: (module with main(argv) -> int, what it does)
+# command: (module with main(argv) -> int, what it does, the modules it needs installed)
 COMMANDS = {
-    "detect": ("gateway.cli.detect", "count cells on slide photographs, here or with --url"),
-    "usage": ("gateway.usage.report", "usage per principal, service and day"),
-    "replay-usage": ("gateway.usage.replay", "store usage records found in log lines"),
-    "serve": ("gateway.cli.serve", "run the gateway locally (functions-framework)"),
+    "detect": ("gateway.cli.detect", "count cells on slide photographs, here or --url", SLIDES),
+    "usage": ("gateway.usage.report", "usage per principal, service and day", CONFIG),
+    "replay-usage": ("gateway.usage.replay", "store usage records found in log lines", CONFIG),
+    "serve": ("gateway.cli.serve", "run the gateway locally (functions-framework)", SERVER),
 }
 
 
@@ -31,15 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         description="The eosinophil gateway's tools. `eos-gateway COMMAND --help` for one.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, summary) in COMMANDS.items():
+    for name, (_, summary, _) in COMMANDS.items():
         commands.add_parser(name, add_help=False, help=summary)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    absent = missing(args.command)
+    module_name, _, needs = COMMANDS[args.command]
+    absent = missing(needs)
     if absent is not None:
         print(install_hint(absent), file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(COMMANDS[args.command][0])
+        module = importlib.import_module(module_name)
         return module.main(rest)
     except ModuleNotFoundError as exc:  # one a command imports only for some settings
         if exc.name is None or distribution(exc.name) is None:

@@ -32,15 +32,11 @@ DISTRIBUTIONS = {
     "grpc": "google-cloud-firestore",
 }
 
-# What every command reads (the configuration, JSON) and what reading slides adds.
-_CONFIG = ("yaml", "orjson")
-_SLIDES = (*_CONFIG, "numpy", "PIL")
-NEEDS = {
-    "detect": _SLIDES,
-    "usage": _CONFIG,
-    "replay-usage": _CONFIG,
-    "serve": (*_SLIDES, "functions_framework", "flask", "werkzeug", "gunicorn"),
-}
+# What commands import, by what they do (``__main__.COMMANDS`` names one per command):
+# read the configuration and JSON; read slides; serve HTTP.
+CONFIG = ("yaml", "orjson")
+SLIDES = (*CONFIG, "numpy", "PIL")
+SERVER = (*SLIDES, "functions_framework", "flask", "werkzeug", "gunicorn")
 
 
 def _present(module: str) -> bool:
@@ -50,9 +46,9 @@ def _present(module: str) -> bool:
         return False
 
 
-def missing(command: str) -> str | None:
-    """The first module ``command`` needs that cannot be imported here, or None."""
-    return next((m for m in NEEDS.get(command, ()) if not _present(m)), None)
+def missing(modules: tuple[str, ...]) -> str | None:
+    """The first of ``modules`` that cannot be imported here, or None."""
+    return next((m for m in modules if not _present(m)), None)
 
 
 def distribution(module: str) -> str | None:
