@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -77,7 +78,7 @@ def _venv(path: Path, libraries: bool, wheel: Path) -> Path:
             text=True,
             check=True,
         ).stdout.strip()
-        ours = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
+        ours = sysconfig.get_path("purelib")  # this venv's libraries
         line = f"import site; site.addsitedir({ours!r})\n"
         Path(site, "zz_test_libraries.pth").write_text(line)
     _pip("--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel))
