@@ -11,7 +11,7 @@ usage records spooled while Firestore was unreachable, which would otherwise go 
 instance's ``/tmp`` (they are in the logs too: ``python -m gateway replay-usage``).
 
 functions-framework takes no gunicorn options, so :func:`configure_gunicorn` adds them to
-its application class; ``main.py`` calls it at import, before the server is built.
+its application class; ``gateway.function.entry`` calls it at import, before the server is built.
 """
 
 from __future__ import annotations

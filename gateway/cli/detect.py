@@ -199,7 +199,7 @@ DEFAULT_JOBS = 4
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m gateway detect",
+        prog="eos-gateway detect",
         description="Count eosinophils on slide photographs (files or folders).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")

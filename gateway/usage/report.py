@@ -110,7 +110,7 @@ def fetch_records(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway usage",
+        prog="eos-gateway usage",
         description="Usage per principal, service and UTC day, from the gateway's usage records.",
     )
     parser.add_argument("--since", type=_day, help="first UTC day to include (YYYY-MM-DD)")
