@@ -97,8 +97,16 @@ def test_totals_per_principal_with_a_total_line(lab, capsys):
     alice = rows["key:alice-notebook"]
     assert (alice["requests"], alice["images"], alice["errors"]) == (4, 4, 1)
     assert (alice["counted"], alice["raw_detections"]) == (34, 300)
-    assert set(rows["key:alice-notebook"]) == {"principal", "requests", "images", "counted",
-                                               "raw_detections", "errors", "p50_ms", "p95_ms"}
+    assert set(rows["key:alice-notebook"]) == {
+        "principal",
+        "requests",
+        "images",
+        "counted",
+        "raw_detections",
+        "errors",
+        "p50_ms",
+        "p95_ms",
+    }
     assert doc["total"]["requests"] == 7 and doc["total"]["images"] == 4 + 1 + 3 + 4
     assert doc["total"]["counted"] == 34 + 5 + 9 + 1
 
