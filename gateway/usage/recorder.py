@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from gateway.config import Config
@@ -147,8 +147,9 @@ class UsageRecorder:
 
     def rate_limit_headers(self, ctx: RequestContext) -> dict[str, str]:
         """``RateLimit-Policy`` and ``RateLimit`` for an admitted caller's answer, from what
-        this instance holds in memory (no store read).  Called before :meth:`finish`: a
-        failed request's images, which ``finish`` gives back, count as not taken."""
+        this instance knows of the quota ledgers (one read of a ledger it never read, else
+        none).  Called before :meth:`finish`: a failed request's images, which ``finish``
+        gives back, count as not taken."""
         with self._lock:
             pending = self._pending.get(ctx.request_id)
         if pending is None or not self.policy.enabled:
@@ -157,9 +158,7 @@ class UsageRecorder:
             states = self.limits(ctx.principal)
             if pending.taken and ctx.status >= 400:
                 states = [
-                    LimitState(
-                        s.name, s.quota, s.window_s, s.remaining + pending.taken, s.reset_s
-                    )  # fmt: skip
+                    replace(s, remaining=s.remaining + pending.taken)
                     if s.name == DAILY and s.remaining is not None
                     else s
                     for s in states
@@ -208,14 +207,14 @@ class UsageRecorder:
         return left
 
     def today(self, principal: str) -> dict:
-        """The caller's usage of the current UTC day, per service and in all, and its quotas,
-        read from the store (raises :class:`StoreUnavailable` when it cannot answer)."""
+        """The caller's counters of the current UTC day, per service and in all, read from
+        the store (raises :class:`StoreUnavailable` when it cannot answer)."""
         day = utc_day(datetime.now(UTC))
         try:
             rows = self.store.day_totals(principal, day)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # SQLite's errors too: the caller is told to come back
+            if isinstance(exc, StoreUnavailable):
+                raise
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         services = {str(r["service"]): {c: int(r.get(c) or 0) for c in COUNTERS} for r in rows}
         total = {c: sum(s[c] for s in services.values()) for c in COUNTERS}
