@@ -208,12 +208,17 @@ def _parser() -> argparse.ArgumentParser:
             "ends the table."
         ),
     )
-    parser.add_argument("--since", type=_day_arg(first_day), help=f"first UTC day: {HELP}")
-    parser.add_argument("--until", type=_day_arg(last_day), help="last UTC day, the same forms")
+    parser.add_argument(
+        "--since", type=_day_arg(first_day), metavar="WHEN", help=f"first UTC day: {HELP}"
+    )
+    parser.add_argument(
+        "--until", type=_day_arg(last_day), metavar="WHEN", help="last UTC day, the same forms"
+    )
     parser.add_argument(
         "--by",
         type=_by,
         default=DEFAULT_BY,
+        metavar="GROUPS",
         help="totals per group: principal, service, day or week, comma-separated "
         "(default: day,principal,service)",
     )
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source, records = fetch_records(args.since, args.principal, args.service, args.until)
         if records is None:
-            print(f"usage: {missing_store(source)}", file=sys.stderr)
+            print(missing_store(source), file=sys.stderr)
             return 1
         rows, total = summarize(records, args.by)
     except ConfigError as exc:
@@ -254,17 +259,21 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     period = f"{args.since or 'the first record'} to {args.until or 'today'} (UTC)"
+    empty = f"no usage records in {source} from {period}"
     if args.format == "json":
         doc = {"source": source, "since": args.since, "until": args.until, "by": list(args.by),
                "rows": rows, "total": total}  # fmt: skip
         print(json.dumps(doc, indent=2))
     elif args.format == "csv":
         sys.stdout.write(csv_text(rows, total, args.by))
-    else:
+    elif rows:
         print(f"# {source}, {period}")
-        print(table(rows, total, args.by) if rows else "no usage records in this period")
-    if not rows:
-        print(f"usage: no usage records in {source} from {period}", file=sys.stderr)
+        print(table(rows, total, args.by))
+    else:
+        print(empty)
+        return 0
+    if not rows:  # the data is still well-formed; a person is told why it is empty
+        print(empty, file=sys.stderr)
     return 0
 
 
