@@ -171,7 +171,8 @@ def _fits_its_card(driver, element_id: str) -> bool:
 
 
 def _result(shown: dict) -> dict:
-    return {k: shown[k] for k in RESULT}
+    """The part of the page that belongs to a slide (the drop zone: shown or not)."""
+    return {k: (shown[k] is not None if k == "drop" else shown[k]) for k in RESULT}
 
 
 def test_upload_shows_the_api_count(gateway, browser) -> None:
@@ -322,6 +323,39 @@ def test_a_classifier_shows_its_label(browser) -> None:
     for words in (fresh["heading"], fresh["subheading"], fresh["footer"], fresh["drop"]):
         assert "eosinophil" not in words.lower() and "threshold" not in words.lower()
     assert all(f in fresh["drop"] for f in FORMATS)
+
+
+def test_another_service_clears_the_result_and_rewords_the_page(browser) -> None:
+    """A count from the detector does not stay beside the classifier's words, and back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    model = start_model_server(model="cls", extra=["--kind", "classification"])
+    services = {
+        "eos": {},
+        "cls": {"kind": "classification", "backend": {"url": model.url, "model": "cls"}},
+    }
+    proc = start_gateway({"demo": True, "services": services})
+    try:
+        fresh = _open(browser, proc.url + "/")
+        counted = _upload(browser, SAMPLE_SLIDE, "demo-page-detector-before-switch")
+        Select(browser.find_element(By.ID, "service")).select_by_value("cls")
+        switched = snapshot(browser, "demo-page-switched-to-classifier")
+        labelled = _upload(browser, SAMPLE_SLIDE, "demo-page-classifier-after-switch")
+        Select(browser.find_element(By.ID, "service")).select_by_value("eos")
+        back = snapshot(browser, "demo-page-switched-back")
+    finally:
+        proc.stop()
+        model.stop()
+    assert fresh["heading"] == "Eosinophil counter" and int(counted["count"]) > 0
+    assert _result(switched) == _result(fresh)
+    assert switched["heading"] == "Image classifier" and "(classification)" in switched["footer"]
+    assert switched["count_label"].lower() == "label" and switched["count_note"] == "No image yet"
+    assert labelled["picture"] and not labelled["count"].isdigit()
+    assert _result(back) == _result(fresh)
+    assert {k: back[k] for k in ("heading", "footer", "count_label", "drop")} == {
+        k: fresh[k] for k in ("heading", "footer", "count_label", "drop")
+    }
 
 
 LONG_LABEL = (
