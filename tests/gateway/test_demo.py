@@ -257,6 +257,19 @@ def test_the_info_panel_describes_the_slide_on_screen(gateway, browser, tmp_path
     )
 
 
+def test_a_slide_the_browser_cannot_show_is_told_not_shown(gateway, browser, tmp_path) -> None:
+    """Chromium shows no TIFF: the gateway's count is said, and no earlier slide stays."""
+    tiff = tmp_path / "scan.tif"
+    Image.open(SAMPLE_SLIDE).save(tiff)
+    fresh = _open(browser, gateway.url + "/")
+    _upload(browser, SAMPLE_SLIDE, "demo-page-before-tiff")
+    told = _upload(browser, tiff, "demo-page-tiff")
+    expected = image_answer(f"{gateway.url}/v1/services/eos:detect", tiff.read_bytes())["count"]
+    assert _result(told) == _result(fresh)
+    assert "cannot display TIFF" in told["status"]
+    assert f"counted {expected} at the service default 0.30" in told["status"]
+
+
 def test_an_auth_error_sends_the_person_to_credentials(browser) -> None:
     key = "demo-page-key-0123456789"
     digest = sha(key)
