@@ -78,6 +78,8 @@ class Remote:
             status, doc, _ = self._send("GET", self.base_path, None, {}, "the service", quick)
         except SlideFailed as exc:
             raise Unusable(str(exc)) from exc
+        if status == 401:
+            raise Unusable(f"{_reason(doc, status)}: {self._credentials_hint()}")
         if status == 404:
             raise Unusable(_reason(doc, status) or f"unknown service {self.service!r}")
         if status != 200 or not isinstance(doc, dict):
@@ -121,7 +123,10 @@ class Remote:
         )
         if status != 200:
             code = doc.get("code") if isinstance(doc, dict) else None
-            raise SlideFailed(_reason(doc, status), code or f"http_{status}", retries)
+            reason = _reason(doc, status)
+            if status == 401:
+                reason = f"{reason}: {self._credentials_hint()}"
+            raise SlideFailed(reason, code or f"http_{status}", retries)
         if labels_image:
             return _classified(doc, retries)
         if not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
@@ -135,6 +140,14 @@ class Remote:
             extra={"request_id": doc.get("request_id")},
             retries=retries,
         )
+
+    def _credentials_hint(self) -> str:
+        """What to do about a 401, in the CLI's own terms (its flag and variable)."""
+        if "X-API-Key" in self.headers:
+            return "the API key was refused; check --api-key or GATEWAY_API_KEY"
+        if "Authorization" in self.headers:
+            return "the ID token was refused; pass a fresh --id-token, or an API key"
+        return "this gateway needs credentials: pass --api-key KEY or set GATEWAY_API_KEY"
 
     def _send(
         self,
