@@ -83,6 +83,8 @@ class InProcess:
         ]
         default = getattr(self.svc.config.options, "threshold", None)
         self.threshold = default if threshold is None else threshold
+        self.service = service
+        self.labels: tuple[str, ...] = tuple(getattr(self.svc.config.options, "labels", ()))
 
     def count(self, path: Path, data: bytes) -> Counted | Classified:
         from gateway.codecs.detect import detections
@@ -144,11 +146,30 @@ def render_jpeg(data: bytes, detections: Iterable[dict[str, Any]]) -> bytes:
     return out.getvalue()
 
 
-class RenderNames:
-    """``DIR/<relative path>.jpg``; the folder structure below each argument is kept."""
+def write_geojson(
+    target: Path, slide: Path, service: str, counted: Counted, labels: Sequence[str]
+) -> None:
+    """The slide's detections as QuPath imports them (File > Import objects)."""
+    from gateway.codecs.geojson import feature_collection
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    about = {
+        "service": service,
+        "slide": str(slide),
+        "count": counted.count,
+        "threshold": counted.threshold,
+        "image": {"width": counted.width, "height": counted.height},
+    }
+    doc = feature_collection(counted.detections, labels, about=about)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    os.replace(tmp, target)  # a file that is there is whole
+
+
+class RenderNames:
+    """``DIR/<relative path><suffix>``; the folder structure below each argument is kept."""
+
+    def __init__(self, directory: Path, suffix: str = ".jpg") -> None:
+        self.directory, self.suffix = directory, suffix
         self.used: set[Path] = set()
 
     def name(self, path: Path, root: Path) -> Path:
@@ -156,10 +177,10 @@ class RenderNames:
             rel = path.relative_to(root)
         except ValueError:
             rel = Path(path.name)
-        target = self.directory / rel.with_suffix(".jpg")
+        target = self.directory / rel.with_suffix(self.suffix)
         n = 2
         while target in self.used:
-            target = self.directory / rel.with_name(f"{rel.stem}-{n}.jpg")
+            target = self.directory / rel.with_name(f"{rel.stem}-{n}{self.suffix}")
             n += 1
         self.used.add(target)
         return target
@@ -214,6 +235,12 @@ def parser() -> argparse.ArgumentParser:
     )
     cred.add_argument("--id-token", help="Firebase or Google ID token for --url (bearer)")
     p.add_argument("--render", metavar="DIR", help="write each slide with its boxes as a JPEG")
+    p.add_argument(
+        "--geojson",
+        metavar="DIR",
+        help="write each slide's detections as GeoJSON (DIR/<slide>.geojson), boxes in the "
+        "slide's pixels, for QuPath's File > Import objects",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument(
         "--json",
@@ -255,11 +282,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _process(
-    runner: InProcess | Remote,
-    path: Path,
-    target: Path | None,
-) -> Slide:
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """Where one slide's picture and GeoJSON go, when asked for."""
+
+    render: Path | None = None
+    geojson: Path | None = None
+
+
+def _process(runner: InProcess | Remote, path: Path, targets: Targets) -> Slide:
     slide = Slide(path=str(path))
     started = time.perf_counter()
     try:
@@ -276,10 +307,14 @@ def _process(
         else:
             slide.count, slide.detections = result.count, result.detections
             slide.threshold = result.threshold
-        if target is not None and isinstance(result, Counted):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(render_jpeg(data, result.detections))
-            slide.render = str(target)
+        if targets.render is not None and isinstance(result, Counted):
+            targets.render.parent.mkdir(parents=True, exist_ok=True)
+            targets.render.write_bytes(render_jpeg(data, result.detections))
+            slide.render = str(targets.render)
+        if targets.geojson is not None and isinstance(result, Counted):
+            targets.geojson.parent.mkdir(parents=True, exist_ok=True)
+            write_geojson(targets.geojson, path, runner.service, result, runner.labels)
+            slide.geojson = str(targets.geojson)
     except SlideFailed as exc:
         slide.error, slide.code, slide.retries = str(exc), exc.code, exc.retries
     except Exception as exc:  # one broken slide must not stop the others
@@ -368,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if view.route not in IMAGE_ROUTES:
         return _usage_error(unknown_kind(args.service, kind))
-    if args.render and view.route != ":detect":
-        return _usage_error(f"--render draws detections; {args.service!r} is a {kind} service")
+    for flag in ("render", "geojson"):
+        if getattr(args, flag) and view.route != ":detect":
+            return _usage_error(f"--{flag} writes detections; {args.service!r} is a {kind} service")
     try:
         results = ResultFile(output[0], output[1], view, args.resume) if output else None
     except (OSError, ValueError) as exc:
@@ -377,7 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     order = [str(path) for path, _ in files]
     renders = RenderNames(Path(args.render)) if args.render else None
-    targets = [renders.name(path, root) if renders else None for path, root in files]
+    shapes = RenderNames(Path(args.geojson), ".geojson") if args.geojson else None
+    targets = [
+        Targets(
+            render=renders.name(path, root) if renders else None,
+            geojson=shapes.name(path, root) if shapes else None,
+        )
+        for path, root in files
+    ]
     skip = results.done() if results and args.resume else set()
     todo = [(p, t) for (p, _), t in zip(files, targets, strict=True) if str(p) not in skip]
     summary = batch.Summary(slides=len(files), skipped=len(files) - len(todo))
@@ -398,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary.failed += 1
             progress.update(len(slides), slide)
 
-    def work(item: tuple[Path, Path | None]) -> Slide:
+    def work(item: tuple[Path, Targets]) -> Slide:
         slide = _process(runner, *item)
         halt.after(slide.error, slide.code)  # here, before this worker takes the next slide
         return slide

@@ -30,6 +30,9 @@ _ROUTE_FIELDS = {
 }
 
 
+_FILES_WRITTEN = ("render", "geojson")
+
+
 def cli_view(kind: str | CliView) -> CliView:
     """What the command line shows of a kind, given by name or by its view already."""
     if isinstance(kind, CliView):
@@ -45,11 +48,14 @@ def csv_fields(kind: str | CliView) -> tuple[str, ...]:
 
 
 def slide_record(slide: Slide, kind: str | CliView) -> dict[str, Any]:
-    """A slide as JSON: the fields of its service's route; ``render`` only when written."""
+    """A slide as JSON: the fields of its service's route; the files written (``render``,
+    ``geojson``) only when written."""
     route = cli_view(kind).route
     drop = {f for r, fields in _ROUTE_FIELDS.items() if r != route for f in fields}
     return {
-        k: v for k, v in dataclasses.asdict(slide).items() if k not in drop and (k != "render" or v)
+        k: v
+        for k, v in dataclasses.asdict(slide).items()
+        if k not in drop and (k not in _FILES_WRITTEN or v)
     }
 
 

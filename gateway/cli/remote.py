@@ -56,6 +56,7 @@ class Remote:
         self.timeout_s = timeout_s
         self.base_path = f"{urlsplit(url).path.rstrip('/')}/v1/services/{quote(service, safe='')}"
         self.service, self.threshold = service, threshold
+        self.labels: tuple[str, ...] = ()  # the service's labels, once discover() read them
         self.policy = policy or RetryPolicy()
         self.halt = halt or Halt()
         self.notify = notify or (lambda _text: None)
@@ -100,6 +101,9 @@ class Remote:
         else:
             raise Unusable(unknown_kind(self.service, kind))
         self.kind, self.view = kind, view
+        labels = doc.get("labels")
+        if isinstance(labels, list) and all(isinstance(x, str) for x in labels):
+            self.labels = tuple(labels)
         routes = doc.get("routes")
         if isinstance(routes, list) and all(isinstance(r, str) for r in routes):
             self.routes = routes

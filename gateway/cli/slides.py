@@ -52,6 +52,7 @@ class Slide:
     error: str | None = None
     code: str | None = None
     render: str | None = None
+    geojson: str | None = None
     label: str | None = None
     score: float | None = None
     scores: list[Any] | None = None
