@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.cli.halt import Stop
+from gateway.cli.halt import BATCH_CODES, Stop
 from gateway.cli.slides import Slide
 
 
@@ -38,7 +38,7 @@ class Progress:
         if not self.enabled:
             return
         if not slide.ok:
-            result = "failed"
+            result = "stopped" if slide.code in BATCH_CODES else "failed"
         elif slide.label is not None:
             result = slide.label
         else:
