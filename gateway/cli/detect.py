@@ -256,7 +256,11 @@ def parser() -> argparse.ArgumentParser:
         "are counted here",
     )
     p.add_argument("--service", default="eos", help="the service to use (default: eos)")
-    p.add_argument("--threshold", type=_threshold, help="score threshold (default: the service's)")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        help="score threshold (default: the service's; with --resume, the result file's)",
+    )
     cred = p.add_mutually_exclusive_group()
     cred.add_argument(
         "--api-key",
@@ -284,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="skip the slides already counted in the --csv or --json FILE, append the rest",
+        help="skip the slides already counted in the --csv or --json FILE at this "
+        "threshold, count the rest (slides counted at another threshold again)",
     )
     # The options of --url default to None so that naming one without --url can be told.
     p.add_argument(
