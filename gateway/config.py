@@ -477,7 +477,7 @@ def _yaml_error(path: Path, exc: Exception) -> str:
     if context and context_mark is not None and context_mark.line + 1 != line:
         started = context_mark.line + 1
         if "expected <block end>" in problem:
-            text += f" (line {line} is not indented like the block from line {started})"
+            text += f" (not indented like the block that starts on line {started})"
         else:
             text += f" ({context} that starts on line {started})"
     return text

@@ -364,11 +364,11 @@ def check(config: Config) -> None:
     """
     named = _named_principals(config)
     if config.auth is None:
-        if any(where.startswith("services.") for where, _, _ in named):
-            where = next(w for w, _, _ in named if w.startswith("services."))
+        listing = [name for name, svc in config.services.items() if svc.allow is not None]
+        if listing:
             raise ConfigError(
-                f"{where} has no effect without an auth section: every caller is "
-                "anonymous; add auth (docs/auth.md), or remove the allow list"
+                f"services.{listing[0]}.allow has no effect without an auth section: every "
+                "caller is anonymous; add auth (docs/auth.md), or remove the allow list"
             )
         if named:
             raise ConfigError(
