@@ -265,16 +265,18 @@ def _plugin_fields(find: Callable[[str], Plugin | None], names: tuple[str, ...])
     return out
 
 
+def _service_shape(catalog: Catalog) -> Fields:
+    """Every key a service may have, whatever its kind and its backend's protocol."""
+    backend = BACKEND_FIELDS | _plugin_fields(catalog.protocol, catalog.protocol_names)
+    kinds = _plugin_fields(catalog.kind, catalog.kind_names)
+    return SERVICE_FIELDS | kinds | Fields({"backend": backend})
+
+
 def config_shape(catalog: Catalog) -> Fields:
     """The whole configuration's shape, every kind's, protocol's and section's keys
     included: where a key indented under the wrong section belongs."""
-    backend = BACKEND_FIELDS | _plugin_fields(catalog.protocol, catalog.protocol_names)
-    service = (
-        SERVICE_FIELDS
-        | _plugin_fields(catalog.kind, catalog.kind_names)
-        | Fields({"backend": backend})
-    )
-    return SCHEMA | Fields({"services": MapOf(service, each="a service"), **catalog.sections})
+    services = MapOf(_service_shape(catalog), each="a service")
+    return SCHEMA | Fields({"services": services, **catalog.sections})
 
 
 def _credentials(values: dict[str, Any], protocol: ProtocolPlugin | None, where: str) -> None:
@@ -426,8 +428,7 @@ def _service_entry(name: Any, body: Any, catalog: Catalog) -> ServiceConfig:
     try:
         return _service(name, body, catalog)
     except ConfigError:
-        service_keys = config_shape(catalog).fields["services"].item.fields  # type: ignore[attr-defined]
-        if name not in service_keys:
+        if name not in _service_shape(catalog).fields:
             raise
         raise ConfigError(
             f"services.{name} is not a valid service, and {name!r} is a service's key: "
