@@ -421,19 +421,17 @@ def placed(exc: UnknownKey, catalog: Catalog) -> UnknownKey:
 
 
 def _service_entry(name: Any, body: Any, catalog: Catalog) -> ServiceConfig:
-    """One entry of ``services``; an entry named like a service's key (``threshold``,
-    ``backend``) that does not check is most likely that key, dedented one level."""
+    """One entry of ``services``.  An entry named like a service's key (``threshold``,
+    ``backend``, ``cell_size_px``) is that key dedented one level, not a service: even an
+    empty one, which would otherwise be a second service on the embedded detector."""
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"service name {name!r} must be letters, digits, '-' or '_'")
-    try:
-        return _service(name, body, catalog)
-    except ConfigError:
-        if name not in _service_shape(catalog).fields:
-            raise
+    if name in _service_shape(catalog).fields:
         raise ConfigError(
-            f"services.{name} is not a valid service, and {name!r} is a service's key: "
-            "is it meant to be indented under a service?"
-        ) from None
+            f"services.{name} cannot be a service: {name!r} is a service's key; is it meant "
+            "to be indented under a service?"
+        )
+    return _service(name, body, catalog)
 
 
 def _parse(raw: Mapping[str, Any], source: str | None, catalog: Catalog) -> Config:

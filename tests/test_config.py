@@ -184,12 +184,16 @@ def test_the_example_configurations_pass_the_whole_check(name, monkeypatch):
         ),
         (
             {"services": {"eos": {}, "threshold": 0.3}},
-            "services.threshold is not a valid service, and 'threshold' is a service's key: "
+            "services.threshold cannot be a service: 'threshold' is a service's key; "
             "is it meant to be indented under a service?",
         ),
         (
             {"services": {"eos": {}, "backend": {"url": URL}}},
-            "'backend' is a service's key: is it meant to be indented under a service?",
+            "'backend' is a service's key; is it meant to be indented under a service?",
+        ),
+        (
+            {"services": {"eos": {}, "cell_size_px": None}},
+            "services.cell_size_px cannot be a service",
         ),
     ],
 )
