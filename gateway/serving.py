@@ -200,6 +200,21 @@ def limit_heap_growth() -> bool:
     return mallopt(_M_ARENA_MAX, ARENA_MAX) == 1 and ok
 
 
+def announce_listening(server) -> None:
+    """gunicorn's ``when_ready``: the start log names the address the gateway listens on
+    (and how to reach it from this machine), once the socket is bound."""
+    from gateway import logs
+
+    for listener in getattr(server, "LISTENERS", ()):
+        address = str(listener)
+        message = f"listening on {address}"
+        scheme, _, rest = address.partition("://")
+        host, _, port = rest.rpartition(":")
+        if scheme in ("http", "https") and host in ("0.0.0.0", "[::]", "127.0.0.1", "[::1]"):
+            message += f" (on this machine: {scheme}://localhost:{port}/)"
+        logs.emit("INFO", message, address=address)
+
+
 def configure_gunicorn() -> None:
     """Make functions-framework's gunicorn use :class:`GatewayWorker` and a short grace."""
     try:
@@ -224,6 +239,7 @@ def configure_gunicorn() -> None:
         # No gunicornc control socket: nothing here uses it, and its default place under
         # $HOME is read-only on Cloud Functions (an error line at every start).
         self.cfg.set("control_socket_disable", True)
+        self.cfg.set("when_ready", announce_listening)
 
     app_class.load_config = load_config
     app_class._gateway_configured = True
