@@ -15,7 +15,7 @@ from gateway.schema import STRING, Fields, ListOf
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type"
-EXPOSE_HEADERS = "X-Request-Id, X-Detections-Count, Retry-After"
+EXPOSE_HEADERS = "X-Request-Id, X-Detections-Count, X-Served-By, Retry-After"
 MAX_AGE_S = 3600
 
 CONFIG_SCHEMA = Fields({"origins": ListOf(STRING)})  # the ``cors`` section

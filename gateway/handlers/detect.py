@@ -55,7 +55,9 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
     svc = admitted.service
     require_route(svc, ":detect")
     req: wire.DetectRequest = read_image_request(gw, request, ctx, wire)
-    found = detect(svc, [req.image], req.threshold, limits=gw.config.limits, quota=admitted.quota)
+    found = admitted.run(
+        lambda s, quota: detect(s, [req.image], req.threshold, limits=gw.config.limits, quota=quota)
+    )
     (detected,) = found.slides
     slide, kept = detected.slide, detected.kept
     if wants_jpeg(request, req):
@@ -74,7 +76,7 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
         "image": {"width": slide.width, "height": slide.height, "format": slide.format},
         "tiles": len(slide.tiles),
         "detections": wire.detections(kept, slide.labels),
-        "model": {"name": slide.model, "version": slide.version},
+        "model": admitted.model(slide.model, slide.version),
         "request_id": ctx.request_id,
     }
     return Served(json_response(200, body), found.facts)
