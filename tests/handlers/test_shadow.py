@@ -5,6 +5,7 @@ caller, cut at ``max_wait_ms``, and its comparison stored beside the usage recor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -288,3 +289,39 @@ def test_a_variant_not_ready_is_skipped_and_readyz_says_so(serve, tmp_path):
     assert state["variants"]["current"]["ready"] is False
     served = {detect(client).headers["X-Served-By"].split(";")[0] for _ in range(8)}
     assert served == {"candidate"}
+
+
+def test_allow_pins_a_validation_team_and_the_comparison_endpoint_answers_allowed_callers(
+    serve, tmp_path
+):
+    keys = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("lab", "team", "other")}
+    raw = config(tmp_path, {"variant": "candidate"})
+    raw["services"]["eos"]["variants"]["candidate"]["allow"] = ["key:team"]
+    raw["services"]["eos"]["allow"] = ["key:lab", "key:team"]
+    raw["auth"] = {"api_keys": [{"id": n, "sha256": h} for n, h in keys.items()]}
+    gw, client = serve(raw)
+    lab = detect(client, **{"X-API-Key": "lab"})
+    team = detect(client, **{"X-API-Key": "team"})
+    assert lab.get_json()["model"]["variant"] == "current"
+    assert team.get_json()["model"]["variant"] == "candidate"  # and no shadow of itself
+
+    url = "/v1/services/eos/comparison?since=7d&variant=current&variant=candidate&cutoff=3"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"X-API-Key": "other"}).status_code == 403
+    resp = client.get(url, headers={"X-API-Key": "lab"})
+    assert resp.status_code == 200
+    (pair,) = resp.get_json()["pairs"]
+    assert pair["requests"] == {"shadowed": 1, "compared": 1}
+    assert pair["counts"] == {
+        "current": {"mean": 4.0, "median": 4},
+        "candidate": {"mean": 2.0, "median": 2},
+    }
+    assert pair["boxes"]["f1"] == round(2 / 6, 4)  # 1 matched, 3 + 1 alone: 2 / (2 + 4)
+    assert pair["cutoff"] == {
+        "value": 3.0,
+        "crossings": 1,
+        "positive_only_current": 1,
+        "positive_only_candidate": 0,
+    }
+    bad = client.get("/v1/services/eos/comparison?variant=x", headers={"X-API-Key": "lab"})
+    assert bad.status_code == 400
