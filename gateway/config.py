@@ -232,7 +232,12 @@ class ServiceConfig:
             ]
         }
         if self.shadow is not None:
-            out["shadow"] = {"variant": self.shadow.variant, "share": self.shadow.share}
+            shadow = self.shadow
+            out["shadow"] = {
+                "variant": shadow.variant,
+                "share": shadow.share,
+                "max_wait_ms": shadow.max_wait_ms,
+            }
         return out
 
 
