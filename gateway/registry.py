@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from gateway.backends import build_backend
 from gateway.backends.base import Backend
-from gateway.config import Config, ServiceConfig, VariantConfig
+from gateway.config import DEFAULT_VARIANT, Config, ServiceConfig, VariantConfig
 from gateway.errors import UnknownService
 from gateway.kinds import Kind
 from gateway.kinds import get as kind_of
@@ -60,6 +60,8 @@ class Variants:
 
     def choose(self, principal: str | None, request_id: str) -> tuple[Variant, Variant | None]:
         """(the variant that serves, the shadow that sees it too or None)."""
+        if not self.config.variants:  # the one variant, without hashing anything
+            return self.get(DEFAULT_VARIANT), None
         variants = self.config.variant_configs()
         name = route(self.config.name, variants, principal, request_id, self.readiness.ready)
         shadow = self.config.shadow
