@@ -22,6 +22,7 @@ COMMANDS = {
     "usage": ("gateway.usage.report", "usage per principal, service and day", CONFIG),
     "replay-usage": ("gateway.usage.replay", "store usage records found in log lines", CONFIG),
     "serve": ("gateway.cli.serve", "run the gateway locally (functions-framework)", SERVER),
+    "compare": ("gateway.usage.comparison", "how two variants of a service's model agree", CONFIG),
 }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -36,11 +36,13 @@ from gateway.schema import (
     Setting,
     Spec,
     UnknownKey,
+    Value,
 )
 
 DEFAULT_SERVICE = "eos"
 DEFAULT_KIND = "detection"
 DEFAULT_PROTOCOL = "tfserving"
+DEFAULT_VARIANT = "default"  # the variant of a service without ``variants``
 MAX_TRUSTED_PROXIES = 10
 
 # Keys of every backend section; a protocol adds its own (gateway.backends).
@@ -57,6 +59,23 @@ BACKEND_FIELDS = Fields(
         "credentials_file": STRING,  # a service-account key file for outbound tokens
     }
 )
+# Keys a variant adds to its backend section (a variant of a service's model).
+VARIANT_FIELDS = Fields(
+    {
+        "weight": Setting(NUMBER, None, lo=0),  # None everywhere: the first variant serves
+        "allow": ListOf(STRING),  # principals always served by this variant
+        "version": Value(int, str, name="a version number"),  # pinned, as /versions/{n}
+        "label": STRING,  # pinned, as /labels/{label}
+    }
+)
+# A share of requests also sent to one variant, compared, never answered.
+SHADOW_FIELDS = Fields(
+    {
+        "variant": STRING,
+        "share": Setting(NUMBER, 1.0, lo=0, hi=1),
+        "max_wait_ms": Setting(INTEGER, 5000, lo=0, hi=600_000),
+    }
+)
 # Keys of every service; its kind adds its own (gateway.kinds).
 SERVICE_FIELDS = Fields(
     {
@@ -64,6 +83,8 @@ SERVICE_FIELDS = Fields(
         "backend": Owned(),  # BACKEND_FIELDS and its protocol's
         "allow": ListOf(STRING),  # principals allowed; None: any authenticated caller
         "description": Setting(STRING, ""),
+        "variants": MapOf(Owned()),  # name -> a backend section with VARIANT_FIELDS
+        "shadow": SHADOW_FIELDS,
     }
 )
 LIMITS_FIELDS = Fields(
@@ -168,6 +189,25 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """One model a service may be served by: its backend, its share and who it is pinned to."""
+
+    name: str
+    backend: BackendConfig
+    weight: float = 0.0  # its share of callers, against the other variants' weights
+    allow: tuple[str, ...] = ()  # principals always served by it (patterns with '*')
+    version: str | None = None  # the model version or label its requests are pinned to
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    variant: str
+    share: float = SHADOW_FIELDS.default("share")
+    max_wait_ms: int = SHADOW_FIELDS.default("max_wait_ms")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str
     kind: str = DEFAULT_KIND
@@ -175,6 +215,13 @@ class ServiceConfig:
     allow: tuple[str, ...] | None = None  # principals allowed; None: any authenticated caller
     description: str = ""
     options: Any = None  # the kind's own (tile, threshold, labels...), typed by its module
+    # The models it may be served by; empty: ``backend`` alone, the variant ``default``.
+    variants: tuple[VariantConfig, ...] = ()
+    shadow: ShadowConfig | None = None
+
+    def variant_configs(self) -> tuple[VariantConfig, ...]:
+        """Its variants; a service without ``variants`` has one, ``default``, its backend."""
+        return self.variants or (VariantConfig(DEFAULT_VARIANT, self.backend, 1.0),)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -191,7 +238,32 @@ class ServiceConfig:
             "protocol": "local" if self.backend.is_local else self.backend.protocol,
             "model": self.backend.model,
             "timeout_s": self.backend.timeout_s,
+            **(self._public_variants() if self.variants else {}),
         }
+
+    def _public_variants(self) -> dict[str, Any]:
+        total = sum(v.weight for v in self.variants) or 1.0
+        out: dict[str, Any] = {
+            "variants": [
+                {
+                    "name": v.name,
+                    "share": round(v.weight / total, 6),
+                    "protocol": "local" if v.backend.is_local else v.backend.protocol,
+                    "model": v.backend.model,
+                    "version": v.version,
+                    "label": v.label,
+                }
+                for v in self.variants
+            ]
+        }
+        if self.shadow is not None:
+            shadow = self.shadow
+            out["shadow"] = {
+                "variant": shadow.variant,
+                "share": shadow.share,
+                "max_wait_ms": shadow.max_wait_ms,
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -316,8 +388,10 @@ def _refuse_other_protocols(
             )
 
 
-def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendConfig:
-    where = f"services.{service}.backend"
+def _backend(
+    raw: Mapping[str, Any], service: str, catalog: Catalog, where: str | None = None
+) -> BackendConfig:
+    where = where or f"services.{service}.backend"
     name = raw.get("protocol")
     if name is None and raw.get("url") is None:
         protocol = None  # the embedded detector: no protocol's module is loaded
@@ -367,17 +441,13 @@ def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConf
         _refuse_foreign(raw, kind.fields, others, where, f"a service of kind {kind.name!r}")
     values = own_fields.read(raw, where)
     backend = _backend(_mapping(raw.get("backend"), f"{where}.backend"), name, catalog)
-    if backend.is_local and not getattr(kind, "embedded", False):
-        raise ConfigError(
-            f"{where}.backend.url is required: a {kind.name} service runs on a model server"
-        )
-    roles = None if backend.is_local else getattr(catalog.protocol(backend.protocol), "roles", None)
-    role = getattr(kind, "role", None)
-    if not backend.is_local and roles is not None and role not in roles:
-        raise ConfigError(
-            f"{where}.backend.protocol {backend.protocol!r} cannot serve a {kind.name} service "
-            f"(its model servers are {', '.join(roles)}s)"
-        )
+    variants = _variants(raw, name, catalog)
+    if variants and raw.get("backend") is None:  # the default variant's is the service's
+        backend = next((v for v in variants if v.weight > 0), variants[0]).backend
+    for checked, place in [(backend, f"{where}.backend")] + [
+        (v.backend, f"{where}.variants.{v.name}") for v in variants
+    ]:
+        _check_role(checked, kind, catalog, place)
     own = {k: values[k] for k in kind.fields.fields}
     allow = values["allow"]
     return ServiceConfig(
@@ -387,7 +457,77 @@ def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConf
         allow=None if allow is None else tuple(allow),
         description=str(values["description"] or ""),
         options=kind.options(own, where),
+        variants=variants,
+        shadow=_shadow(values["shadow"], raw.get("shadow"), variants, where),
     )
+
+
+def _check_role(backend: BackendConfig, kind: Plugin, catalog: Catalog, where: str) -> None:
+    if backend.is_local and not getattr(kind, "embedded", False):
+        raise ConfigError(f"{where}.url is required: a {kind.name} service runs on a model server")
+    roles = None if backend.is_local else getattr(catalog.protocol(backend.protocol), "roles", None)
+    role = getattr(kind, "role", None)
+    if not backend.is_local and roles is not None and role not in roles:
+        raise ConfigError(
+            f"{where}.protocol {backend.protocol!r} cannot serve a {kind.name} service "
+            f"(its model servers are {', '.join(roles)}s)"
+        )
+
+
+def _variants(raw: Mapping[str, Any], service: str, catalog: Catalog) -> tuple[VariantConfig, ...]:
+    """Each variant is a backend section of its own plus its weight, allow list and pin; one
+    that names neither ``url`` nor ``protocol`` takes the service's ``backend`` section and
+    changes what it names (``{version: 2}``: another version on the same server)."""
+    where = f"services.{service}.variants"
+    sections = _mapping(raw.get("variants"), where)
+    base = _mapping(raw.get("backend"), f"services.{service}.backend")
+    out = []
+    for vname, body in sections.items():
+        place = f"{where}.{vname}"
+        if not isinstance(vname, str) or not vname.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"variant name {vname!r} must be letters, digits, '-' or '_'")
+        body = _mapping(body, place)
+        own = {k: body[k] for k in VARIANT_FIELDS.fields if k in body}
+        section = {k: v for k, v in body.items() if k not in VARIANT_FIELDS.fields}
+        if "url" not in section and "protocol" not in section:
+            section = {**base, **section}
+        values = VARIANT_FIELDS.read(own, place)
+        version = values["version"]
+        if version is not None and values["label"] is not None:
+            raise ConfigError(f"{place} may pin a version or a label, not both")
+        out.append(
+            VariantConfig(
+                name=vname,
+                backend=_backend(section, service, catalog, place),
+                weight=values["weight"],  # None until the defaults below
+                allow=tuple(values["allow"] or ()),
+                version=None if version is None else str(version),
+                label=values["label"],
+            )
+        )
+    if not out:
+        return ()
+    if all(v.weight is None for v in out):  # no weights: the first listed serves everyone
+        return tuple(replace(v, weight=1.0 if i == 0 else 0.0) for i, v in enumerate(out))
+    out = [replace(v, weight=v.weight or 0.0) for v in out]
+    if not any(v.weight > 0 for v in out):
+        raise ConfigError(f"{where}: at least one variant needs a weight above 0")
+    return tuple(out)
+
+
+def _shadow(
+    values: dict[str, Any], raw: Any, variants: tuple[VariantConfig, ...], where: str
+) -> ShadowConfig | None:
+    if raw is None:
+        return None
+    names = [v.name for v in variants]
+    if values["variant"] not in names:
+        known = ", ".join(names) or "none: the service lists no variants"
+        raise ConfigError(
+            f"{where}.shadow.variant must name one of the service's variants ({known}), "
+            f"got {values['variant']!r}"
+        )
+    return ShadowConfig(values["variant"], values["share"], values["max_wait_ms"])
 
 
 def _limits(raw: Mapping[str, Any]) -> Limits:

@@ -31,6 +31,7 @@ class Facts:
     backend_ms: float = 0.0
     backend_model: str | None = None
     backend_version: str | None = None
+    variant: str | None = None  # the variant of the service's model that did the work
 
 
 @dataclass
@@ -53,6 +54,11 @@ class RequestContext:
     backend_ms: float = 0.0
     backend_model: str | None = None
     backend_version: str | None = None
+    variant: str | None = None  # the variant of the service's model that serves the request
+    # The shadow's run, when the request was also sent to one: its variant, outcome
+    # (ok | failed | cut | skipped), tiles and time; and what the comparison found.
+    shadow: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
     status: int = 200
     error_code: str | None = None
     error_message: str | None = None
@@ -74,6 +80,7 @@ class RequestContext:
             "backend_version",
         ):
             setattr(self, name, getattr(facts, name))
+        self.variant = facts.variant or self.variant
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -167,6 +167,8 @@ def access(ctx: RequestContext, remote_ip: str | None = None) -> None:
         error=ctx.error_message if ctx.status >= 400 else None,
         detections=ctx.detections if ctx.route in ("predict", "detect", "vertex") else None,
         tiles=ctx.tiles or None,
+        variant=ctx.variant,
+        shadow=(ctx.shadow or {}).get("status"),
         httpRequest={
             "requestMethod": ctx.method,
             "requestUrl": ctx.path,

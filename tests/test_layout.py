@@ -20,7 +20,7 @@ LAYERS = [
     ["gateway.rest"],
     ["gateway.handlers"],
     ["gateway.runtime"],
-    ["gateway.kinds", "gateway.catalog", "gateway.registry"],
+    ["gateway.kinds", "gateway.catalog", "gateway.registry", "gateway.variants"],
     ["gateway.usecases", "gateway.auth", "gateway.usage"],
     ["gateway.codecs", "gateway.render"],
     ["gateway.pipeline"],

@@ -22,7 +22,9 @@ from gateway.schema import STRING, Fields, ListOf
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type"
-EXPOSE_HEADERS = "X-Request-Id, X-Detections-Count, Retry-After, RateLimit-Policy, RateLimit"
+EXPOSE_HEADERS = (
+    "X-Request-Id, X-Detections-Count, X-Served-By, Retry-After, RateLimit-Policy, RateLimit"
+)
 MAX_AGE_S = 3600
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 LOCAL_NOTICE = (

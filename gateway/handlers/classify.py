@@ -17,7 +17,9 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
     svc = admitted.service
     require_route(svc, ":classify")
     req: wire.ClassifyRequest = read_image_request(gw, request, ctx, wire)
-    found = classify(svc, [req.image], limits=gw.config.limits, quota=admitted.quota)
+    found = admitted.run(
+        lambda s, quota: classify(s, [req.image], limits=gw.config.limits, quota=quota)
+    )
     (image,) = found.images
     label, score = image.best()
     body = {
@@ -31,7 +33,7 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
             "height": image.info.height,
             "format": image.info.format,
         },
-        "model": {"name": found.model, "version": found.version},
+        "model": admitted.model(found.model, found.version),
         "request_id": ctx.request_id,
     }
     return Served(json_response(200, body), found.facts)

@@ -63,7 +63,9 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
     svc = admitted.service
     require_route(svc, ":detect")
     req: wire.DetectRequest = read_image_request(gw, request, ctx, wire)
-    found = detect(svc, [req.image], req.threshold, limits=gw.config.limits, quota=admitted.quota)
+    found = admitted.run(
+        lambda s, quota: detect(s, [req.image], req.threshold, limits=gw.config.limits, quota=quota)
+    )
     (detected,) = found.slides
     slide, kept = detected.slide, detected.kept
     answer = answer_format(request, req)
@@ -83,7 +85,7 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
         "image": {"width": slide.width, "height": slide.height, "format": slide.format},
         "tiles": len(slide.tiles),
         "detections": wire.detections(kept, slide.labels),
-        "model": {"name": slide.model, "version": slide.version},
+        "model": admitted.model(slide.model, slide.version),
         "request_id": ctx.request_id,
     }
     if answer == "geojson":

@@ -22,19 +22,59 @@ def healthz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
 
 def _readiness(gw: Gateway, name: str) -> dict[str, Any]:
     """The state and the class of the failure (``unreachable``, ``model_not_available``...):
-    these routes answer without credentials, so the model server's text is logged instead."""
-    r = gw.services.get(name).backend.readiness()
-    if not r.ready:
-        logs.emit(
-            "WARNING", "model not ready", service=name, reason=r.reason, backend_error=r.detail
-        )
-    state = "ready" if r.ready else "not ready"
+    these routes answer without credentials, so the model server's text is logged instead.
+    A service with variants is ready while one that callers are routed to is; one that is
+    not is skipped for routing (its share goes to the others) and named."""
+    svc = gw.services.get(name)
+    if not svc.config.variants:
+        r = svc.backend.readiness()
+        if not r.ready:
+            logs.emit(
+                "WARNING", "model not ready", service=name, reason=r.reason, backend_error=r.detail
+            )
+        state = "ready" if r.ready else "not ready"
+        return {
+            "ready": r.ready,
+            "detail": state,
+            "reason": None if r.ready else r.reason,
+            "model": r.model,
+            "version": r.version,
+        }
+    variants = gw.services.variants(name)
+    states: dict[str, Any] = {}
+    for v in svc.config.variants:
+        r = variants.get(v.name).service.backend.readiness()
+        variants.readiness.mark(v.name, r.ready)
+        if not r.ready:
+            logs.emit(
+                "WARNING",
+                "model not ready",
+                service=name,
+                variant=v.name,
+                reason=r.reason,
+                backend_error=r.detail,
+            )
+        states[v.name] = {
+            "ready": r.ready,
+            "reason": None if r.ready else r.reason,
+            "model": r.model,
+            "version": r.version,
+        }
+    routed = [v.name for v in svc.config.variants if v.weight > 0]
+    ready = any(states[n]["ready"] for n in routed)
+    skipped = sorted(n for n in routed if not states[n]["ready"])
+    detail = "ready" if ready else "not ready"
+    if ready and skipped:
+        detail = f"ready; not ready, skipped for routing: {', '.join(skipped)}"
+    default = svc.config.variant_configs()[0].name
+    first = next((n for n in routed if states[n]["ready"]), routed[0] if routed else default)
     return {
-        "ready": r.ready,
-        "detail": state,
-        "reason": None if r.ready else r.reason,
-        "model": r.model,
-        "version": r.version,
+        "ready": ready,
+        "detail": detail,
+        "reason": None if ready else states[first]["reason"],
+        "model": states[first]["model"],
+        "version": states[first]["version"],
+        "variants": states,
     }
 
 

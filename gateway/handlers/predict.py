@@ -43,13 +43,15 @@ def handle(
     )
     del body
     images = [inst.image for inst in req.instances]
-    result = svc.kind.infer(
-        svc,
-        images,
-        req.threshold,
-        limits=gw.config.limits,
-        quota=admitted.quota,
-        backend=backend,
+    result = admitted.run(
+        lambda s, quota: s.kind.infer(
+            s,
+            images,
+            req.threshold,
+            limits=gw.config.limits,
+            quota=quota,
+            backend=backend if s is svc else None,  # a shadow runs its own
+        )
     )
     rows = svc.kind.rows(result, [inst.key for inst in req.instances])
     return Served(json_response(200, wire.predict_response(rows, req.columnar)), result.facts)
@@ -67,13 +69,15 @@ def forwarded(
     shape with the model's status and words."""
     from gateway.usecases.passthrough import forward  # imported by those who use it
 
-    found = forward(
-        svc,
-        body,
-        batch_size=batch_size,
-        quota=admitted.quota,
-        backend=backend,
-        headers=headers,
+    found = admitted.run(
+        lambda s, quota: forward(
+            s,
+            body,
+            batch_size=batch_size,
+            quota=quota,
+            backend=backend if s is svc else None,
+            headers=headers,
+        )
     )
     answer = found.answer
     if answer.status < 300:

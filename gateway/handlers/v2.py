@@ -128,13 +128,15 @@ def infer(
         body, header_length, max_instances=gw.config.limits.max_instances
     )
     del body
-    result = svc.kind.infer(
-        svc,
-        req.images,
-        req.threshold,
-        limits=gw.config.limits,
-        quota=admitted.quota,
-        backend=backend,
+    result = admitted.run(
+        lambda s, quota: s.kind.infer(
+            s,
+            req.images,
+            req.threshold,
+            limits=gw.config.limits,
+            quota=quota,
+            backend=backend if s is svc else None,  # a shadow runs its own
+        )
     )
     keys = req.keys or [None] * len(req.images)
     rows = svc.kind.rows(result, keys)

@@ -59,12 +59,10 @@ def predict(
     body = read_body(request, ctx, gw.config.limits.max_body_bytes)
     req = wire.parse_predict_request(body, max_instances=gw.config.limits.max_instances)
     del body
-    result = svc.kind.infer(
-        svc,
-        req.images,
-        req.confidence_threshold,
-        limits=gw.config.limits,
-        quota=admitted.quota,
+    result = admitted.run(
+        lambda s, quota: s.kind.infer(
+            s, req.images, req.confidence_threshold, limits=gw.config.limits, quota=quota
+        )
     )
     rows = svc.kind.rows(result, [None] * len(req.images))
     predictions = [

@@ -85,6 +85,11 @@ class Kind:
         """The use case for a batch of images; returns its typed result (with ``facts``)."""
         raise NotImplementedError
 
+    def compare(self, primary: Any, shadow: Any, service: ServiceConfig) -> dict[str, Any] | None:
+        """What two variants' results of the same request agree on, as plain JSON-able data
+        for the comparison record (never image bytes); None: this kind compares nothing."""
+        return None
+
     def rows(self, result: Any, keys: Sequence[str | None]) -> list[Mapping[str, Any]]:
         """Each instance's named outputs, as TF Serving's row format writes a prediction."""
         raise NotImplementedError

@@ -52,11 +52,36 @@ class Classification(Kind):
     def infer(self, service, images, threshold, *, limits, quota, backend=None) -> Classifications:
         return classify(service, images, limits=limits, quota=quota, backend=backend)
 
+    def compare(
+        self, primary: Classifications, shadow: Classifications, service: ServiceConfig
+    ) -> dict[str, Any]:
+        """Per image: both variants' best labels and scores, and every label's score."""
+        images = []
+        for a, b in zip(primary.images, shadow.images, strict=True):
+            (label_a, score_a), (label_b, score_b) = a.best(), b.best()
+            images.append(
+                {
+                    "primary_label": label_a,
+                    "primary_score": round(float(score_a), 6),
+                    "shadow_label": label_b,
+                    "shadow_score": round(float(score_b), 6),
+                    "agree": label_a == label_b,
+                    "primary_scores": _scores(a.labels, a.scores),
+                    "shadow_scores": _scores(b.labels, b.scores),
+                }
+            )
+        return {"images": images}
+
     def rows(self, result: Classifications, keys: Sequence[str | None]) -> list[Mapping[str, Any]]:
         return [
             tfserving_api.classification(c.labels, c.scores, key)
             for c, key in zip(result.images, keys, strict=True)
         ]
+
+
+def _scores(labels: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
+    pairs = zip(labels, scores, strict=True)
+    return [{"label": label, "score": round(float(s), 6)} for label, s in pairs]
 
 
 KIND = Classification()

@@ -14,6 +14,8 @@ from typing import Any
 from gateway.codecs import tfserving_api
 from gateway.config import ServiceConfig
 from gateway.kinds.base import CliView, Kind, Output
+from gateway.pipeline.matching import match_boxes
+from gateway.pipeline.merge import above
 from gateway.pipeline.tiling import TileSize
 from gateway.schema import INTEGER, NUMBER, STRING, ConfigError, Fields, ListOf, Setting
 from gateway.usecases.detection import Detections, detect
@@ -91,6 +93,42 @@ class Detection(Kind):
             uncut=threshold is None,
         )
 
+    def compare(
+        self, primary: Detections, shadow: Detections, service: ServiceConfig
+    ) -> dict[str, Any]:
+        """Per slide: both counts at the service's threshold, the boxes matched one to one
+        at IoU >= 0.5, those only one variant found, and the count difference (shadow minus
+        primary)."""
+        threshold = service.options.threshold
+        slides = []
+        for a, b in zip(primary.slides, shadow.slides, strict=True):
+            kept_a = above(a.slide.detections, threshold)
+            kept_b = above(b.slide.detections, threshold)
+            found = match_boxes(kept_a.boxes, kept_b.boxes)
+            slides.append(
+                {
+                    "primary_count": len(kept_a),
+                    "shadow_count": len(kept_b),
+                    "difference": len(kept_b) - len(kept_a),
+                    "matched": len(found.pairs),
+                    "only_primary": len(found.only_a),
+                    "only_shadow": len(found.only_b),
+                    "boxes": {
+                        "matched": [
+                            {
+                                "primary": _box(kept_a.boxes[i]),
+                                "shadow": _box(kept_b.boxes[j]),
+                                "iou": round(iou, 4),
+                            }
+                            for i, j, iou in found.pairs
+                        ],
+                        "only_primary": [_box(kept_a.boxes[i]) for i in found.only_a],
+                        "only_shadow": [_box(kept_b.boxes[j]) for j in found.only_b],
+                    },
+                }
+            )
+        return {"threshold": threshold, "slides": slides}
+
     def rows(self, result: Detections, keys: Sequence[str | None]) -> list[Mapping[str, Any]]:
         return [
             tfserving_api.prediction(
@@ -98,6 +136,12 @@ class Detection(Kind):
             )
             for s, key in zip(result.slides, keys, strict=True)
         ]
+
+
+def _box(box: Any) -> dict[str, float]:
+    """A box as a map (Firestore holds no arrays of arrays), in slide pixels."""
+    x0, y0, x1, y1 = (round(float(v), 1) for v in box)
+    return {"x0": x0, "y0": y0, "x1": x1, "y1": y1}
 
 
 KIND = Detection()

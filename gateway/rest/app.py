@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import logs
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.handlers.bookkeeping import serve_model_route
+from gateway.handlers.bookkeeping import serve_model_route, served_by
 from gateway.handlers.responses import error_response
 from gateway.memory import idle_trim
 from gateway.rest import routes
@@ -106,6 +106,9 @@ def _handle(request: Any) -> Response:
         except Exception:
             logs.error(ctx, "usage recording failed", traceback.format_exc())
     response.headers["X-Request-Id"] = ctx.request_id
+    serving = served_by(ctx)
+    if serving is not None:
+        response.headers["X-Served-By"] = serving
     if gw is not None and request.method != "OPTIONS":
         response.headers.update(gw.cors.headers(request))
     logs.access(ctx, _client_ip(request, gw))

@@ -75,6 +75,12 @@ ROUTES: list[Route] = [
     *_model_routes("model_metadata", ("GET",), "/metadata", "metadata:model_metadata"),
     Route("services", ("GET",), re.compile(r"^/v1/services$"), "services:list_services"),
     Route("service", ("GET",), re.compile(rf"^/v1/services/{NAME}$"), "services:get_service"),
+    Route(
+        "comparison",
+        ("GET",),
+        re.compile(rf"^/v1/services/{NAME}/comparison$"),
+        "comparison:comparison",
+    ),
     # The Open Inference Protocol (KServe V2, Triton): gateway.handlers.v2
     *_v2_routes("v2_infer", ("POST",), "/infer", "v2:infer", True),
     *_v2_routes("v2_model_ready", ("GET",), "/ready", "v2:model_ready"),

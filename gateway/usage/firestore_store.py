@@ -58,6 +58,7 @@ class FirestoreStore:
         self.daily_name = names["usage_daily"]
         self.quotas_name = names["quotas"]
         self.allowances_name = names["allowances"]
+        self.comparisons_name = names["comparisons"]
         project, database = self.target
         self.where = (
             f"firestore:{project or '(project of the runtime)'}/{database}/{self.usage_name}"
@@ -146,6 +147,9 @@ class FirestoreStore:
             if not named:
                 batch.set(daily, names, merge=True)
             batch.set(daily.collection("shards").document(str(n)), shard, merge=True)
+            if record.comparison is not None:  # its own document: nothing shared to shard
+                ref = client.collection(self.comparisons_name).document(record.request_id)
+                batch.create(ref, record.comparison)
             batch.commit(retry=None, timeout=self.settings.write_timeout_s)
 
         try:
@@ -257,6 +261,20 @@ class FirestoreStore:
             return out
 
         return self._call(run)
+
+    def comparisons(
+        self, service: str, since: str | None = None, timeout_s: float = 60.0
+    ) -> Iterator[dict[str, Any]]:
+        """A service's comparison documents: by day on the server (a one-field index), by
+        service here, as the usage records are read."""
+        client = self.client()
+        query = client.collection(self.comparisons_name)
+        if since:
+            query = query.where(filter=firestore.FieldFilter("day", ">=", since))
+        for snap in query.stream(timeout=timeout_s):
+            doc = snap.to_dict() or {}
+            if doc.get("service") == service:
+                yield doc
 
     def records(
         self,

@@ -84,6 +84,9 @@ class UsageRecord:
     service: str
     fields: dict[str, Any]  # the record as stored, without ``ts``
     increments: dict[str, int]  # requests, errors, images, tiles, detections
+    # A shadowed request's comparison of the two variants, stored beside the record in a
+    # collection (table) of its own, in the same commit.
+    comparison: dict[str, Any] | None = None
 
     @property
     def day(self) -> str:
@@ -105,6 +108,7 @@ class UsageRecord:
             "service": self.service,
             "fields": self.fields,
             "increments": self.increments,
+            **({"comparison": self.comparison} if self.comparison is not None else {}),
         }
 
     @classmethod
@@ -125,6 +129,7 @@ class UsageRecord:
             service=str(data["service"]),
             fields=fields,
             increments=increments,
+            comparison=data.get("comparison"),
         )
 
 
@@ -188,6 +193,9 @@ def record_from_context(
             "backend": round(float(ctx.backend_ms), 1),
         },
         "backend": {"model": ctx.backend_model, "version": ctx.backend_version},
+        "variant": ctx.variant,
+        # The shadow's work (never charged to the caller): variant, outcome, tiles, time.
+        "shadow": _shadow_work(ctx.shadow),
     }
     increments = {
         "requests": 1,
@@ -198,6 +206,16 @@ def record_from_context(
         "counted": fields["counted"],
         "raw_detections": fields["raw_detections"],
     }
+    comparison = None
+    if ctx.comparison is not None:
+        comparison = {
+            "request_id": ctx.request_id,
+            "day": fields["day"],
+            "time": now.isoformat(),
+            "service": service,
+            "route": ctx.route,
+            **ctx.comparison,
+        }
     return UsageRecord(
         request_id=ctx.request_id,
         time=now,
@@ -205,7 +223,20 @@ def record_from_context(
         service=service,
         fields=fields,
         increments=increments,
+        comparison=comparison,
     )
+
+
+def _shadow_work(shadow: dict[str, Any] | None) -> dict[str, Any] | None:
+    if shadow is None:
+        return None
+    return {
+        "variant": shadow.get("variant"),
+        "status": shadow.get("status"),
+        "error_code": shadow.get("error_code"),
+        "tiles": int(shadow.get("tiles") or 0),
+        "backend_ms": float(shadow.get("backend_ms") or 0.0),
+    }
 
 
 def _int_or_none(value: Any) -> int | None:

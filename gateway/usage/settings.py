@@ -104,6 +104,7 @@ class UsageSettings:
             "usage_daily": f"{self.prefix}usage_daily",
             "quotas": f"{self.prefix}quotas",
             "allowances": f"{self.prefix}usage_allowances",
+            "comparisons": f"{self.prefix}usage_comparisons",
         }
 
     @property

@@ -10,6 +10,7 @@ row), so ``usage.counter_shards`` has nothing to spread.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -46,6 +47,12 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("latency_backend_ms", ("latency_ms", "backend")),
     ("backend_model", ("backend", "model")),
     ("backend_version", ("backend", "version")),
+    ("variant", ("variant",)),
+    ("shadow_variant", ("shadow", "variant")),
+    ("shadow_status", ("shadow", "status")),
+    ("shadow_error_code", ("shadow", "error_code")),
+    ("shadow_tiles", ("shadow", "tiles")),
+    ("shadow_backend_ms", ("shadow", "backend_ms")),
 )
 
 
@@ -85,6 +92,7 @@ class SQLiteStore:
         self.daily_table = f'"{prefix}usage_daily"'
         self.quotas_table = f'"{prefix}quotas"'
         self.ledger_table = f'"{prefix}usage_allowances"'
+        self.comparisons_table = f'"{prefix}usage_comparisons"'
         self.where = f"sqlite:{path}"
         self._local = threading.local()
         self._schema_lock = threading.Lock()
@@ -122,6 +130,12 @@ class SQLiteStore:
                 CREATE TABLE IF NOT EXISTS {self.ledger_table} (
                     ledger TEXT NOT NULL, idx INTEGER NOT NULL, amount INTEGER NOT NULL,
                     PRIMARY KEY (ledger, idx));
+                CREATE TABLE IF NOT EXISTS {self.comparisons_table} (
+                    request_id TEXT PRIMARY KEY, day TEXT NOT NULL, service TEXT NOT NULL,
+                    primary_variant TEXT, shadow_variant TEXT, status TEXT,
+                    payload TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS "{self.comparisons_table[1:-1]}_service_day"
+                    ON {self.comparisons_table} (service, day);
                 """
             )
             self._add_columns(conn)
@@ -175,6 +189,22 @@ class SQLiteStore:
                     [record.daily_id, record.principal, record.service, record.day]
                     + [inc.get(c, 0) for c in COUNTERS],
                 )
+                if record.comparison is not None:
+                    c = record.comparison
+                    conn.execute(
+                        f"INSERT OR IGNORE INTO {self.comparisons_table} "
+                        "(request_id, day, service, primary_variant, shadow_variant, status, "
+                        "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            record.request_id,
+                            record.day,
+                            record.service,
+                            (c.get("primary") or {}).get("variant"),
+                            (c.get("shadow") or {}).get("variant"),
+                            (c.get("shadow") or {}).get("status"),
+                            json.dumps(c, separators=(",", ":")),
+                        ],
+                    )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -272,6 +302,16 @@ class SQLiteStore:
             for (_, path), value in zip(_COLUMNS, row[1:], strict=True):
                 _put(doc, path, value)
             yield doc
+
+    def comparisons(self, service: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+        """A service's comparison records (days from ``since``), oldest first."""
+        sql = f"SELECT payload FROM {self.comparisons_table} WHERE service = ?"
+        args: list[Any] = [service]
+        if since is not None:
+            sql += " AND day >= ?"
+            args.append(since)
+        for (payload,) in self._conn().execute(sql + " ORDER BY day, rowid", args):
+            yield json.loads(payload)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

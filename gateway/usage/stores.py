@@ -61,6 +61,9 @@ class UsageStore(Protocol):
         """Usage records of the UTC days ``since`` to ``until`` (both included), shaped like
         the Firestore documents."""
 
+    def comparisons(self, service: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+        """A service's comparison records of shadowed requests (days from ``since``)."""
+
 
 def open_store(config: Config, settings: UsageSettings) -> UsageStore:
     """The store this configuration names; nothing is connected until it is used."""

@@ -27,7 +27,7 @@ def test_configured_origin_is_echoed_with_exposed_headers():
     assert headers["Access-Control-Allow-Origin"] == APP
     assert headers["Vary"] == "Origin"
     assert headers["Access-Control-Expose-Headers"] == (
-        "X-Request-Id, X-Detections-Count, Retry-After, RateLimit-Policy, RateLimit"
+        "X-Request-Id, X-Detections-Count, X-Served-By, Retry-After, RateLimit-Policy, RateLimit"
     )
     assert "Access-Control-Allow-Credentials" not in headers
 

@@ -15,8 +15,9 @@ from gateway.__main__ import COMMANDS, main
 from gateway.cli import dependencies
 from gateway.cli.dependencies import DISTRIBUTIONS, distribution, install_hint
 
-# Imported where present, with a fallback where not (the lossless cut, SIMD base64).
-OPTIONAL = {"turbojpeg"}
+# Imported where present, with a fallback where not (the lossless cut), and matplotlib for
+# `compare --plot` only (a dev extra; the command says what to install without it).
+OPTIONAL = {"turbojpeg", "matplotlib"}
 
 
 def _requirements() -> set[str]:

@@ -10,6 +10,7 @@ import pytest
 from helpers import in_threads, today
 from usage_helpers import daily_counters, make_recorder, serve
 
+from gateway.context import RequestContext
 from gateway.errors import QuotaExceeded
 from gateway.usage.records import daily_doc_id, quota_doc_id
 
@@ -355,3 +356,51 @@ def test_queries_of_a_hung_firestore_end_as_store_unavailable(
                 query()
     finally:
         firestore_emulator.resume()
+
+
+def _shadowed(recorder, difference: int) -> str:
+    """A shadowed request's record with its comparison, through begin and finish."""
+    ctx = RequestContext(method="POST", path="/v1/services/eos:detect")
+    ctx.route, ctx.service, ctx.principal, ctx.auth_method = "detect", "eos", "key:lab", "api_key"
+    recorder.begin(ctx)
+    ctx.variant = "current"
+    ctx.shadow = {"variant": "candidate", "status": "ok", "tiles": 2, "backend_ms": 4.0}
+    ctx.comparison = {
+        "kind": "detection",
+        "primary": {"variant": "current"},
+        "shadow": dict(ctx.shadow),
+        "slides": [{"primary_count": 10, "shadow_count": 10 + difference,
+                    "difference": difference, "matched": 9, "only_primary": 1,
+                    "only_shadow": 1 + difference}],  # fmt: skip
+    }
+    recorder.finish(ctx)
+    return ctx.request_id
+
+
+def test_comparisons_have_their_collection_and_survive_an_outage(
+    firestore_emulator, firestore_project, spool_path
+):
+    recorder = make_recorder(_config(spool_path))
+    first = _shadowed(recorder, 1)
+    firestore_emulator.stop()
+    during = _shadowed(recorder, 3)
+    assert recorder.spool.pending() == 1
+    firestore_emulator.start()
+    for _ in range(40):
+        recorder.flush_spool()
+        if recorder.spool.pending() == 0:
+            break
+        threading.Event().wait(0.25)
+    assert recorder.spool.pending() == 0
+    client = firestore_emulator.client(firestore_project)
+    docs = {s.id: s.to_dict() for s in client.collection("usage_comparisons").stream()}
+    assert set(docs) == {first, during}
+    assert docs[during]["slides"][0]["difference"] == 3
+    assert docs[during]["day"] == today()
+    found = {c["request_id"] for c in recorder.store.comparisons("eos", since=today())}
+    assert found == {first, during}
+    assert list(recorder.store.comparisons("other")) == []
+    record = _records(client)[during]
+    assert record["variant"] == "current"
+    assert record["shadow"] == {"variant": "candidate", "status": "ok", "error_code": None,
+                                "tiles": 2, "backend_ms": 4.0}  # fmt: skip

@@ -24,6 +24,7 @@ def test_usage_settings(monkeypatch):
         "usage_daily": "usage_daily",
         "quotas": "quotas",
         "allowances": "usage_allowances",
+        "comparisons": "usage_comparisons",
     }
     assert s.counter_shards == 10
     s = usage_settings(
