@@ -28,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from google.auth import crypt
 from google.auth import jwt as google_jwt
@@ -57,25 +59,10 @@ class KeyPair:
     @classmethod
     def generate(cls, kid: str) -> KeyPair:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .sign(key, hashes.SHA256())
-        )
+        cert = self_signed_certificate(key, kid, days=2)
         return cls(
             kid=kid,
-            private_pem=key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ).decode(),
+            private_pem=private_pem(key).decode(),
             cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
             public_pem=key.public_key()
             .public_bytes(
@@ -90,6 +77,40 @@ class KeyPair:
         signer = crypt.RSASigner(self._key, key_id=kid or self.kid)
         token = google_jwt.encode(signer, claims)
         return token.decode() if isinstance(token, bytes) else token
+
+
+def self_signed_certificate(
+    key: CertificateIssuerPrivateKeyTypes,
+    common_name: str,
+    *,
+    days: int,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.Certificate:
+    """A certificate that is its own issuer, valid from a day ago to ``days`` days ahead, so
+    a clock a little off does not fail it; ``extensions``: (extension, critical) pairs."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+def private_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    """The unencrypted PKCS#8 PEM of ``key``, as key files and servers load it."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def b64url(data: bytes) -> str:

@@ -1,14 +1,16 @@
 """A small HTTP server that answers as a gateway would, for the command line's tests: the
-service from a dict, each POST from a function of the test's, every POST path kept so a
-test can assert exactly what a batch sent.  A thread of the test's process, not a process.
+service from a dict, each POST from a function of the test's, every POST path and API key
+kept so a test can assert exactly what a batch sent.  A thread of the test's process, not a
+process.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 Answer = tuple[int, dict, dict[str, str]]
 
@@ -19,6 +21,7 @@ class FakeGateway:
     def __init__(self, service: dict, answer: Callable[[str, int], Answer]) -> None:
         self.service, self.answer = service, answer
         self.posts: list[str] = []
+        self.keys_seen: list[str | None] = []  # the X-API-Key of each POST, in order
         self.lock = threading.Lock()
         fake = self
 
@@ -33,6 +36,7 @@ class FakeGateway:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with fake.lock:
                     fake.posts.append(self.path)
+                    fake.keys_seen.append(self.headers.get("X-API-Key"))
                     n = len(fake.posts)
                 self._send(*fake.answer(self.path + " " + body.decode(), n))
 
@@ -59,3 +63,28 @@ class FakeGateway:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def fake_gateways() -> Iterator[Callable[[dict, Callable[[str, int], Answer]], FakeGateway]]:
+    """A test module's ``serve`` fixture, ``serve = pytest.fixture(fake_gateways,
+    name="serve")``: ``serve(service, answer)`` starts a fake gateway; all are closed after
+    the test."""
+    started: list[FakeGateway] = []
+
+    def start(service: dict, answer: Callable[[str, int], Answer]) -> FakeGateway:
+        started.append(FakeGateway(service, answer))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.close()
+
+
+def slide_files(tmp_path: Path, names: Iterable[str]) -> Path:
+    """A folder ``slides`` of ``{name}.jpg`` files holding their own name: the fake gateway
+    decodes nothing, its answers go by what a slide holds."""
+    root = tmp_path / "slides"
+    root.mkdir()
+    for name in names:
+        (root / f"{name}.jpg").write_text(name)
+    return root

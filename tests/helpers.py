@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import flask
 import numpy as np
 import pytest
 import requests
@@ -200,6 +201,38 @@ def run_cli(
         text=True,
         timeout=300,
     )
+
+
+def gateway_app() -> flask.Flask:
+    """A Flask app that passes every request to ``gateway.rest.app.handle`` as
+    ``main.gateway`` does: in this process, to the gateway ``gateway.runtime`` holds."""
+    from gateway.rest.app import handle
+
+    app = flask.Flask(__name__)
+
+    def entry(path: str = "") -> flask.Response:
+        return handle(flask.request)
+
+    app.add_url_rule("/", "root", entry, methods=["GET", "POST"])
+    app.add_url_rule("/<path:path>", "any", entry, methods=["GET", "POST"])
+    return app
+
+
+def run_on_google_cloud(script: str, metadata_host: str, timeout: float, **env: str) -> str:
+    """``script`` in a fresh Python as on Google Cloud: no key file in its environment, the
+    metadata server at ``metadata_host``; plus ``env``.  The last line it printed."""
+    full = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "GCE_METADATA_HOST": metadata_host,
+        "GCE_METADATA_IP": metadata_host,
+        **env,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=full, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
 
 
 def modules_loaded_by(code: str) -> set[str]:

@@ -168,6 +168,26 @@ def start_kind_models(echo_control: str | Path | None = None) -> tuple[Proc, Pro
     return cls, echo
 
 
+def classifier_service(url: str, **over: Any) -> dict[str, Any]:
+    """The gateway's configuration of a ``classification`` service on the ``cls`` model
+    at ``url``: a minute per call (the first loads the model), slides cut down to 320 px."""
+    return {
+        "kind": "classification",
+        "backend": {"url": url, "model": "cls", "timeout_s": 60},
+        "max_side": 320,
+        **over,
+    }
+
+
+def unreachable_service() -> dict[str, Any]:
+    """A ``passthrough`` service whose model server is nowhere (a port nothing listens on),
+    tried once."""
+    return {
+        "kind": "passthrough",
+        "backend": {"url": f"http://127.0.0.1:{free_port()}", "retries": 0},
+    }
+
+
 TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"
 
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import flask
 import numpy as np
 import pytest
-from helpers import REPO, assert_error, b64, jpeg
+from helpers import REPO, assert_error, b64, gateway_app, jpeg
 from procs import free_port
 
 from gateway import backends, kinds
@@ -47,7 +47,6 @@ from gateway.context import Facts
 from gateway.errors import BackendBadResponse, GatewayError, NotFound, UnknownVersion
 from gateway.jsonio import b64encode
 from gateway.kinds.base import Kind, Output
-from gateway.rest.app import handle
 from gateway.runtime import build_gateway, current_gateway, set_gateway
 from gateway.schema import NUMBER, STRING, ConfigError, Fields, Setting
 from gateway.usecases.checks import Quota, admit_images, reporting
@@ -364,14 +363,7 @@ def gateway(plugins, model_server):
 @pytest.fixture(scope="module")
 def client(gateway) -> flask.testing.FlaskClient:
     """Requests through :func:`gateway.rest.app.handle`, as ``main.gateway`` passes them."""
-    app = flask.Flask(__name__)
-
-    def entry(path: str = "") -> flask.Response:
-        return handle(flask.request)
-
-    app.add_url_rule("/", "root", entry, methods=["GET", "POST"])
-    app.add_url_rule("/<path:path>", "any", entry, methods=["GET", "POST"])
-    return app.test_client()
+    return gateway_app().test_client()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ check the tokens' audience and signature, and count how often the gateway asked.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -16,7 +14,7 @@ import time
 import pytest
 from certserver import SA_EMAIL, GoogleStandIn, KeyPair
 from google.auth import jwt as google_jwt
-from helpers import REPO
+from helpers import run_on_google_cloud
 
 from gateway.backends.credentials import IdTokenSource
 from gateway.errors import BackendUnavailable
@@ -129,16 +127,6 @@ def test_metadata_server(standin, token_key):
         print(headers.pop())
         """
     )
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(REPO),
-        "GCE_METADATA_HOST": standin.host,
-        "GCE_METADATA_IP": standin.host,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    claims = claims_of(done.stdout.strip().splitlines()[-1], token_key)
+    claims = claims_of(run_on_google_cloud(script, standin.host, 60), token_key)
     assert claims["aud"] == BACKEND
     assert standin.state.hits["metadata:identity"] == 1

@@ -280,6 +280,18 @@ def replace(name: str, row) -> list:
     return [row if r["name"] == name else r for r in GOOD]
 
 
+def claimed(name: str, datatype: str, shape: list, size: int, data: bytes) -> tuple[dict, bytes]:
+    """A binary output whose header claims ``size`` bytes of ``shape``, whatever ``data`` is."""
+    row = {"name": name, "datatype": datatype, "shape": shape}
+    return {**row, "parameters": {"binary_data_size": size}}, data
+
+
+def shaped(row_data: tuple[dict, bytes], shape: list) -> tuple[dict, bytes]:
+    """The binary output with its header's shape changed, its data as it was."""
+    row, data = row_data
+    return {**row, "shape": shape}, data
+
+
 def cut(body_length: tuple[bytes, int | None], drop: int) -> tuple[bytes, int | None]:
     return body_length[0][:-drop], body_length[1]
 
@@ -327,76 +339,25 @@ BAD_ANSWERS = {
     ),
     "binary data of the wrong size for its shape": answer(
         *GOOD[1:],
-        (lambda row, data: ({**row, "shape": [2, 3, 4]}, data))(
-            *raw("boxes", "FP32", np.zeros((2, 3, 5)), np.float32)
-        ),
+        shaped(raw("boxes", "FP32", np.zeros((2, 3, 5)), np.float32), [2, 3, 4]),
     ),
     "a BYTES element cut in its length": answer(
-        *GOOD[:2],
-        (
-            {
-                "name": "classes",
-                "datatype": "BYTES",
-                "shape": [2, 3],
-                "parameters": {"binary_data_size": 2},
-            },
-            b"\x03\x00",
-        ),
+        *GOOD[:2], claimed("classes", "BYTES", [2, 3], 2, b"\x03\x00")
     ),
     "a BYTES element past its data": answer(
-        *GOOD[:2],
-        (
-            {
-                "name": "classes",
-                "datatype": "BYTES",
-                "shape": [2, 3],
-                "parameters": {"binary_data_size": 6},
-            },
-            b"\x09\x00\x00\x00ab",
-        ),
+        *GOOD[:2], claimed("classes", "BYTES", [2, 3], 6, b"\x09\x00\x00\x00ab")
     ),
     "too few BYTES elements": answer(
         *GOOD[:2],
-        (lambda row, data: ({**row, "shape": [2, 3]}, data))(
-            *raw("classes", "BYTES", [[b"eos", b"eos"], [b"eos", b"eos"]])
-        ),
+        shaped(raw("classes", "BYTES", [[b"eos", b"eos"], [b"eos", b"eos"]]), [2, 3]),
     ),
     "text that is not UTF-8": answer(*GOOD[:2], raw("classes", "BYTES", [[b"\xff"] * 3] * 2)),
-    "a BOOL of 2": answer(
-        *GOOD[:2],
-        (
-            {
-                "name": "classes",
-                "datatype": "BOOL",
-                "shape": [2, 3],
-                "parameters": {"binary_data_size": 6},
-            },
-            b"\x02" * 6,
-        ),
-    ),
+    "a BOOL of 2": answer(*GOOD[:2], claimed("classes", "BOOL", [2, 3], 6, b"\x02" * 6)),
     "a binary size past the end": answer(
-        *GOOD[1:],
-        (
-            {
-                "name": "boxes",
-                "datatype": "FP32",
-                "shape": [2, 3, 4],
-                "parameters": {"binary_data_size": 10**6},
-            },
-            b"\x00" * 96,
-        ),
+        *GOOD[1:], claimed("boxes", "FP32", [2, 3, 4], 10**6, b"\x00" * 96)
     ),
     "a negative binary size": answer(
-        *GOOD[1:],
-        (
-            {
-                "name": "boxes",
-                "datatype": "FP32",
-                "shape": [2, 3, 4],
-                "parameters": {"binary_data_size": -96},
-            },
-            b"\x00" * 96,
-        ),
+        *GOOD[1:], claimed("boxes", "FP32", [2, 3, 4], -96, b"\x00" * 96)
     ),
     "binary data without a header length": (
         answer(*GOOD[1:], raw("boxes", "FP32", np.zeros((2, 0, 4)), np.float32))[0],

@@ -14,8 +14,6 @@ import base64
 import io
 import json
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,8 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from certserver import METADATA_EMAIL, GoogleStandIn
-from flask import Flask, request
-from helpers import REPO, SAMPLE_SLIDE
+from helpers import SAMPLE_SLIDE, gateway_app, run_on_google_cloud
 from PIL import Image
 from vertex_standin import (
     DEPLOYED_MODEL_ID,
@@ -43,7 +40,6 @@ from gateway.backends.vertex import VertexBackend
 from gateway.catalog import parse_config
 from gateway.detector import estimate_cell_diameter
 from gateway.errors import GatewayError, NotFound, UnknownLabel, UnknownVersion
-from gateway.rest.app import handle
 from gateway.schema import ConfigError
 from gateway.usecases.detection import detect
 
@@ -99,6 +95,13 @@ def build(standin: VertexStandIn, key_file: str, cell_px: float, **backend):
         },
         "usage": {"enabled": False},
     }
+    return runtime.build_gateway(parse_config(raw))
+
+
+def build_one(name: str, kind: str, url: str, key_file: str):
+    """A gateway of one service, ``name`` of ``kind``, on the endpoint at ``url``."""
+    backend = {**VERTEX, "url": url, "credentials_file": key_file}
+    raw = {"services": {name: {"kind": kind, "backend": backend}}, "usage": {"enabled": False}}
     return runtime.build_gateway(parse_config(raw))
 
 
@@ -293,18 +296,9 @@ def test_application_default_credentials_on_google_cloud(google, tmp_path):
         print(headers.pop())
         """
     )
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),  # no gcloud credentials
-        "PYTHONPATH": str(REPO),
-        "GCE_METADATA_HOST": google.host,
-        "GCE_METADATA_IP": google.host,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    token = done.stdout.strip().splitlines()[-1].removeprefix("Bearer ")
+    # A HOME of its own: no gcloud credentials.
+    header = run_on_google_cloud(script, google.host, 120, HOME=str(tmp_path))
+    token = header.removeprefix("Bearer ")
     assert google.state.access_tokens[token] == (METADATA_EMAIL, CLOUD_PLATFORM)
     assert google.state.hits["metadata:token"] == 1
 
@@ -408,16 +402,7 @@ def test_passthrough_body_and_answer_unchanged(endpoint, key_file, cell_px):
             "parameters": {"confidenceThreshold": 0.9, "maxPredictions": 5},
         }
     ).encode()
-    raw = {
-        "services": {
-            "any": {
-                "kind": "passthrough",
-                "backend": {**VERTEX, "url": endpoint.url, "credentials_file": key_file},
-            }
-        },
-        "usage": {"enabled": False},
-    }
-    gw = runtime.build_gateway(parse_config(raw))
+    gw = build_one("any", "passthrough", endpoint.url, key_file)
     backend = gw.services.get("any").backend
     got = backend.forward(body, time.monotonic() + 30)
     assert got.status == 200 and got.version == MODEL_VERSION_ID
@@ -439,16 +424,7 @@ def test_passthrough_body_and_answer_unchanged(endpoint, key_file, cell_px):
 def test_classification(google, key_file):
     endpoint = VertexStandIn(lambda t: t in google.state.access_tokens, kind="classification")
     try:
-        raw = {
-            "services": {
-                "tissue": {
-                    "kind": "classification",
-                    "backend": {**VERTEX, "url": endpoint.url, "credentials_file": key_file},
-                }
-            },
-            "usage": {"enabled": False},
-        }
-        gw = runtime.build_gateway(parse_config(raw))
+        gw = build_one("tissue", "classification", endpoint.url, key_file)
         red = np.zeros((40, 40, 3), np.uint8)
         red[..., 0] = 230
         images = [ImageInput(noise_tile(0, 40, 40).encoded), ImageInput(_png(red))]
@@ -471,8 +447,7 @@ def _png(rgb: np.ndarray) -> bytes:
 def test_detect_and_readyz_over_http(endpoint, key_file, cell_px, slide, monkeypatch):
     gw = build(endpoint, key_file, cell_px, max_batch=4)
     monkeypatch.setattr(runtime, "_gateway", gw)
-    app = Flask(__name__)
-    app.add_url_rule("/<path:path>", "all", lambda path: handle(request), methods=["GET", "POST"])
+    app = gateway_app()
     client = app.test_client()
     local = client.post("/v1/services/eos:detect", data=slide, content_type="image/jpeg")
     remote = client.post("/v1/services/vx:detect", data=slide, content_type="image/jpeg")

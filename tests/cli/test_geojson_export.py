@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from flask import Flask, request
-from helpers import SAMPLE_SLIDE
+from helpers import SAMPLE_SLIDE, gateway_app
 from PIL import Image
 from shapely.geometry import shape
 from synthetic import make_slide
@@ -25,7 +24,6 @@ from werkzeug.serving import make_server
 from gateway import runtime
 from gateway.catalog import parse_config
 from gateway.cli import detect
-from gateway.rest.app import handle
 
 
 @pytest.fixture
@@ -44,8 +42,7 @@ def gateway_url(monkeypatch) -> Iterator[str]:
     monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
     gw = runtime.build_gateway(parse_config({"usage": {"enabled": False}}))
     monkeypatch.setattr(runtime, "_gateway", gw)
-    app = Flask(__name__)
-    app.add_url_rule("/<path:path>", "all", lambda path: handle(request), methods=["GET", "POST"])
+    app = gateway_app()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fake_gateway import Answer, FakeGateway
+from fake_gateway import Answer, fake_gateways, slide_files
 
 from gateway.cli import detect
 from gateway.cli.halt import Stop, time_of_day
@@ -19,26 +19,12 @@ from gateway.cli.halt import Stop, time_of_day
 QUOTA = "daily image quota of 2 reached for key:lab; it resets at 00:00 UTC, in {s} s"
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., FakeGateway]]:
-    started: list[FakeGateway] = []
-
-    def start(service: dict, answer: Callable[[str, int], Answer]) -> FakeGateway:
-        started.append(FakeGateway(service, answer))
-        return started[-1]
-
-    yield start
-    for fake in started:
-        fake.close()
+serve = pytest.fixture(fake_gateways, name="serve")
 
 
 @pytest.fixture
 def slides(tmp_path: Path) -> Path:
-    root = tmp_path / "slides"
-    root.mkdir()
-    for name in "abcdef":
-        (root / f"{name}.jpg").write_text(name)
-    return root
+    return slide_files(tmp_path, "abcdef")
 
 
 @pytest.fixture

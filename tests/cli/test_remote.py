@@ -10,36 +10,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fake_gateway import Answer, FakeGateway
+from fake_gateway import Answer, fake_gateways, slide_files
 
 from gateway.cli import detect
 
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., FakeGateway]]:
-    started: list[FakeGateway] = []
-
-    def start(service: dict, answer: Callable[[str, int], Answer]) -> FakeGateway:
-        started.append(FakeGateway(service, answer))
-        return started[-1]
-
-    yield start
-    for fake in started:
-        fake.close()
+serve = pytest.fixture(fake_gateways, name="serve")
 
 
 @pytest.fixture
 def slides(tmp_path: Path) -> Path:
     """Three files; the fake gateway answers from their contents, it decodes nothing."""
-    root = tmp_path / "slides"
-    root.mkdir()
-    for name in ("a", "b", "c"):
-        (root / f"{name}.jpg").write_text(name)
-    return root
+    return slide_files(tmp_path, "abc")
 
 
 def classify_answer(request: str, n: int) -> Answer:

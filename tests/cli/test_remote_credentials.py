@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_gateway import Answer, FakeGateway
 
 from gateway.cli import detect
 
@@ -18,51 +17,25 @@ SERVICE = {"name": "eos", "kind": "detection", "image_route": ":detect"}
 COUNTED = {"count": 1, "threshold": 0.3, "image": {"width": 8, "height": 6}, "detections": []}
 
 
-class KeyedGateway:
+class KeyedGateway(FakeGateway):
     """Answers like a gateway with one API key: 401 without it, a count with it."""
 
     def __init__(self) -> None:
-        self.keys_seen: list[str | None] = []
-        fake = self
+        super().__init__(SERVICE, self.keyed)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                self._send(200, SERVICE)
-
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["Content-Length"]))
-                key = self.headers.get("X-API-Key")
-                fake.keys_seen.append(key)
-                if key == KEY:
-                    self._send(200, COUNTED)
-                else:
-                    message = "invalid API key" if key else "missing credentials"
-                    self._send(401, {"error": message, "code": "unauthenticated"})
-
-            def _send(self, status: int, doc: dict) -> None:
-                data = json.dumps({"request_id": "r1", **doc}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+    def keyed(self, request: str, n: int) -> Answer:
+        key = self.keys_seen[n - 1]
+        if key == KEY:
+            return 200, COUNTED, {}
+        message = "invalid API key" if key else "missing credentials"
+        return 401, {"error": message, "code": "unauthenticated"}, {}
 
 
 @pytest.fixture
 def fake() -> Iterator[KeyedGateway]:
-    gw = KeyedGateway()
-    yield gw
-    gw.server.shutdown()
-    gw.server.server_close()
+    gateway = KeyedGateway()
+    yield gateway
+    gateway.close()
 
 
 @pytest.fixture

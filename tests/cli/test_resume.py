@@ -8,12 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fake_gateway import Answer, FakeGateway
+from fake_gateway import Answer, fake_gateways, slide_files
 
 from gateway.cli import detect
 
@@ -21,26 +21,12 @@ SERVICE = {"name": "eos", "kind": "detection", "threshold": 0.3, "labels": ["eos
 CELLS = {"a": 5, "b": 7, "c": 9}
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., FakeGateway]]:
-    started: list[FakeGateway] = []
-
-    def start(answer: Callable[[str, int], Answer]) -> FakeGateway:
-        started.append(FakeGateway(SERVICE, answer))
-        return started[-1]
-
-    yield start
-    for fake in started:
-        fake.close()
+serve = pytest.fixture(fake_gateways, name="serve")
 
 
 @pytest.fixture
 def slides(tmp_path: Path) -> Path:
-    root = tmp_path / "slides"
-    root.mkdir()
-    for name in CELLS:
-        (root / f"{name}.jpg").write_text(name)
-    return root
+    return slide_files(tmp_path, CELLS)
 
 
 def _threshold(request: str) -> float:
@@ -73,7 +59,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def test_another_threshold_counts_the_slides_again(serve, slides, tmp_path, capsys):
-    fake = serve(counting())
+    fake = serve(SERVICE, counting())
     out = tmp_path / "counts.csv"
     argv = [str(slides), "--url", fake.url, "--csv", str(out), "--jobs", "1"]
     assert detect.main([*argv, "--threshold", "0.5"]) == 0
@@ -107,13 +93,13 @@ def test_another_threshold_counts_the_slides_again(serve, slides, tmp_path, caps
 
 def test_a_stopped_batch_goes_on_at_its_own_threshold(serve, slides, tmp_path, capsys):
     out = tmp_path / "counts.jsonl"
-    stopped = serve(counting(refuse={"c"}))
+    stopped = serve(SERVICE, counting(refuse={"c"}))
     first = [str(slides), "--url", stopped.url, "--json", str(out), "--jobs", "1"]
     assert detect.main([*first, "--threshold", "0.4"]) == 1
     summary = json.loads(capsys.readouterr().out)["summary"]
     assert (summary["counted"], summary["failed"], summary["eosinophils"]) == (2, 1, 4)
 
-    fake = serve(counting())
+    fake = serve(SERVICE, counting())
     again = [str(slides), "--url", fake.url, "--json", str(out), "--resume"]
     assert detect.main(again) == 0  # no --threshold: the batch's own, not the service's 0.3
     stdout, stderr = capsys.readouterr()
@@ -132,7 +118,7 @@ def test_a_stopped_batch_goes_on_at_its_own_threshold(serve, slides, tmp_path, c
 
 
 def test_a_file_at_several_thresholds_needs_one_named(serve, slides, tmp_path, capsys):
-    fake = serve(counting())
+    fake = serve(SERVICE, counting())
     out = tmp_path / "counts.csv"
     argv = [str(slides), "--url", fake.url, "--csv", str(out), "--jobs", "1"]
     assert detect.main([*argv, "--threshold", "0.5"]) == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import b64, encode, run_cli, sha
 from process_guard import process_fixture
-from procs import free_port, start_gateway, start_kind_models
+from procs import classifier_service, start_gateway, start_kind_models, unreachable_service
 from synthetic import make_slide
 
 LAB_KEY = "lab-key-7c1d2e3f4a5b"
@@ -57,22 +57,13 @@ def gateway(models, tmp_path_factory):
     config = {
         "services": {
             "eos": {},
-            "cls": {
-                "kind": "classification",
-                "backend": {"url": cls.url, "model": "cls", "timeout_s": 60},
-                "max_side": 320,
-                "allow": allow,
-                "description": "slide classifier",
-            },
+            "cls": classifier_service(cls.url, allow=allow, description="slide classifier"),
             "echo": {
                 "kind": "passthrough",
                 "backend": {"url": echo.url, "model": "echo", "timeout_s": 1},
                 "allow": allow,
             },
-            "gone": {
-                "kind": "passthrough",
-                "backend": {"url": f"http://127.0.0.1:{free_port()}", "retries": 0},
-            },
+            "gone": unreachable_service(),
         },
         "auth": {
             "api_keys": [

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -23,7 +25,7 @@ from google.cloud.aiplatform.v1.schema.predict import params as schema_params
 from google.cloud.aiplatform.v1.schema.predict import prediction as schema_prediction
 from google.protobuf import json_format
 from helpers import SAMPLE_SLIDE, encode, sha, wait_until
-from procs import free_port, start_gateway, start_model_server
+from procs import classifier_service, start_gateway, start_model_server, unreachable_service
 from synthetic import make_slide
 
 from gateway.usage.sqlite_store import SQLiteStore
@@ -54,6 +56,31 @@ def client(gw, api_key: str | None = None) -> aiplatform_v1.PredictionServiceCli
         )
     return aiplatform_v1.PredictionServiceClient(
         transport="rest", client_options=ClientOptions(api_endpoint=gw.url, api_key=api_key)
+    )
+
+
+@contextmanager
+def aiplatform_at(gw, credentials: Credentials) -> Iterator[None]:
+    """``aiplatform.init`` pointed at the gateway; the SDK's settings are process-wide, so
+    they are reset after."""
+    try:
+        aiplatform.init(
+            project=PROJECT,
+            location=LOCATION,
+            api_endpoint=gw.url,
+            api_transport="rest",
+            credentials=credentials,
+        )
+        yield
+    finally:
+        initializer.global_config.__init__()
+
+
+def endpoint_predict() -> aiplatform.models.Prediction:
+    """``eos`` through ``aiplatform.Endpoint``, which first reads the endpoint resource."""
+    return aiplatform.Endpoint("eos").predict(
+        instances=[{"content": CONTENT}],
+        parameters={"confidenceThreshold": 0.3, "maxPredictions": 100},
     )
 
 
@@ -132,22 +159,10 @@ def test_typed_parameters_and_several_instances(embedded):
 
 def test_aiplatform_endpoint_predicts_through_the_gateway(embedded):
     """``aiplatform.Endpoint`` reads the endpoint resource, then predicts, both here."""
-    try:
-        aiplatform.init(
-            project=PROJECT,
-            location=LOCATION,
-            api_endpoint=embedded.url,
-            api_transport="rest",
-            credentials=AnonymousCredentials(),
-        )
-        found = aiplatform.Endpoint("eos").predict(
-            instances=[{"content": CONTENT}],
-            parameters={"confidenceThreshold": 0.3, "maxPredictions": 100},
-        )
+    with aiplatform_at(embedded, AnonymousCredentials()):
+        found = endpoint_predict()
         with pytest.raises(core_exceptions.NotFound, match="unknown service 'nope'"):
             aiplatform.Endpoint("nope").predict(instances=[{"content": CONTENT}])
-    finally:
-        initializer.global_config.__init__()  # the SDK's settings are process-wide
     typed = json_format.ParseDict(found.predictions[0], DETECTION.pb(DETECTION()))
     assert_matches_detect(typed, detect(embedded, 0.3))
     assert found.deployed_model_id == "eos"
@@ -227,16 +242,9 @@ def keyed(classifier, standin, tmp_path_factory):
     config = {
         "services": {
             "eos": {},
-            "cls": {
-                "kind": "classification",
-                "backend": {"url": classifier.url, "model": "cls", "timeout_s": 60},
-                "max_side": 320,
-            },
+            "cls": classifier_service(classifier.url),
             "locked": {"allow": ["key:somebody-else"]},
-            "gone": {
-                "kind": "passthrough",
-                "backend": {"url": f"http://127.0.0.1:{free_port()}", "retries": 0},
-            },
+            "gone": unreachable_service(),
         },
         "auth": {
             "api_keys": [
@@ -339,20 +347,8 @@ def test_aiplatform_endpoint_with_an_api_key(keyed):
     """``aiplatform.Endpoint`` passes ``init``'s ``api_key`` to none of its clients: the
     key goes in as credentials (google-auth's API key credentials send
     ``x-goog-api-key``)."""
-    try:
-        aiplatform.init(
-            project=PROJECT,
-            location=LOCATION,
-            api_endpoint=keyed.url,
-            api_transport="rest",
-            credentials=google_api_key.Credentials(LAB_KEY),
-        )
-        found = aiplatform.Endpoint("eos").predict(
-            instances=[{"content": CONTENT}],
-            parameters={"confidenceThreshold": 0.3, "maxPredictions": 100},
-        )
-    finally:
-        initializer.global_config.__init__()
+    with aiplatform_at(keyed, google_api_key.Credentials(LAB_KEY)):
+        found = endpoint_predict()
     typed = json_format.ParseDict(found.predictions[0], DETECTION.pb(DETECTION()))
     assert_matches_detect(typed, detect(keyed, 0.3, LAB_KEY))
 

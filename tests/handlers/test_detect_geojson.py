@@ -7,13 +7,11 @@ import base64
 import io
 
 import pytest
-from flask import Flask, request
-from helpers import SAMPLE_SLIDE
+from helpers import SAMPLE_SLIDE, gateway_app
 from shapely.geometry import shape
 
 from gateway import runtime
 from gateway.catalog import parse_config
-from gateway.rest.app import handle
 
 URL = "/v1/services/eos:detect"
 
@@ -27,8 +25,7 @@ def gw():
 def client(gw, monkeypatch):
     monkeypatch.delenv("K_SERVICE", raising=False)
     monkeypatch.setattr(runtime, "_gateway", gw)
-    app = Flask(__name__)
-    app.add_url_rule("/<path:path>", "all", lambda path: handle(request), methods=["GET", "POST"])
+    app = gateway_app()
     return app.test_client()
 
 

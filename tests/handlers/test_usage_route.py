@@ -10,11 +10,10 @@ from typing import Any
 
 import flask
 import pytest
-from helpers import b64, jpeg, sha, today
+from helpers import b64, gateway_app, jpeg, sha, today
 from synthetic import make_slide
 
 from gateway.catalog import parse_config
-from gateway.rest.app import handle
 from gateway.runtime import build_gateway, current_gateway, set_gateway
 
 LAB, CAM, BIG = "lab-key-0f9e8d7c6b5a", "cam-key-1a2b3c4d5e6f", "big-key-99aa88bb77cc"
@@ -51,14 +50,7 @@ def client_for(tmp_path):
 
     def make(quotas: dict | None) -> flask.testing.FlaskClient:
         set_gateway(build_gateway(parse_config(config(tmp_path, quotas))))
-        app = flask.Flask(__name__)
-
-        def entry(path: str = "") -> flask.Response:
-            return handle(flask.request)
-
-        app.add_url_rule("/", "root", entry, methods=["GET", "POST"])
-        app.add_url_rule("/<path:path>", "any", entry, methods=["GET", "POST"])
-        return app.test_client()
+        return gateway_app().test_client()
 
     yield make
     set_gateway(before)
