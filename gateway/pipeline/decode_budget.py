@@ -83,9 +83,13 @@ class DecodeBudget:
         self._cond = threading.Condition()
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
+    def reserve(self, nbytes: int, until: float | None = None) -> Iterator[None]:
+        """Room for ``nbytes``, waited for up to ``wait_s`` (and never past ``until``, the
+        request's deadline)."""
         nbytes = min(nbytes, self.budget_bytes)  # one image alone always gets its turn
         deadline = time.monotonic() + self.wait_s
+        if until is not None:
+            deadline = min(deadline, until)
         with self._cond:
             while self.in_use + nbytes > self.budget_bytes:
                 left = deadline - time.monotonic()
@@ -142,8 +146,11 @@ def check(limits: Limits, info: ImageInfo) -> None:
 
 
 @contextmanager
-def decoding(limits: Limits, info: ImageInfo, copies: int = 1) -> Iterator[None]:
-    """Hold the image's decoded size in the process's budget while it is worked on."""
+def decoding(
+    limits: Limits, info: ImageInfo, copies: int = 1, until: float | None = None
+) -> Iterator[None]:
+    """Hold the image's decoded size in the process's budget while it is worked on; the
+    wait for room ends at the request's deadline ``until`` at the latest."""
     need = decoded_bytes(info.width, info.height, info.mode, copies)
-    with budget_for(limits).reserve(need):
+    with budget_for(limits).reserve(need, until):
         yield

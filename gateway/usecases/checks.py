@@ -81,7 +81,12 @@ def _check_images(
         if i == 0:  # the first image is the one usage records describe, refused or not
             facts.image = described
         try:
-            info = probe(data, limits.max_pixels)
+            info = probe(
+                data,
+                limits.max_pixels,
+                max_scans=limits.max_jpeg_scans,
+                max_segments=limits.max_image_segments,
+            )
             decode_budget.check(limits, info)
         except GatewayError as exc:
             raise for_instance(exc, i, len(images)) from exc
@@ -102,7 +107,7 @@ def admit_images(
     """Every kind's first steps: each image's header checked once, the quota, the
     request's one deadline, and a quick 503 (after an image's own fault) while the model
     server is known to be down.  Returns the images' infos and the deadline."""
+    deadline = time.monotonic() + timeout_s  # header checks, decodes and cuts count too
     infos = _check_images(facts, images, limits, quota)
-    deadline = time.monotonic() + timeout_s
     _faults_before_outage(images, infos, limits, backend, deadline)
     return infos, deadline

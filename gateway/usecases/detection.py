@@ -55,7 +55,7 @@ def detect(
         slides = []
         for i, (data, info) in enumerate(zip(images, infos, strict=True)):
             try:
-                with decode_budget.decoding(limits, info):  # waits for memory, or 503
+                with decode_budget.decoding(limits, info, until=deadline):  # waits, or 503
                     result = detect_slide(
                         data, info, opts.tile, detector, deadline, limits.max_pixels
                     )
