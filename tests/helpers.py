@@ -114,8 +114,13 @@ def many_scans_jpeg(width: int, height: int, scans: int) -> bytes:
     """A progressive JPEG whose costliest scan (an AC refinement of the luma, 4:4:4) is
     repeated until the file has ``scans`` scans: libjpeg warns and goes through each one,
     a pass over every block of the image for a few dozen bytes."""
-    data = encode(Image.new("RGB", (width, height), (200, 180, 210)), "JPEG", quality=90,
-                  progressive=True, subsampling=0)
+    data = encode(
+        Image.new("RGB", (width, height), (200, 180, 210)),
+        "JPEG",
+        quality=90,
+        progressive=True,
+        subsampling=0,
+    )
     own = jpeg_scans(data)
     # Scans of this encoder: 0 DC, 1-4 AC first, 5 luma AC refinement (Ah=2, Al=1), ...
     start, end = own[5]

@@ -18,5 +18,7 @@ def time_left(deadline: float, before: str) -> float:
     """Seconds left; 504 ``backend_timeout`` when none are, naming the step not started."""
     left = deadline - time.monotonic()
     if left <= 0:
-        raise BackendTimeout(f"the request's time (the service's timeout_s) ran out before {before}")
+        raise BackendTimeout(
+            f"the request's time (the service's timeout_s) ran out before {before}"
+        )
     return left

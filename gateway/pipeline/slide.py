@@ -23,8 +23,8 @@ from PIL import Image
 
 from gateway.backends.base import BackendResult, Detector, TileInput
 from gateway.pipeline import jpegcut
-from gateway.pipeline.deadline import time_left
 from gateway.pipeline import merge as merging
+from gateway.pipeline.deadline import time_left
 from gateway.pipeline.images import ImageInfo, decode, decode_image
 from gateway.pipeline.tiles import encoded_tiles, pixel_tiles
 from gateway.pipeline.tiling import Tile, TileSize, plan_tiles

@@ -2,9 +2,10 @@
 
 A JPEG that is upright, RGB or grey and small enough goes to the model as submitted, no
 second JPEG generation, once it is known to decode (at an eighth of its size, which reads
-every coefficient): a truncated image is the caller's 422, not the model's refusal.  Anything else is decoded once (EXIF orientation
-applied, like a slide's tiles), shrunk to ``max_side`` keeping its aspect ratio, and
-encoded as the tiles of a detector are (:func:`gateway.pipeline.tiles.encode_jpeg`).
+every coefficient): a truncated image is the caller's 422, not the model's refusal.
+Anything else is decoded once (EXIF orientation applied, like a slide's tiles), shrunk
+to ``max_side`` keeping its aspect ratio, and encoded as the tiles of a detector are
+(:func:`gateway.pipeline.tiles.encode_jpeg`).
 """
 
 from __future__ import annotations

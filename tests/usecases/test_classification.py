@@ -48,9 +48,7 @@ class CountingQuota:
         self.used += images
 
 
-def service(
-    max_side: int | None = None, timeout_s: float = 30.0
-) -> tuple[Service, FakeClassifier]:
+def service(max_side: int | None = None, timeout_s: float = 30.0) -> tuple[Service, FakeClassifier]:
     backend = FakeClassifier()
     cfg = ServiceConfig(
         name="cls",
