@@ -30,6 +30,10 @@ from gateway.pipeline.images import ImageInfo
 MB = 1024 * 1024
 RETRY_AFTER_S = 2
 RGB_BYTES = 4  # Pillow stores RGB as 4 bytes a pixel
+# A rendered answer: the decoded slide, drawn on in place, then its JPEG and the copy of
+# it the answer takes (counted as a second RGB copy: a JPEG of noise at the answer's
+# quality is under 2 bytes a pixel).
+RENDER_COPIES = 2
 
 # Bytes a pixel of the decoded file, by Pillow mode; anything else counts as 4.
 _MODE_BYTES = {
@@ -134,10 +138,11 @@ def budget_for(limits: Limits) -> DecodeBudget:
         return found
 
 
-def check(limits: Limits, info: ImageInfo) -> None:
-    """413 before decoding when the image alone would take more than allowed."""
+def check(limits: Limits, info: ImageInfo, copies: int = 1) -> None:
+    """413 before decoding when the image alone would take more than allowed (``copies``
+    as :func:`decoded_bytes`: a rendered answer counts its own)."""
     max_bytes, _, _ = settings(limits)
-    need = decoded_bytes(info.width, info.height, info.mode)
+    need = decoded_bytes(info.width, info.height, info.mode, copies)
     if need > max_bytes:
         raise DecodedTooLarge(
             f"the image takes {need / MB:,.0f} MB once decoded "
