@@ -58,8 +58,16 @@ def _announce(severity: str, message: str) -> None:
         logs.emit(severity, message)
 
 
+GOOGLE_PREFIX = "google:"
+
+
 def principal_matches(pattern: str, principal: str) -> bool:
-    """``*`` matches any run of characters; everything else is literal and case-sensitive."""
+    """``*`` matches any run of characters; everything else is literal and case-sensitive,
+    except a Google account's email (``google:<email>``), compared case-insensitively as
+    ``auth.google.emails`` compares it: Google does not tell ``Ops@x.com`` from ``ops@x.com``,
+    so neither may an allow list."""
+    if principal[: len(GOOGLE_PREFIX)].lower() == GOOGLE_PREFIX:
+        pattern, principal = pattern.lower(), principal.lower()
     if "*" not in pattern:
         return pattern == principal
     regex = ".*".join(re.escape(part) for part in pattern.split("*"))
