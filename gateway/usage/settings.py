@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,6 +126,53 @@ def _parse(raw: Mapping[str, Any]) -> dict[str, Any]:
         "spool_max_records": values["spool_max_records"],
         "counter_shards": values["counter_shards"],
     }
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a SQLite file at ``path`` could not be written, or None when it can.
+
+    Nothing is created: the file is opened for update when it exists, and otherwise its
+    nearest existing folder must be a folder this process may write (SQLite also writes
+    its journal beside the file).  On a read-only file system, as root too, it cannot.
+    """
+    folder = path.parent
+    try:
+        if path.exists():
+            if not path.is_file():
+                return "it is not a file"
+            with open(path, "r+b"):
+                pass
+        while not folder.exists():
+            folder = folder.parent
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+def check_writable(settings: UsageSettings) -> None:
+    """At start: the file records and quotas need is writable, or the start fails.
+
+    A store that cannot be written would turn every commit into a logged failure and
+    every quota read into "no quota": quotas silently off.  SQLite keeps records and
+    quotas in ``usage.sqlite.path``; with Firestore, records wait in ``usage.spool_path``
+    while it is unreachable.
+    """
+    if not settings.enabled:
+        return
+    if settings.firestore is None:
+        key, path = "usage.sqlite.path", settings.sqlite_path
+    else:
+        key, path = "usage.spool_path", settings.spool_path
+    reason = unwritable(path)
+    if reason is not None:
+        raise ConfigError(
+            f"{key} {str(path)!r} cannot be written ({reason}): usage records and quotas "
+            "need it; set it to a writable place or usage.enabled: false"
+        )
 
 
 def usage_settings(config: Config) -> UsageSettings:
