@@ -110,12 +110,15 @@ def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
     return found
 
 
-def many_scans_jpeg(width: int, height: int, scans: int) -> bytes:
+def many_scans_jpeg(
+    width: int, height: int, scans: int, image: Image.Image | None = None, repeat: int = 5
+) -> bytes:
     """A progressive JPEG whose costliest scan (an AC refinement of the luma, 4:4:4) is
     repeated until the file has ``scans`` scans: libjpeg warns and goes through each one,
-    a pass over every block of the image for a few dozen bytes."""
+    a pass over every block of the image for a few dozen bytes.  ``image``: the pixels
+    (default flat); ``repeat``: the scan repeated (6: the DC refinement, all components)."""
     data = encode(
-        Image.new("RGB", (width, height), (200, 180, 210)),
+        image or Image.new("RGB", (width, height), (200, 180, 210)),
         "JPEG",
         quality=90,
         progressive=True,
@@ -123,7 +126,7 @@ def many_scans_jpeg(width: int, height: int, scans: int) -> bytes:
     )
     own = jpeg_scans(data)
     # Scans of this encoder: 0 DC, 1-4 AC first, 5 luma AC refinement (Ah=2, Al=1), ...
-    start, end = own[5]
+    start, end = own[repeat]
     last = own[-1][1]
     return data[:last] + data[start:end] * max(0, scans - len(own)) + data[last:]
 
