@@ -34,6 +34,7 @@ from bench.common import (
     RssSampler,
     idle_rss_bytes,
     jpeg,
+    many_blocks_gif,
     many_chunks_png,
     many_scans_jpeg,
     many_segments_jpeg,
@@ -192,6 +193,8 @@ def hostile_images() -> list[tuple[str, bytes]]:
         ("JPEG with 6,000,000 empty COM segments (refused)", many_segments_jpeg(6_000_000)),
         ("PNG with 10,000 empty tEXt chunks (the limit)", many_chunks_png(9990)),
         ("PNG with 2,000,000 empty IDAT chunks (refused)", many_chunks_png(2_000_000, b"IDAT")),
+        ("GIF with 4,000 comment blocks (within the limit)", many_blocks_gif(4000)),
+        ("GIF with 4,000,000 comment blocks (refused)", many_blocks_gif(4_000_000)),
     ]
 
 

@@ -75,8 +75,8 @@ LIMITS_FIELDS = Fields(
         "decode_budget_mb": Setting(NUMBER, 384.0, lo=1),
         "decode_wait_s": Setting(NUMBER, 5.0, lo=0, hi=60),
         # What a decoder spends beyond the pixels (gateway.pipeline.structure): scans of a
-        # progressive JPEG, each a pass over the whole image; JPEG marker segments and PNG
-        # chunks, each a step of the header parser.
+        # progressive JPEG, each a pass over the whole image; JPEG marker segments, PNG
+        # chunks and GIF extension blocks, each a step of the header parser.
         "max_jpeg_scans": Setting(INTEGER, 32, lo=1, hi=1000),
         "max_image_segments": Setting(INTEGER, 10_000, lo=16),
     }

@@ -146,6 +146,13 @@ def many_chunks_png(chunks: int, kind: bytes = b"tEXt") -> bytes:
     return data[:at] + one * chunks + data[at:]
 
 
+def many_blocks_gif(blocks: int) -> bytes:
+    """A small GIF with ``blocks`` one-byte comment extensions ahead of its picture."""
+    data = encode(Image.new("RGB", (64, 48), (200, 180, 210)), "GIF")
+    at = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    return data[:at] + b"\x21\xfe\x01x\x00" * blocks + data[at:]
+
+
 def b64(data: bytes) -> str:
     """``data`` in standard base64, as JSON bodies carry images."""
     return base64.b64encode(data).decode()

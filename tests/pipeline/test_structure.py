@@ -6,6 +6,7 @@ import pytest
 from helpers import (
     encode,
     jpeg_scans,
+    many_blocks_gif,
     many_chunks_png,
     many_scans_jpeg,
     many_segments_jpeg,
@@ -59,8 +60,9 @@ def test_repeated_scans_past_the_limit_are_refused_before_decoding():
         many_segments_jpeg(200, marker=0xE5),
         many_chunks_png(200),
         many_chunks_png(200, kind=b"IDAT"),
+        many_blocks_gif(100),  # each block and its sub-block
     ],
-    ids=["jpeg-com", "jpeg-app5", "png-text", "png-empty-idat"],
+    ids=["jpeg-com", "jpeg-app5", "png-text", "png-empty-idat", "gif-comments"],
 )
 def test_segments_past_the_limit_are_refused(data):
     with pytest.raises(ImageTooComplex) as info:
@@ -78,4 +80,6 @@ def test_plain_images_pass():
     img = Image.new("RGB", (640, 480), (10, 20, 30))
     for data in (encode(img, "JPEG"), png(img), encode(img, "JPEG", progressive=True)):
         structure.check(data, 32, 10_000)
-    assert structure.count(encode(img, "GIF"), 1, 16) == structure.Structure()
+    assert structure.count(encode(img, "WEBP"), 1, 16) == structure.Structure()
+    gif = structure.count(encode(img, "GIF"), 1, 16)
+    assert gif.scans == 0 and gif.segments <= 16
