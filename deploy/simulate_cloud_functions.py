@@ -9,9 +9,10 @@ one); the build is a fresh venv with ``pip install -r requirements.txt`` and not
 the function runs from a read-only code folder as an unprivileged user (``nobody``) with a
 read-only ``HOME``, only ``/tmp`` writable, ``K_SERVICE`` and ``PORT`` set, and the
 system's ``libturbojpeg`` hidden (a private mount namespace) unless asked to keep it.
-Then: ``/healthz``, ``/readyz`` (its ``image_path``), a ``:detect`` of the 1920x1440
-slide with an API key and a trace header, SIGTERM; every line the process printed must
-be JSON.  It takes minutes (the install), so it is a script, not a test; root only.
+Then: ``/healthz``, ``/readyz`` (its ``image_path``), a ``:detect`` of
+``samples/slide.jpg`` (the repository's synthetic slide: 24 cells, so it needs no real
+photograph) with an API key and a trace header, SIGTERM; every line the process printed
+must be JSON.  It takes minutes (the install), so it is a script, not a test; root only.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from helpers import DATA  # noqa: E402
+from helpers import SAMPLE_SLIDE  # noqa: E402
 from hidden_libs import without_library  # noqa: E402
 from procs import free_port  # noqa: E402
 
 KEY = "simulated-deploy-key"
+SAMPLE_COUNT = 24  # the cells tools/sample_slide.py drew on samples/slide.jpg
 NOBODY = 65534
 
 
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if not failures:
             status, body = request(port, "GET", "/readyz")
             print(f"/readyz: {status} image_path={json.loads(body).get('image_path')!r}")
-            slide = (DATA / "real-slide-1920x1440.jpg").read_bytes()
+            slide = SAMPLE_SLIDE.read_bytes()
             headers = {
                 "Content-Type": "image/jpeg",
                 "X-API-Key": KEY,
@@ -192,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             status, body = request(port, "POST", "/v1/services/eos:detect", slide, headers)
             count = json.loads(body).get("count") if status == 200 else None
-            print(f":detect of real-slide-1920x1440.jpg: {status}, count {count}")
+            print(f":detect of samples/slide.jpg: {status}, count {count}")
             if status != 200:
                 failures.append(f":detect answered {status}: {body[:300]!r}")
+            elif count != SAMPLE_COUNT:
+                failures.append(f":detect counted {count}, not {SAMPLE_COUNT}")
         os.killpg(proc.pid, signal.SIGTERM)
         code = proc.wait(15)
         print(f"SIGTERM: exit code {code}")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from gateway.schema import (
     BOOL,
@@ -33,6 +34,8 @@ from gateway.schema import (
     MapOf,
     Owned,
     Setting,
+    Spec,
+    UnknownKey,
 )
 
 DEFAULT_SERVICE = "eos"
@@ -110,6 +113,10 @@ class Plugin(Protocol):
 
 
 class ProtocolPlugin(Plugin, Protocol):
+    # True: the protocol signs its requests itself (Vertex AI's access tokens), so
+    # ``backend.auth`` does not apply and ``credentials_file`` is its own.
+    own_credentials: bool
+
     def default_url(self, options: Any) -> str | None:
         """The model server's URL when the section gives none (a cloud API's own)."""
         ...
@@ -127,6 +134,9 @@ class Catalog:
     protocol: Callable[[str], ProtocolPlugin | None]
     kind_names: tuple[str, ...]
     protocol_names: tuple[str, ...]
+    # The shapes of the sections other modules own (auth, cors, ...), so a key indented
+    # under the wrong section can be told where it belongs.
+    sections: Mapping[str, Spec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,21 @@ class BackendConfig:
     @property
     def is_local(self) -> bool:
         return not self.url
+
+    @property
+    def address(self) -> str:
+        """The protocol and the model server's scheme, host and port, for the start log:
+        never a URL's user, password, path or query."""
+        if self.is_local:
+            return "the embedded detector"
+        parts = urlsplit(self.url or "")
+        host = parts.hostname or "?"
+        host = f"[{host}]" if ":" in host else host
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        return f"{self.protocol} {parts.scheme}://{host}{port}"
 
 
 @dataclass(frozen=True)
@@ -237,6 +262,67 @@ def _refuse_foreign(raw: Mapping[str, Any], own: Fields, others: Fields, where: 
             raise ConfigError(f"{where}.{key} does not apply to {what}")
 
 
+def _plugin_fields(find: Callable[[str], Plugin | None], names: tuple[str, ...]) -> Fields:
+    """Every key the kinds (or protocols) add, for messages about keys in the wrong place."""
+    out = Fields({})
+    for name in names:
+        plugin = find(name)
+        if plugin is not None:
+            out = out | plugin.fields
+    return out
+
+
+def _service_shape(catalog: Catalog) -> Fields:
+    """Every key a service may have, whatever its kind and its backend's protocol."""
+    backend = BACKEND_FIELDS | _plugin_fields(catalog.protocol, catalog.protocol_names)
+    kinds = _plugin_fields(catalog.kind, catalog.kind_names)
+    return SERVICE_FIELDS | kinds | Fields({"backend": backend})
+
+
+def config_shape(catalog: Catalog) -> Fields:
+    """The whole configuration's shape, every kind's, protocol's and section's keys
+    included: where a key indented under the wrong section belongs."""
+    services = MapOf(_service_shape(catalog), each="a service")
+    return SCHEMA | Fields({"services": services, **catalog.sections})
+
+
+def _credentials(values: dict[str, Any], protocol: ProtocolPlugin | None, where: str) -> None:
+    """Outbound credentials that would be ignored are refused, not left to surprise."""
+    if protocol is None:
+        for key in ("auth", "credentials_file"):
+            if values[key] is not None:
+                raise ConfigError(
+                    f"{where}.{key} does not apply to the embedded detector (no url): "
+                    "it sends no requests"
+                )
+    elif getattr(protocol, "own_credentials", False):
+        if values["auth"] is not None:
+            raise ConfigError(
+                f"{where}.auth {values['auth']!r} does not apply to protocol "
+                f"{protocol.name!r}: its requests carry an OAuth 2.0 access token, from "
+                "credentials_file or Application Default Credentials; remove auth"
+            )
+    elif values["credentials_file"] is not None and values["auth"] is None:
+        raise ConfigError(
+            f"{where}.credentials_file is used only with auth: google-id-token "
+            "(an ID token for a private model server)"
+        )
+
+
+def _refuse_other_protocols(
+    key: Any, protocol: ProtocolPlugin | None, catalog: Catalog, where: str
+) -> None:
+    """A key of another protocol's is refused as such, not sent looking elsewhere."""
+    for name in catalog.protocol_names:
+        other = catalog.protocol(name)
+        if other is not None and key in other.fields.fields:
+            this = f"protocol {protocol.name!r}" if protocol else "the embedded detector (no url)"
+            raise ConfigError(
+                f"unknown key {key!r} in {where}: it is a key of protocol {name!r}, "
+                f"and this backend is {this}"
+            )
+
+
 def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendConfig:
     where = f"services.{service}.backend"
     name = raw.get("protocol")
@@ -251,6 +337,9 @@ def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendC
             f"{where}.protocol",
         )
         fields = BACKEND_FIELDS | protocol.fields
+    for key in raw:
+        if key not in fields.fields:  # another protocol's, named as such; else unknown
+            _refuse_other_protocols(key, protocol, catalog, where)
     values = fields.read(raw, where)
     own = {k: values.pop(k) for k in (protocol.fields.fields if protocol else ())}
     options = protocol.options(own, where) if protocol else None
@@ -265,6 +354,7 @@ def _backend(raw: Mapping[str, Any], service: str, catalog: Catalog) -> BackendC
         model=model,
         auth=None if values["auth"] in (None, "none") else values["auth"],
     )
+    _credentials(values, protocol, where)
     return BackendConfig(**values, options=options)
 
 
@@ -280,11 +370,7 @@ def _service(name: str, raw: Mapping[str, Any], catalog: Catalog) -> ServiceConf
     )
     own_fields = SERVICE_FIELDS | kind.fields
     if any(key not in own_fields.fields for key in raw):  # the other kinds, only then
-        others = Fields({})
-        for other in catalog.kind_names:
-            plugin = catalog.kind(other)
-            if plugin is not None:
-                others = others | plugin.fields
+        others = _plugin_fields(catalog.kind, catalog.kind_names)
         _refuse_foreign(raw, kind.fields, others, where, f"a service of kind {kind.name!r}")
     values = own_fields.read(raw, where)
     backend = _backend(_mapping(raw.get("backend"), f"{where}.backend"), name, catalog)
@@ -321,7 +407,41 @@ def _limits(raw: Mapping[str, Any]) -> Limits:
 
 
 def parse_config(raw: Mapping[str, Any], source: str | None, catalog: Catalog) -> Config:
-    """The configuration checked whole: every key known, every value of its type and range."""
+    """The configuration checked whole: every key known, every value of its type and range.
+
+    A key unknown where it stands but known elsewhere is reported as the indentation
+    mistake it most likely is (``threshold`` at the top level: indented under a service?).
+    """
+    try:
+        return _parse(raw, source, catalog)
+    except UnknownKey as exc:
+        raise placed(exc, catalog) from None
+
+
+def placed(exc: UnknownKey, catalog: Catalog) -> UnknownKey:
+    """``exc`` with the places the whole configuration has for its key."""
+    parts = exc.where.split(".")
+    concrete = None
+    if parts[0] == "services" and len(parts) > 1:
+        concrete = {"a service": f"services.{parts[1]}"}
+    return exc.placed(config_shape(catalog), concrete=concrete)
+
+
+def _service_entry(name: Any, body: Any, catalog: Catalog) -> ServiceConfig:
+    """One entry of ``services``.  An entry named like a service's key (``threshold``,
+    ``backend``, ``cell_size_px``) is that key dedented one level, not a service: even an
+    empty one, which would otherwise be a second service on the embedded detector."""
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"service name {name!r} must be letters, digits, '-' or '_'")
+    if name in _service_shape(catalog).fields:
+        raise ConfigError(
+            f"services.{name} cannot be a service: {name!r} is a service's key; is it meant "
+            "to be indented under a service?"
+        )
+    return _service(name, body, catalog)
+
+
+def _parse(raw: Mapping[str, Any], source: str | None, catalog: Catalog) -> Config:
     raw = _mapping(raw, "the configuration")
     top = SCHEMA.read(raw, "")
     services_raw = _mapping(raw.get("services"), "services")
@@ -329,9 +449,7 @@ def parse_config(raw: Mapping[str, Any], source: str | None, catalog: Catalog) -
         services_raw = {DEFAULT_SERVICE: {}}
     services: dict[str, ServiceConfig] = {}
     for name, body in services_raw.items():
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"service name {name!r} must be letters, digits, '-' or '_'")
-        services[name] = _service(name, body, catalog)
+        services[name] = _service_entry(name, body, catalog)
     default = top["default_service"]
     if default is not None and default not in services:
         known = ", ".join(sorted(services))
@@ -352,28 +470,53 @@ def parse_config(raw: Mapping[str, Any], source: str | None, catalog: Catalog) -
     )
 
 
+def _yaml_error(path: Path, exc: Exception) -> str:
+    """The file and the line once, and what is wrong there, without PyYAML's echo of the
+    text (``in "<unicode string>", line 5, column 6`` twice, with carets)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"{path}: invalid YAML: {exc}"
+    line = mark.line + 1
+    text = f"{path}, line {line}, column {mark.column + 1}: invalid YAML: {problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        started = context_mark.line + 1
+        if "expected <block end>" in problem:
+            text += f" (not indented like the block that starts on line {started})"
+        else:
+            text += f" ({context} that starts on line {started})"
+    return text
+
+
 def read_config_file(
     path: str | os.PathLike[str] | None = None,
 ) -> tuple[Mapping[str, Any], str | None]:
-    """``GATEWAY_CONFIG`` (YAML or JSON) as a mapping; no file means the embedded defaults."""
+    """``GATEWAY_CONFIG`` (YAML or JSON) as a mapping; no file means the embedded defaults.
+
+    Errors start with the file's name (and the line, for a syntax error), once.
+    """
     path = path if path is not None else os.environ.get("GATEWAY_CONFIG") or None
     if path is None:
         return {}, None
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read GATEWAY_CONFIG file {str(p)!r}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{p}: the GATEWAY_CONFIG file cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: the GATEWAY_CONFIG file is not UTF-8 text: {exc}") from exc
     if p.suffix.lower() == ".json":
         try:
             raw = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"{p}: invalid JSON: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            where = f"{p}, line {exc.lineno}, column {exc.colno}"
+            raise ConfigError(f"{where}: invalid JSON: {exc.msg}") from None
     else:
         import yaml  # only needed when a YAML file is given
 
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+            raise ConfigError(_yaml_error(p, exc)) from None
     return raw, str(p)

@@ -25,8 +25,9 @@ class Facts:
     instances: int = 0
     image: dict[str, Any] | None = None  # first instance: bytes, width, height, format
     tiles: int = 0
-    detections: int = 0
-    threshold: float | None = None
+    detections: int = 0  # detections answered
+    threshold: float | None = None  # the threshold they were cut at; None: not cut
+    uncut: bool = False  # every detection answered, at any score (raw, not a count)
     backend_ms: float = 0.0
     backend_model: str | None = None
     backend_version: str | None = None
@@ -48,6 +49,7 @@ class RequestContext:
     tiles: int = 0
     detections: int = 0
     threshold: float | None = None
+    uncut: bool = False
     backend_ms: float = 0.0
     backend_model: str | None = None
     backend_version: str | None = None
@@ -66,6 +68,7 @@ class RequestContext:
             "threshold",
             "tiles",
             "detections",
+            "uncut",
             "backend_ms",
             "backend_model",
             "backend_version",

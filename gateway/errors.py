@@ -122,6 +122,10 @@ class BackendUnavailable(GatewayError):
     status, code = 503, "backend_unavailable"
 
 
+class CredentialsUnavailable(BackendUnavailable):
+    """The gateway could not obtain its own token for the backend (an ID or access token)."""
+
+
 class ServiceMisconfigured(GatewayError):
     status, code = 503, "not_configured"
 

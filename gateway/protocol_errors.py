@@ -71,6 +71,6 @@ def cors_configured() -> bool:
         from gateway.runtime import get_gateway
 
         cors: Any = get_gateway().cors
-        return bool(cors.any_origin or cors.origins)
+        return bool(cors.serves_browsers)
     except Exception:
         return False

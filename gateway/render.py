@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-BOX_COLOUR = (0, 200, 60)
+from gateway.codecs.geojson import PALETTE
+
+BOX_COLOUR = PALETTE[0]  # the colour of the first label in QuPath too
 TEXT_COLOUR = (255, 255, 255)
 TEXT_BACKGROUND = (0, 0, 0)
 

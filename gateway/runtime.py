@@ -9,6 +9,7 @@ Firestore clients, token verifiers' imports) is still made at first use.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -16,22 +17,12 @@ from typing import Any
 from gateway import auth as auth_section
 from gateway import logs
 from gateway.auth import build_authenticator
-from gateway.auth import cors as cors_section
 from gateway.auth.cors import Cors
-from gateway.catalog import load_config
+from gateway.catalog import OWNED_SECTIONS, load_config, placed
 from gateway.config import Config, ConfigError
 from gateway.registry import ServiceRegistry
+from gateway.schema import UnknownKey
 from gateway.usage import build_usage
-from gateway.usage import quotas as quotas_section
-from gateway.usage import settings as usage_section
-
-# The sections other modules own, each checked against the shape its module declares.
-OWNED_SECTIONS = {
-    "auth": auth_section.CONFIG_SCHEMA,
-    "cors": cors_section.CONFIG_SCHEMA,
-    "usage": usage_section.CONFIG_SCHEMA,
-    "quotas": quotas_section.CONFIG_SCHEMA,
-}
 
 
 @dataclass
@@ -44,9 +35,14 @@ class Gateway:
 
 
 def check_sections(config: Config) -> None:
-    """Unknown keys and wrong types in the sections other modules own; ConfigError."""
+    """Unknown keys and wrong types in the sections other modules own, and what only the
+    sections together can say (an allow list naming a key no one has); ConfigError."""
     for section, schema in OWNED_SECTIONS.items():
-        schema.check(getattr(config, section), section)
+        try:
+            schema.check(getattr(config, section), section)
+        except UnknownKey as exc:
+            raise placed(exc) from None
+    auth_section.check(config)
 
 
 def build_gateway(config: Config | None = None) -> Gateway:
@@ -59,11 +55,13 @@ def build_gateway(config: Config | None = None) -> Gateway:
         cors=Cors(config),
         usage=build_usage(config),
     )
+    backends = {name: svc.backend.address for name, svc in sorted(config.services.items())}
     logs.emit(
         "INFO",
-        "gateway ready",
+        "gateway ready: " + ", ".join(f"{name} on {where}" for name, where in backends.items()),
         config=config.source or "embedded defaults",
         services=sorted(config.services),
+        backends=backends,
     )
     return gw
 
@@ -94,9 +92,13 @@ def start() -> Gateway:
         return get_gateway()
     except ConfigError as exc:
         source = os.environ.get("GATEWAY_CONFIG") or "the embedded defaults"
-        message = f"invalid configuration in {source}: {exc}"
+        text = str(exc)  # a file's own errors start with its name (and line)
+        where = "" if text.startswith(source) else f" in {source}"
+        message = f"invalid configuration{where}: {text}"
         logs.emit("CRITICAL", f"the gateway cannot start: {message}")
-        raise SystemExit(f"gateway: {message}") from None
+        if logs.text_format() or not sys.stderr.isatty():
+            raise SystemExit(1) from None  # said once, by the log line
+        raise SystemExit(f"gateway: {message}") from None  # JSON lines: and readably
 
 
 def reload_if_changed() -> bool:

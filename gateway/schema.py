@@ -19,6 +19,45 @@ class ConfigError(ValueError):
     """The configuration file is unusable; raised at start-up, never per request."""
 
 
+class UnknownKey(ConfigError):
+    """A key its section does not have; often a right key at the wrong indentation, which
+    :meth:`placed` says when the key belongs somewhere else."""
+
+    def __init__(self, key: str, where: str, known: list[str], places: list[str]) -> None:
+        self.key, self.where, self.known = key, where, known
+        self.places = places
+        place = f"in {where}" if where else "at the top level"
+        message = f"unknown key {key!r} {place}"
+        if places:
+            under = " or ".join(places[:3])
+            if places == ["the top level"]:
+                message += ": is it meant at the top level, not indented?"
+            else:
+                message += f": is it indented under {under}?"
+        else:
+            message += f" (known keys: {', '.join(known) or 'none'})"
+        super().__init__(message)
+
+    def placed(self, shape: Spec, *, concrete: dict[str, str] | None = None) -> UnknownKey:
+        """This error with the places ``shape`` (the whole configuration's) has for its key.
+
+        ``concrete`` renames a generic place (``a service``) to the one the key was found
+        in (``services.eos``), so the hint names the section the user is editing.
+        """
+        places = []
+        for place in places_of(self.key, shape):
+            for generic, name in (concrete or {}).items():
+                if (
+                    place == generic
+                    or place.startswith(generic + "'s ")
+                    or place.startswith(generic + ".")
+                ):
+                    place = name + place[len(generic) :].replace("'s ", ".", 1)
+            if place != (self.where or "the top level") and place not in places:
+                places.append(place)
+        return UnknownKey(self.key, self.where, self.known, places or self.places)
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -131,8 +170,9 @@ class ListOf(Spec):
 class MapOf(Spec):
     """A mapping whose keys are names chosen by the user (principals, services)."""
 
-    def __init__(self, item: Spec) -> None:
+    def __init__(self, item: Spec, each: str | None = None) -> None:
         self.item = item
+        self.each = each  # how a hint names one entry ("a service"); default: its path
 
     def check(self, value: Any, where: str) -> None:
         if value is None:
@@ -157,9 +197,8 @@ class Fields(Spec):
         for key, v in value.items():
             spec = self.fields.get(key) if isinstance(key, str) else None
             if spec is None:
-                known = ", ".join(sorted(self.fields)) or "none"
-                place = f"in {where}" if where else "at the top level"
-                raise ConfigError(f"unknown key {key!r} {place} (known keys: {known})")
+                places = places_of(key, self, base=where)
+                raise UnknownKey(str(key), where, sorted(self.fields), places)
             spec.check(v, f"{where}.{key}" if where else key)
 
     def read(self, value: Any, where: str) -> dict[str, Any]:
@@ -189,3 +228,34 @@ class Owned(Spec):
 
     def check(self, value: Any, where: str) -> None:
         return None
+
+
+def _join(label: str, key: str) -> str:
+    if not label:
+        return key
+    return f"{label}'s {key}" if label.startswith(("a ", "an ")) else f"{label}.{key}"
+
+
+def places_of(key: Any, shape: Spec, *, base: str | None = None) -> list[str]:
+    """Where in ``shape`` a section has ``key``, as a hint names them (``a service``,
+    ``a service's backend``, ``auth.firebase``, ``the top level``).  With ``base`` (the
+    place of ``shape`` itself): only the sections below it, named from there."""
+    found: list[str] = []
+
+    def walk(spec: Spec, label: str, top: bool) -> None:
+        if isinstance(spec, Fields):
+            if key in spec.fields and not top:
+                found.append(label)
+            for name, child in spec.fields.items():
+                walk(child, _join(label, name), False)
+        elif isinstance(spec, MapOf):
+            walk(spec.item, spec.each or f"an entry of {label}", False)
+        elif isinstance(spec, ListOf):
+            walk(spec.item, f"an entry of {label}", False)
+
+    if not isinstance(key, str):
+        return found
+    if base is None and isinstance(shape, Fields) and key in shape.fields:
+        found.append("the top level")
+    walk(shape, base or "", True)
+    return found

@@ -11,7 +11,7 @@ usage records spooled while Firestore was unreachable, which would otherwise go 
 instance's ``/tmp`` (they are in the logs too: ``python -m gateway replay-usage``).
 
 functions-framework takes no gunicorn options, so :func:`configure_gunicorn` adds them to
-its application class; ``main.py`` calls it at import, before the server is built.
+its application class; ``gateway.function.entry`` calls it at import, before the server is built.
 """
 
 from __future__ import annotations
@@ -212,6 +212,21 @@ def reload_in_master(arbiter) -> None:
         pass
 
 
+def announce_listening(server) -> None:
+    """gunicorn's ``when_ready``: the start log names the address the gateway listens on
+    (and how to reach it from this machine), once the socket is bound."""
+    from gateway import logs
+
+    for listener in getattr(server, "LISTENERS", ()):
+        address = str(listener)
+        message = f"listening on {address}"
+        scheme, _, rest = address.partition("://")
+        host, _, port = rest.rpartition(":")
+        if scheme in ("http", "https") and host in ("0.0.0.0", "[::]", "127.0.0.1", "[::1]"):
+            message += f" (on this machine: {scheme}://localhost:{port}/)"
+        logs.emit("INFO", message, address=address)
+
+
 def configure_gunicorn() -> None:
     """Make functions-framework's gunicorn use :class:`GatewayWorker` and a short grace."""
     try:
@@ -237,6 +252,7 @@ def configure_gunicorn() -> None:
         # $HOME is read-only on Cloud Functions (an error line at every start).
         self.cfg.set("control_socket_disable", True)
         self.cfg.set("on_reload", reload_in_master)
+        self.cfg.set("when_ready", announce_listening)
 
     app_class.load_config = load_config
     app_class._gateway_configured = True

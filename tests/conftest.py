@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, settings
 from process_guard import ProcessGuard, process_fixture
 from procs import start_gateway
 
+from gateway import logs
+
 # pytester: tests/test_process_guard.py runs the guard on a suite of its own.
 pytest_plugins = ["pytester"]
 
@@ -94,3 +96,12 @@ def standin(keys):
     server.state.certs = {"firebase": [keys["fb-1"]], "google": [keys["g-1"]]}
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _logs_as_at_start():
+    """Each test sees the gateway's logs as a process starts them (stdout, every level):
+    the command line run in-process sends them to stderr at WARNING, for its own output."""
+    yield
+    logs.configure()
+

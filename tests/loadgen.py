@@ -145,6 +145,18 @@ def shape_problem(path: str, status: int, body: bytes) -> str | None:
         return f"not JSON: {body[:120]!r}"
     if not isinstance(doc, dict):
         return "not a JSON object"
+    if status != 200 and path.startswith("/v1/projects/"):  # Google's API: its own shape
+        err = doc.get("error")
+        if not (
+            isinstance(err, dict)
+            and err.get("code") == status
+            and isinstance(err.get("message"), str)
+            and "request_id" in err["message"]
+            and isinstance(err.get("status"), str)
+            and err["status"]
+        ):
+            return f"error body not in Google's shape with a request id: {doc}"
+        return None
     if status != 200:
         if not (
             isinstance(doc.get("error"), str)

@@ -259,3 +259,41 @@ def start_gateway(
     proc = Proc(argv, port, full_env, workdir, "/healthz", "gateway")
     proc.workdir = workdir  # type: ignore[attr-defined]
     return proc.start() if start else proc
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+class Browser:
+    """Headless Chromium driven by selenium, in its own throw-away profile."""
+
+    def __init__(self, window: str = "1400,900") -> None:
+        if not (CHROMIUM and CHROMEDRIVER):
+            raise RuntimeError(
+                "chromium and chromium-driver are not installed (scripts/test.sh installs them)"
+            )
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={self.profile}",
+            f"--window-size={window}",
+        ):
+            options.add_argument(arg)
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.driver.set_page_load_timeout(60)
+
+    def stop(self) -> None:
+        self.driver.quit()
+        shutil.rmtree(self.profile, ignore_errors=True)

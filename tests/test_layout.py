@@ -12,6 +12,7 @@ LAYERS = [
         "main",
         "gateway.__main__",
         "gateway.cli",
+        "gateway.function",
         "gateway.serving",
         "gateway.slow_clients",
         "gateway.protocol_errors",

@@ -36,6 +36,8 @@ from gateway.backends.base import (
     Readiness,
     TileDetections,
     TileInput,
+    not_ready,
+    status_reason,
 )
 from gateway.backends.http_client import ModelHttpClient, Retryable, status_error
 from gateway.backends.http_pool import Response
@@ -147,10 +149,12 @@ class ToyDetector:
         try:
             resp = self.client.call("GET", self.path, None, deadline)
         except Retryable as exc:
-            return Readiness(False, exc.error.message, model)
+            return not_ready(model, exc.error)  # reason: unreachable
         except GatewayError as exc:
-            return Readiness(False, exc.message, model)
-        return Readiness(resp.status == 200, f"HTTP {resp.status}", model)
+            return not_ready(model, exc)  # timeout, no_credentials...
+        if resp.status != 200:
+            return Readiness(False, f"HTTP {resp.status}", model, reason=status_reason(resp.status))
+        return Readiness(True, "ready", model)
 
     def pinned(self, version: str | None = None, label: str | None = None) -> ToyDetector:
         if version is not None or label is not None:
@@ -471,6 +475,7 @@ def test_readiness_asks_the_model_server(gateway):
     assert gateway.services.get("count").backend.readiness().ready is True
     gone = gateway.services.get("gone").backend.readiness()
     assert gone.ready is False and "unreachable" in gone.detail
+    assert gone.reason == "unreachable"
 
 
 # --- the protocol's failures in the gateway's words ------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers import sha
-from procs import start_gateway
+from procs import free_port, start_gateway
 
 # Every test here runs the gateway (or the CLI) as its own process.
 pytestmark = pytest.mark.process
@@ -139,3 +139,54 @@ def test_a_reload_that_cannot_read_the_file_keeps_the_last_good_configuration(tm
         assert (_admits(gw.port, "second"), _admits(gw.port, "third")) == (401, 404)
     finally:
         gw.stop()
+
+
+def run_to_exit(proc) -> tuple[int, str]:
+    out = subprocess.run(
+        proc.argv, cwd=proc.cwd, env=proc.env, capture_output=True, text=True, timeout=120
+    )
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_a_yaml_error_stops_the_start_naming_the_file_and_line_once():
+    proc = start_gateway({}, start=False)
+    path = proc.cwd / "gateway.yaml"
+    path.write_text("services:\n  eos:\n    threshold: 0.3\n   labels: [eos]\n")
+    proc.env["GATEWAY_CONFIG"] = str(path)
+    status, text = run_to_exit(proc)
+    assert status != 0 and "Traceback" not in text
+    assert f"{path}, line 4, column 4: invalid YAML" in text
+    assert text.count(str(path)) == 1 and text.count("line 4") == 1, text
+
+
+def test_auth_that_admits_no_one_stops_the_start():
+    status, text = run_to_exit(start_gateway({"auth": {}}, start=False))
+    assert status != 0 and "auth is empty" in text
+
+
+def test_the_start_log_names_the_address_and_each_backend():
+    """Protocol and host only: a URL's user, password and query never reach the log."""
+    model_port = free_port()
+    config = {
+        "services": {
+            "eos": {},
+            "far": {"backend": {"url": f"http://lab:s3cret@127.0.0.1:{model_port}/p?tok=abc"}},
+        },
+        "usage": {"enabled": False},
+    }
+    gw = start_gateway(config)
+    try:
+        status, doc = get(gw.url + "/readyz")
+        assert (status, doc["services"]["far"]["reason"]) == (503, "unreachable")
+    finally:
+        gw.stop()
+    lines = [json.loads(line) for line in gw.log_text().splitlines() if line.startswith("{")]
+    ready = next(line for line in lines if line["message"].startswith("gateway ready"))
+    assert ready["backends"] == {
+        "eos": "the embedded detector",
+        "far": f"tfserving http://127.0.0.1:{model_port}",
+    }
+    listening = [line for line in lines if line["message"].startswith("listening on")]
+    assert [line["address"] for line in listening] == [gw.url]
+    text = gw.log_text()
+    assert "s3cret" not in text and "tok=abc" not in text

@@ -70,18 +70,77 @@ V2_OUTPUTS = {
 }
 
 
-def _own_args() -> argparse.Namespace:
+def _own_parser() -> argparse.ArgumentParser:
+    """This tool's options; KServe's own (``--http_port``, ``--model_name``, ...) are parsed
+    by KServe when it is imported."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--control-file", default=None)
-    p.add_argument("--cell-size-px", type=float, default=None)
-    p.add_argument("--max-detections", type=int, default=100)
-    p.add_argument("--label", default="eos")
-    p.add_argument("--kind", choices=("detection", "classification", "echo"), default="detection")
-    p.add_argument("--versions", default="1")
-    p.add_argument("--version-labels", default="")
-    p.add_argument("--pad-detections", action="store_true")
-    p.add_argument("--v2-box-format", choices=BOX_FORMATS, default="yxyx_normalized")
-    p.add_argument("--v2-outputs", default="")
+    own = p.add_argument_group("the model (this tool)")
+    own.add_argument(
+        "--kind",
+        choices=("detection", "classification", "echo"),
+        default="detection",
+        help="what the model is: detection is the embedded detector",
+    )
+    own.add_argument(
+        "--control-file",
+        default=None,
+        metavar="FILE",
+        help='JSON read on every request: {"delay_s", "garbage", "arrivals_file", "hold"}',
+    )
+    own.add_argument(
+        "--cell-size-px",
+        type=float,
+        default=None,
+        help="the detector's cell diameter in pixels; none: estimated per image",
+    )
+    own.add_argument("--max-detections", type=int, default=100, help="rows of --pad-detections")
+    own.add_argument("--label", default="eos", help="the detections' class text")
+    own.add_argument(
+        "--versions",
+        default="1",
+        help="versions answered, comma-separated; the latest is the default",
+    )
+    own.add_argument("--version-labels", default="", help="labels of versions: stable=1,canary=2")
+    own.add_argument(
+        "--pad-detections",
+        action="store_true",
+        help="pad every output to --max-detections rows, as the AutoML export does",
+    )
+    own.add_argument(
+        "--v2-box-format",
+        choices=BOX_FORMATS,
+        default="yxyx_normalized",
+        help="the V2 answer's box layout",
+    )
+    own.add_argument(
+        "--v2-outputs",
+        default="",
+        help="the V2 output names: boxes=...,scores=...,classes=...",
+    )
+    return p
+
+
+def _help() -> None:
+    """KServe parses ``sys.argv`` when imported and has no ``--help``: asked for help, this
+    prints this tool's options and KServe's, and exits before anything listens."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        from kserve.model_server import parser as kserve_parser
+    finally:
+        sys.argv = argv
+    parser = argparse.ArgumentParser(
+        prog="tools/model_server.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="The model server's options above the tool's are KServe's ModelServer's.",
+        parents=[kserve_parser, _own_parser()],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.print_help()
+    raise SystemExit(0)
+
+
+def _own_args() -> argparse.Namespace:
+    p = _own_parser()
     args, _ = p.parse_known_args()
     pairs = (x.partition("=")[::2] for x in args.v2_outputs.split(",") if x.strip())
     names = {k.strip(): v.strip() for k, v in pairs}
@@ -97,6 +156,8 @@ def _own_args() -> argparse.Namespace:
     return args
 
 
+if {"-h", "--help"} & set(sys.argv[1:]):
+    _help()
 OWN = _own_args()
 
 import kserve  # noqa: E402  (parses sys.argv on import)

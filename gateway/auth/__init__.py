@@ -297,10 +297,129 @@ def build_authenticator(
             "auth.required is false: detection routes accept callers without credentials",
         )
     elif tokens is None and store is None:
-        message = (
-            "auth is required but no method is configured: set auth.firebase, auth.google "
-            "or auth.api_keys in GATEWAY_CONFIG"
+        raise ConfigError(
+            "auth admits no caller: auth.api_keys is empty and no Firestore holds keys "
+            "(usage.firestore.project); list a key, set auth.firebase or auth.google, "
+            "or write 'auth: {required: false}' (docs/auth.md)"
         )
-        _announce("ERROR", message)
-        return FailClosedAuthenticator(message)
     return Authenticator(tokens=tokens, keys=store, required=required)
+
+
+METHODS = ("firebase", "google", "api_keys")
+PRINCIPAL_PREFIXES = ("key:", "firebase:", "google:")
+ANONYMOUS = "anonymous"
+
+
+def _firestore_keys(config: Config) -> bool:
+    """Whether API keys are also looked up in Firestore (ids the file cannot list)."""
+    auth = config.auth or {}
+    return auth.get("api_keys_firestore", True) is not False and bool(firestore_target(config))
+
+
+def _key_ids(config: Config) -> list[str]:
+    entries = (config.auth or {}).get("api_keys") or []
+    return [e["id"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("id"), str)]
+
+
+def _could_name_a_principal(entry: str) -> bool:
+    """Whether a principal (``key:<id>``, ``firebase:<uid>``, ``google:<email>``,
+    ``anonymous``) could ever match ``entry``; ``lab-script`` alone never does."""
+    head = entry.split("*", 1)[0]
+    if "*" not in entry:
+        prefixed = entry.startswith(PRINCIPAL_PREFIXES) and not entry.endswith(":")
+        return entry == ANONYMOUS or prefixed
+    return any(p.startswith(head) or head.startswith(p) for p in (*PRINCIPAL_PREFIXES, ANONYMOUS))
+
+
+def _suggest(entry: str, ids: list[str]) -> str:
+    import difflib
+
+    bare = entry.split(":", 1)[1] if entry.startswith("key:") else entry
+    close = difflib.get_close_matches(bare, ids, n=1, cutoff=0.6)
+    return f"; did you mean 'key:{close[0]}'?" if close else ""
+
+
+def _named_principals(config: Config) -> list[tuple[str, str, bool]]:
+    """(where, entry, exact) for every principal the configuration names: the services'
+    allow lists (patterns with ``*``) and ``quotas.principals`` (exact principals)."""
+    named = [
+        (f"services.{name}.allow", entry, False)
+        for name, svc in config.services.items()
+        for entry in (svc.allow or ())
+    ]
+    principals = (config.quotas or {}).get("principals") or {}
+    if isinstance(principals, Mapping):
+        named += [("quotas.principals", str(entry), True) for entry in principals]
+    return named
+
+
+def check(config: Config) -> None:
+    """What the ``auth`` section must say, with the sections that name callers; raises
+    :class:`ConfigError` at start-up.
+
+    Each of these would otherwise run silently wrong: an allow list or a per-principal
+    quota without ``auth`` (every caller is then ``anonymous``: the list is never applied),
+    an ``auth`` section naming no way to authenticate (every request refused), an entry
+    naming an API key id no key has (nobody gets in, or the quota never applies).
+    """
+    named = _named_principals(config)
+    if config.auth is None:
+        listing = [name for name, svc in config.services.items() if svc.allow is not None]
+        if listing:
+            raise ConfigError(
+                f"services.{listing[0]}.allow has no effect without an auth section: every "
+                "caller is anonymous; add auth (docs/auth.md), or remove the allow list"
+            )
+        if named:
+            raise ConfigError(
+                "quotas.principals has no effect without an auth section: every caller is "
+                "anonymous; add auth (docs/auth.md), or set quotas.default only"
+            )
+        return
+    auth = config.auth
+    if auth.get("required", True) is not False and not (
+        any(auth.get(m) is not None for m in METHODS) or auth.get("api_keys_firestore") is True
+    ):
+        empty = "auth is empty" if not auth else "auth names no way to authenticate callers"
+        raise ConfigError(
+            f"{empty}: set auth.firebase, auth.google or auth.api_keys (or "
+            "auth.api_keys_firestore: true for keys kept in Firestore only), or write "
+            "'auth: {required: false}' to serve without credentials (docs/auth.md)"
+        )
+    if auth.get("api_keys_firestore") is True and not firestore_target(config):
+        raise ConfigError(
+            "auth.api_keys_firestore is true but no Firestore is configured: set "
+            "usage.firestore.project"
+        )
+    ids = _key_ids(config)
+    unlisted: list[str] = []
+    for where, entry, exact in named:
+        if exact and "*" in entry:
+            raise ConfigError(
+                f"{where} entry {entry!r}: quotas name exact principals (a '*' is not a "
+                "pattern here); use quotas.default for everyone else"
+            )
+        if not _could_name_a_principal(entry):
+            raise ConfigError(
+                f"{where} entry {entry!r} names no caller: principals are key:<id>, "
+                f"firebase:<uid>, google:<email> or anonymous{_suggest(entry, ids)}"
+            )
+        if not entry.startswith("key:"):
+            continue
+        if any(principal_matches(entry, f"key:{key_id}") for key_id in ids):
+            continue
+        if _firestore_keys(config):
+            unlisted.append(entry)
+            continue
+        listed = ", ".join(ids) if ids else "none"
+        what = "matches it" if "*" in entry else "has that id"
+        raise ConfigError(
+            f"{where} names {entry!r}, but no API key {what} (auth.api_keys: "
+            f"{listed}){_suggest(entry, ids)}"
+        )
+    if unlisted:
+        _announce(
+            "WARNING",
+            "API key ids named in allow lists or quotas but not in auth.api_keys, so they "
+            f"must be in Firestore's api_keys collection: {', '.join(sorted(set(unlisted)))}",
+        )

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from gateway.config import ServiceConfig
+from gateway.errors import (
+    BackendBadResponse,
+    BackendTimeout,
+    CredentialsUnavailable,
+    GatewayError,
+)
 from gateway.schema import Fields
 
 
@@ -85,12 +91,71 @@ class Forwarded:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+# Why a model is not ready, as ``/readyz`` names it: the class of the failure, never the
+# model server's own text (that goes to the logs, ``detail``).
+UNREACHABLE = "unreachable"  # no connection to the model server
+TIMEOUT = "timeout"  # connected, no answer in time
+NO_CREDENTIALS = "no_credentials"  # the gateway could not get its token for the backend
+CREDENTIALS_REFUSED = "credentials_refused"  # the model server refused them (401, 403)
+MODEL_NOT_AVAILABLE = "model_not_available"  # the server answers, the model is not served
+UNAVAILABLE = "unavailable"  # the server says it cannot serve now (429, 503)
+BAD_RESPONSE = "bad_response"  # an answer the gateway cannot read
+READINESS_REASONS = (
+    UNREACHABLE,
+    TIMEOUT,
+    NO_CREDENTIALS,
+    CREDENTIALS_REFUSED,
+    MODEL_NOT_AVAILABLE,
+    UNAVAILABLE,
+    BAD_RESPONSE,
+)
+
+
 @dataclass(frozen=True)
 class Readiness:
     ready: bool
-    detail: str
+    detail: str  # for the logs: may hold the model server's own text
     model: str
     version: str | None = None
+    reason: str | None = None  # None when ready; else one of READINESS_REASONS
+
+
+class ModelState(NamedTuple):
+    """What a model server's status document says (its wire module reads it)."""
+
+    ready: bool
+    version: str | None
+    detail: str
+    reason: str | None = None  # None when ready
+
+
+def status_reason(status: int) -> str:
+    """The reason class of a model server's HTTP status on a readiness check."""
+    if status in (401, 403):
+        return CREDENTIALS_REFUSED
+    if status == 404:
+        return MODEL_NOT_AVAILABLE
+    if status in (429, 503):
+        return UNAVAILABLE
+    if status == 504:
+        return TIMEOUT
+    return BAD_RESPONSE
+
+
+def error_reason(exc: GatewayError) -> str:
+    """The reason class of a failure to ask the model server at all."""
+    if isinstance(exc, CredentialsUnavailable):
+        return NO_CREDENTIALS
+    if isinstance(exc, BackendTimeout):
+        return TIMEOUT
+    if isinstance(exc, BackendBadResponse):
+        return BAD_RESPONSE
+    return UNREACHABLE
+
+
+def not_ready(model: str, exc: GatewayError) -> Readiness:
+    """Readiness after a failure to ask: the error's message for the logs, its class."""
+    return Readiness(False, exc.message, model, reason=error_reason(exc))
 
 
 class Backend(Protocol):
@@ -162,6 +227,9 @@ class OutboundProtocol:
     # The URL when the backend section names none (a cloud API's own); None: the
     # service runs on the embedded detector instead.
     make_default_url: Callable[[Any], str] | None = None
+    # True: it signs its requests itself (Vertex AI's access tokens), so ``backend.auth``
+    # is refused at start-up and ``credentials_file`` is its own.
+    own_credentials: bool = False
 
     def options(self, values: dict[str, Any], where: str) -> Any:
         """The protocol's typed options from its checked keys (ConfigError for the rest)."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import logs
-from gateway.errors import BackendUnavailable
+from gateway.errors import CredentialsUnavailable
 
 
 def _token_exp(token: str) -> float | None:
@@ -141,8 +141,8 @@ class _CachedToken:
     def _make_credentials(self) -> Any:
         raise NotImplementedError
 
-    def _unavailable(self) -> BackendUnavailable:
-        return BackendUnavailable(
+    def _unavailable(self) -> CredentialsUnavailable:
+        return CredentialsUnavailable(
             "the gateway could not obtain credentials for the backend; try again shortly",
             code=self.error_code,
         )

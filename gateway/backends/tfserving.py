@@ -27,6 +27,8 @@ from gateway.backends.base import (
     Readiness,
     TileDetections,
     TileInput,
+    not_ready,
+    status_reason,
 )
 from gateway.backends.http_client import (
     RETRY_STATUSES,
@@ -332,18 +334,18 @@ class TFServingBackend:
         try:
             resp = self.client.call("GET", self.status_path, None, deadline)
         except Retryable as exc:
-            return Readiness(False, exc.error.message, model)
+            return not_ready(model, exc.error)
         except GatewayError as exc:
-            return Readiness(False, exc.message, model)
+            return not_ready(model, exc)
         if resp.status != 200:
-            return Readiness(
-                False, f"HTTP {resp.status}: {wire.backend_error_message(resp.data)}", model
-            )  # the model server's text: for logs only (gateway/handlers/health.py)
-        ok, version, detail = wire.model_status(resp.data)
-        if ok:
-            self._version.value = version
+            detail = f"HTTP {resp.status}: {wire.backend_error_message(resp.data)}"
+            # the model server's text: for logs only (gateway/handlers/health.py)
+            return Readiness(False, detail, model, reason=status_reason(resp.status))
+        state = wire.model_status(resp.data)
+        if state.ready:
+            self._version.value = state.version
             self._version.checked = time.monotonic()
-        return Readiness(ok, detail, model, version)
+        return Readiness(state.ready, state.detail, model, state.version, state.reason)
 
 
 PROTOCOL = OutboundProtocol(

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from gateway.backends.base import Classification, TileDetections
+from gateway.backends.base import (
+    BAD_RESPONSE,
+    MODEL_NOT_AVAILABLE,
+    Classification,
+    ModelState,
+    TileDetections,
+)
 from gateway.backends.boxes import to_tile_pixels
 from gateway.backends.labels import LabelTable
 from gateway.errors import BackendBadResponse
@@ -174,18 +180,20 @@ def backend_error_message(body: bytes) -> str:
     return " ".join(text.split())[:300]
 
 
-def model_status(body: bytes) -> tuple[bool, str | None, str]:
-    """(available, version, detail) from ``GET /v1/models/{model}``."""
+def model_status(body: bytes) -> ModelState:
+    """(available, version, detail, reason) from ``GET /v1/models/{model}``."""
     try:
         doc = loads(body)
     except Exception:
-        return False, None, "model status is not JSON"
+        return ModelState(False, None, "model status is not JSON", BAD_RESPONSE)
     if isinstance(doc, Mapping) and isinstance(doc.get("ready"), bool):
         # KServe's V1 protocol answers the same route with {"name": ..., "ready": true}.
-        return doc["ready"], None, "ready" if doc["ready"] else "not ready"
+        if doc["ready"]:
+            return ModelState(True, None, "ready")
+        return ModelState(False, None, "not ready", MODEL_NOT_AVAILABLE)
     rows = doc.get("model_version_status") if isinstance(doc, Mapping) else None
     if not isinstance(rows, list) or not rows:
-        return False, None, "model status lists no versions"
+        return ModelState(False, None, "model status lists no versions", BAD_RESPONSE)
     available = [
         str(row.get("version", ""))
         for row in rows
@@ -193,6 +201,7 @@ def model_status(body: bytes) -> tuple[bool, str | None, str]:
     ]
     if available:  # TF Serving serves the latest version unless asked for another
         latest = max(available, key=lambda v: (v.isdigit(), int(v) if v.isdigit() else 0))
-        return True, latest or None, "AVAILABLE"
+        return ModelState(True, latest or None, "AVAILABLE")
     states = [str(r.get("state")) for r in rows if isinstance(r, Mapping)]
-    return False, None, f"no AVAILABLE version (states: {', '.join(states) or 'none'})"
+    detail = f"no AVAILABLE version (states: {', '.join(states) or 'none'})"
+    return ModelState(False, None, detail, MODEL_NOT_AVAILABLE)

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from gateway.backends import v2_wire as wire
 from gateway.backends.base import (
+    MODEL_NOT_AVAILABLE,
     BackendResult,
     Classification,
     ClassifyResult,
@@ -27,6 +28,8 @@ from gateway.backends.base import (
     OutboundProtocol,
     Readiness,
     TileInput,
+    not_ready,
+    status_reason,
 )
 from gateway.backends.boxes import BOX_FORMATS
 from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, Retryable, status_error
@@ -335,12 +338,17 @@ class V2Backend:
         try:
             resp = self.client.call("GET", self.model_path + "/ready", None, deadline)
         except Retryable as exc:
-            return Readiness(False, exc.error.message, model)
+            return not_ready(model, exc.error)
         except GatewayError as exc:
-            return Readiness(False, exc.message, model)
+            return not_ready(model, exc)
         if not wire.model_ready(resp.status):
             detail = f"HTTP {resp.status}: {wire.error_message(resp.data)}"
-            return Readiness(False, detail, model)  # the model server's text: logs only
+            # The model server's text: logs only.  Triton answers 400 and KServe 503 for a
+            # model that is loaded but not ready.
+            reason = status_reason(resp.status)
+            if resp.status in (400, 503):
+                reason = MODEL_NOT_AVAILABLE
+            return Readiness(False, detail, model, reason=reason)
         self._learn(deadline)
         return Readiness(True, "ready", model, self._served)
 

@@ -32,6 +32,8 @@ from gateway.backends.base import (
     OutboundProtocol,
     Readiness,
     TileInput,
+    not_ready,
+    status_reason,
 )
 from gateway.backends.credentials import AccessTokenSource
 from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, Retryable, status_error
@@ -294,18 +296,20 @@ class VertexBackend:
         try:
             resp = self.client.call("GET", self.endpoint_path, None, deadline)
         except Retryable as exc:
-            return Readiness(False, exc.error.message, model)
+            return not_ready(model, exc.error)
         except GatewayError as exc:  # no token, a timeout
-            return Readiness(False, exc.message, model)
+            return not_ready(model, exc)
         if resp.status != 200:
             if resp.status == 401:
                 self.tokens.invalidate()
             detail = f"HTTP {resp.status}: {wire.error_message(resp.data)}"
-            return Readiness(False, detail, model)  # the endpoint's text: logs only
-        ready, version, detail = wire.endpoint_state(resp.data)
-        if version is not None:
-            self._served = version
-        return Readiness(ready, detail, model, (version or self._served) if ready else None)
+            # the endpoint's text: logs only; 404: no such endpoint
+            return Readiness(False, detail, model, reason=status_reason(resp.status))
+        state = wire.endpoint_state(resp.data)
+        if state.version is not None:
+            self._served = state.version
+        version = (state.version or self._served) if state.ready else None
+        return Readiness(state.ready, state.detail, model, version, state.reason)
 
     def model_status(self, version: str | None = None, label: str | None = None) -> dict:
         """TF Serving's status document for TF Serving clients, from the endpoint's
@@ -337,4 +341,5 @@ PROTOCOL = OutboundProtocol(
     passthrough_route="vertex",
     make_options=options,
     make_default_url=default_url,
+    own_credentials=True,
 )

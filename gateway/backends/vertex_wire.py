@@ -18,7 +18,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from gateway.backends.base import Classification, TileDetections
+from gateway.backends.base import (
+    BAD_RESPONSE,
+    MODEL_NOT_AVAILABLE,
+    Classification,
+    ModelState,
+    TileDetections,
+)
 from gateway.backends.boxes import to_tile_pixels
 from gateway.backends.tfserving_wire import LabelTable
 from gateway.errors import BackendBadResponse
@@ -282,24 +288,25 @@ def error_message(body: bytes) -> str:
     return " ".join(text.split())[:300]
 
 
-def endpoint_state(body: bytes) -> tuple[bool, str | None, str]:
-    """(ready, version, detail) from ``GET .../endpoints/{endpoint}``: ready when the
-    endpoint has a deployed model; the version is that model's when there is only one."""
+def endpoint_state(body: bytes) -> ModelState:
+    """(ready, version, detail, reason) from ``GET .../endpoints/{endpoint}``: ready when
+    the endpoint has a deployed model; the version is that model's when there is only one."""
     try:
         doc = loads(body)
     except Exception:
-        return False, None, "the endpoint resource is not JSON"
+        return ModelState(False, None, "the endpoint resource is not JSON", BAD_RESPONSE)
     if not isinstance(doc, Mapping):
-        return False, None, "the endpoint resource is not an object"
+        return ModelState(False, None, "the endpoint resource is not an object", BAD_RESPONSE)
     deployed = doc.get("deployedModels") or []
     if not isinstance(deployed, list) or not all(isinstance(d, Mapping) for d in deployed):
-        return False, None, "the endpoint resource has deployedModels that are not a list"
+        detail = "the endpoint resource has deployedModels that are not a list"
+        return ModelState(False, None, detail, BAD_RESPONSE)
     if not deployed:
-        return False, None, "the endpoint has no deployed model"
+        return ModelState(False, None, "the endpoint has no deployed model", MODEL_NOT_AVAILABLE)
     version = None
     if len(deployed) == 1:
         only = deployed[0]
         version = answer_version(
             {"modelVersionId": only.get("modelVersionId"), "deployedModelId": only.get("id")}
         )
-    return True, version, f"{len(deployed)} deployed model(s)"
+    return ModelState(True, version, f"{len(deployed)} deployed model(s)")

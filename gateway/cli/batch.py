@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.cli.halt import BATCH_CODES, Stop
 from gateway.cli.slides import Slide
 
 
@@ -37,7 +38,7 @@ class Progress:
         if not self.enabled:
             return
         if not slide.ok:
-            result = "failed"
+            result = "stopped" if slide.code in BATCH_CODES else "failed"
         elif slide.label is not None:
             result = slide.label
         else:
@@ -61,18 +62,33 @@ class Progress:
 
 @dataclass
 class Summary:
+    """The whole batch, earlier runs of a ``--resume`` included, and this run's share."""
+
     slides: int = 0  # in the input
-    skipped: int = 0  # already counted in the result file (--resume)
-    counted: int = 0
+    skipped: int = 0  # counted by earlier runs (the result file), not sent again
+    counted: int = 0  # in this run
     failed: int = 0
     retried: int = 0  # requests sent again (429, 503, 504, dropped connections)
+    recounted: int = 0  # counted by an earlier run at another threshold, counted again
+    threshold: float | None = None  # this run's, when it counts at one
+    eosinophils: int | None = None  # in the whole batch; None: the service counts nothing
     seconds: float = 0.0
     interrupted: bool = False
+    stopped: Stop | None = None  # a refusal that holds for every slide stopped the batch
+    resumable: bool = False  # the results go to a file --resume can carry on from
 
     @property
     def slides_per_second(self) -> float:
         """Slides counted per second of this run: the rate a batch's remainder will go at."""
         return self.counted / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def batch_counted(self) -> int:
+        return self.skipped + self.counted
+
+    @property
+    def left(self) -> int:
+        return self.slides - self.batch_counted
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,20 +97,42 @@ class Summary:
             "counted": self.counted,
             "failed": self.failed,
             "not_done": self.slides - self.skipped - self.counted - self.failed,
+            "batch_counted": self.batch_counted,
+            "recounted": self.recounted,
+            "threshold": self.threshold,
+            "eosinophils": self.eosinophils,
             "retried": self.retried,
             "seconds": round(self.seconds, 3),
             "slides_per_second": round(self.slides_per_second, 3),
             "interrupted": self.interrupted,
+            "stopped": None if self.stopped is None else self.stopped.describe(),
+            "resets_at": (
+                None
+                if self.stopped is None or self.stopped.resets_at is None
+                else self.stopped.resets_at.isoformat(timespec="seconds")
+            ),
         }
 
     def line(self) -> str:
-        text = (
-            f"summary: {self.counted} counted, {self.failed} failed, {self.retried} retried"
-            f", {self.skipped} skipped as already counted, of {self.slides} slides"
-            f"; {self.seconds:.1f} s, {self.slides_per_second:.2f} slides/s"
-        )
+        counted = f"{self.batch_counted} of {self.slides} slides counted"
+        if self.skipped:
+            counted += f" ({self.counted} in this run, {self.skipped} by earlier runs)"
+        text = f"summary: {counted}, {self.failed} failed, {self.retried} retried"
+        if self.recounted:
+            text += f", {self.recounted} counted again at threshold {self.threshold:g}"
+        if self.eosinophils is not None:
+            text += f"; {self.eosinophils} eosinophils in total"
+        text += f"; {self.seconds:.1f} s, {self.slides_per_second:.2f} slides/s"
         if self.interrupted:
-            text += "; interrupted: run again with --resume to finish"
+            text += "; interrupted: " + (
+                "run the same command again with --resume to finish"
+                if self.resumable
+                else "run it again (with --csv FILE or --json FILE, --resume finishes a batch)"
+            )
+        elif self.stopped is not None:
+            slides = "slide" if self.left == 1 else "slides"
+            hint = self.stopped.resume_hint(self.resumable)
+            text += f"; the batch stopped with {self.left} {slides} left: {hint}"
         return text
 
 

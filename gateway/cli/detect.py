@@ -30,13 +30,15 @@ from typing import Any
 from gateway.cli import batch
 from gateway.cli.halt import Halt
 from gateway.cli.output import ResultFile, print_table, slide_record, write_csv
-from gateway.cli.remote import IMAGE_ROUTES, Remote, Unusable, unknown_kind
+from gateway.cli.remote import IMAGE_ROUTES, Remote, Unusable, unknown_kind, with_scheme
+from gateway.cli.resume import ResumeRefused, plan
 from gateway.cli.retry import RetryPolicy
 from gateway.cli.slides import Classified, Counted, Slide, SlideFailed
 from gateway.kinds.base import ROUTE_PATHS, CliView
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 RENDER_MAX_PIXELS = 400_000_000  # rendering is local: only the gateway's limit matters
+STOPPED_CELL = "not counted: the batch stopped"  # the table's cell; the reason is said once
 
 
 # --- finding the slides -----------------------------------------------------------------
@@ -82,7 +84,10 @@ class InProcess:
             p.format(name=cfg.name) for r, p in ROUTE_PATHS.items() if kind.serves(r, cfg)
         ]
         default = getattr(self.svc.config.options, "threshold", None)
+        self.service_threshold: float | None = default
         self.threshold = default if threshold is None else threshold
+        self.service = service
+        self.labels: tuple[str, ...] = tuple(getattr(self.svc.config.options, "labels", ()))
 
     def count(self, path: Path, data: bytes) -> Counted | Classified:
         from gateway.codecs.detect import detections
@@ -144,11 +149,30 @@ def render_jpeg(data: bytes, detections: Iterable[dict[str, Any]]) -> bytes:
     return out.getvalue()
 
 
-class RenderNames:
-    """``DIR/<relative path>.jpg``; the folder structure below each argument is kept."""
+def write_geojson(
+    target: Path, slide: Path, service: str, counted: Counted, labels: Sequence[str]
+) -> None:
+    """The slide's detections as QuPath imports them (File > Import objects)."""
+    from gateway.codecs.geojson import feature_collection
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    about = {
+        "service": service,
+        "slide": str(slide),
+        "count": counted.count,
+        "threshold": counted.threshold,
+        "image": {"width": counted.width, "height": counted.height},
+    }
+    doc = feature_collection(counted.detections, labels, about=about)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    os.replace(tmp, target)  # a file that is there is whole
+
+
+class RenderNames:
+    """``DIR/<relative path><suffix>``; the folder structure below each argument is kept."""
+
+    def __init__(self, directory: Path, suffix: str = ".jpg") -> None:
+        self.directory, self.suffix = directory, suffix
         self.used: set[Path] = set()
 
     def name(self, path: Path, root: Path) -> Path:
@@ -156,10 +180,10 @@ class RenderNames:
             rel = path.relative_to(root)
         except ValueError:
             rel = Path(path.name)
-        target = self.directory / rel.with_suffix(".jpg")
+        target = self.directory / rel.with_suffix(self.suffix)
         n = 2
         while target in self.used:
-            target = self.directory / rel.with_name(f"{rel.stem}-{n}.jpg")
+            target = self.directory / rel.with_name(f"{rel.stem}-{n}{self.suffix}")
             n += 1
         self.used.add(target)
         return target
@@ -195,17 +219,48 @@ def _bounded(kind: type, low: float, high: float):
 # and to keep a lab's uplink busy while one slide is being counted, few enough not to
 # run into an instance limit or a rate limit at once.  Raise it for big batches.
 DEFAULT_JOBS = 4
+REMOTE_DEFAULTS: dict[str, int | float] = {
+    "jobs": DEFAULT_JOBS,
+    "retries": RetryPolicy().retries,
+    "max_wait": RetryPolicy().max_wait_s,
+    "timeout": 300.0,
+}
+
+
+def _remote_options(args: argparse.Namespace) -> str | None:
+    """Fill in the defaults of the options that only apply with ``--url``; a note when
+    some were named without it (they change nothing, which a person should know)."""
+    named = [k for k in REMOTE_DEFAULTS if getattr(args, k) is not None]
+    for key, value in REMOTE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, type(value)(value))
+    if args.url or not named:
+        return None
+    flags = ", ".join("--" + k.replace("_", "-") for k in named)
+    verb = "has" if len(named) == 1 else "have"
+    return (
+        f"note: {flags} {verb} no effect without --url: the slides are counted here, one at a time"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m gateway detect",
+        prog="eos-gateway detect",
         description="Count eosinophils on slide photographs (files or folders).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
-    p.add_argument("--url", help="a deployed gateway; without it the slides are counted here")
+    p.add_argument(
+        "--url",
+        type=with_scheme,
+        help="a deployed gateway (http:// when no scheme is given); without it the slides "
+        "are counted here",
+    )
     p.add_argument("--service", default="eos", help="the service to use (default: eos)")
-    p.add_argument("--threshold", type=_threshold, help="score threshold (default: the service's)")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        help="score threshold (default: the service's; with --resume, the result file's)",
+    )
     cred = p.add_mutually_exclusive_group()
     cred.add_argument(
         "--api-key",
@@ -214,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
     )
     cred.add_argument("--id-token", help="Firebase or Google ID token for --url (bearer)")
     p.add_argument("--render", metavar="DIR", help="write each slide with its boxes as a JPEG")
+    p.add_argument(
+        "--geojson",
+        metavar="DIR",
+        help="write each slide's detections as GeoJSON (DIR/<slide>.geojson), boxes in the "
+        "slide's pixels, for QuPath's File > Import objects",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument(
         "--json",
@@ -227,27 +288,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="skip the slides already counted in the --csv or --json FILE, append the rest",
+        help="skip the slides already counted in the --csv or --json FILE at this "
+        "threshold, count the rest (slides counted at another threshold again)",
     )
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per slide with --url")
+    # The options of --url default to None so that naming one without --url can be told.
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help=f"seconds per slide with --url (default: {REMOTE_DEFAULTS['timeout']:g})",
+    )
     p.add_argument(
         "--jobs",
         type=_bounded(int, 1, 64),
-        default=DEFAULT_JOBS,
         help=f"slides sent at once with --url (default: {DEFAULT_JOBS})",
     )
     policy = RetryPolicy()
     p.add_argument(
         "--retries",
         type=_bounded(int, 0, 100),
-        default=policy.retries,
         help="with --url: how often one slide is sent again after 429, 503, 504 or a "
         f"dropped connection (default: {policy.retries})",
     )
     p.add_argument(
         "--max-wait",
         type=_bounded(float, 0, 86_400),
-        default=policy.max_wait_s,
         metavar="S",
         help="with --url: seconds one slide may wait between its retries in all; a "
         f"longer Retry-After fails the slide at once (default: {policy.max_wait_s:g})",
@@ -255,11 +319,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _process(
-    runner: InProcess | Remote,
-    path: Path,
-    target: Path | None,
-) -> Slide:
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """Where one slide's picture and GeoJSON go, when asked for."""
+
+    render: Path | None = None
+    geojson: Path | None = None
+
+
+def _process(runner: InProcess | Remote, path: Path, targets: Targets) -> Slide:
     slide = Slide(path=str(path))
     started = time.perf_counter()
     try:
@@ -276,10 +344,14 @@ def _process(
         else:
             slide.count, slide.detections = result.count, result.detections
             slide.threshold = result.threshold
-        if target is not None and isinstance(result, Counted):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(render_jpeg(data, result.detections))
-            slide.render = str(target)
+        if targets.render is not None and isinstance(result, Counted):
+            targets.render.parent.mkdir(parents=True, exist_ok=True)
+            targets.render.write_bytes(render_jpeg(data, result.detections))
+            slide.render = str(targets.render)
+        if targets.geojson is not None and isinstance(result, Counted):
+            targets.geojson.parent.mkdir(parents=True, exist_ok=True)
+            write_geojson(targets.geojson, path, runner.service, result, runner.labels)
+            slide.geojson = str(targets.geojson)
     except SlideFailed as exc:
         slide.error, slide.code, slide.retries = str(exc), exc.code, exc.retries
     except Exception as exc:  # one broken slide must not stop the others
@@ -333,6 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # stdout carries the results; the gateway's own log lines go to stderr, errors only.
     logs.configure(stream=sys.stderr, min_severity="ERROR")
+    unused = _remote_options(args)
+    if unused:
+        print(unused, file=sys.stderr)
     if not args.url and (args.api_key or args.id_token):
         args.api_key = args.id_token = None  # credentials only matter for a remote gateway
     output = _result_file(args)
@@ -368,19 +443,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if view.route not in IMAGE_ROUTES:
         return _usage_error(unknown_kind(args.service, kind))
-    if args.render and view.route != ":detect":
-        return _usage_error(f"--render draws detections; {args.service!r} is a {kind} service")
+    for flag in ("render", "geojson"):
+        if getattr(args, flag) and view.route != ":detect":
+            return _usage_error(f"--{flag} writes detections; {args.service!r} is a {kind} service")
     try:
         results = ResultFile(output[0], output[1], view, args.resume) if output else None
     except (OSError, ValueError) as exc:
         return _usage_error(str(exc))
 
     order = [str(path) for path, _ in files]
+    summary = batch.Summary(slides=len(files), resumable=results is not None)
+    skip: set[str] = set()
+    if results is not None and args.resume:
+        try:
+            resumed = plan(
+                results, order, args.threshold, runner.service_threshold, view.route == ":detect"
+            )
+        except ResumeRefused as exc:
+            results.close(order)
+            return _usage_error(str(exc))
+        for line in resumed.notes:
+            print(line, file=sys.stderr)
+        runner.threshold = resumed.threshold
+        skip, summary.recounted = resumed.skip, len(resumed.recount)
+        if view.counts:
+            summary.eosinophils = resumed.earlier_count(results, order)
+    elif view.counts:
+        summary.eosinophils = 0
+    summary.threshold = runner.threshold
+
     renders = RenderNames(Path(args.render)) if args.render else None
-    targets = [renders.name(path, root) if renders else None for path, root in files]
-    skip = results.done() if results and args.resume else set()
+    shapes = RenderNames(Path(args.geojson), ".geojson") if args.geojson else None
+    targets = [
+        Targets(
+            render=renders.name(path, root) if renders else None,
+            geojson=shapes.name(path, root) if shapes else None,
+        )
+        for path, root in files
+    ]
     todo = [(p, t) for (p, _), t in zip(files, targets, strict=True) if str(p) not in skip]
-    summary = batch.Summary(slides=len(files), skipped=len(files) - len(todo))
+    summary.skipped = len(files) - len(todo)
     progress = batch.Progress(len(todo), sys.stderr)
     slides: list[Slide] = []
 
@@ -394,11 +496,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary.retried += slide.retries
             if slide.ok:
                 summary.counted += 1
+                if summary.eosinophils is not None:
+                    summary.eosinophils += slide.count or 0
             else:
                 summary.failed += 1
             progress.update(len(slides), slide)
 
-    def work(item: tuple[Path, Path | None]) -> Slide:
+    def work(item: tuple[Path, Targets]) -> Slide:
         slide = _process(runner, *item)
         halt.after(slide.error, slide.code)  # here, before this worker takes the next slide
         return slide
@@ -413,16 +517,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if progress.tty:
             sys.stderr.write("\n")
     summary.seconds = time.monotonic() - started
+    summary.stopped = halt.cause
     if results is not None:
         results.close(order)
     position = {p: i for i, p in reversed(list(enumerate(order)))}
     slides.sort(key=lambda s: position[s.path])
     for s in slides:
-        if not s.ok:
+        if not s.ok and not halt.stopped(s.code):
             print(f"error: {s.path}: {s.error}", file=sys.stderr)
-    if len(files) > 1 or args.resume or summary.interrupted:
+    if halt.cause is not None:  # said once, however many slides it stopped
+        print(f"stopped: {halt.cause.describe()}", file=sys.stderr)
+    if len(files) > 1 or args.resume or summary.interrupted or halt.cause is not None:
         print(summary.line(), file=sys.stderr)
-    _print_results(args, kind, view, slides, summary, output)
+    shown = [
+        dataclasses.replace(s, error=STOPPED_CELL) if not s.ok and halt.stopped(s.code) else s
+        for s in slides
+    ]
+    _print_results(args, kind, view, slides, shown, summary, output)
     if summary.interrupted:
         return 130
     return 0 if summary.failed == 0 else 1
@@ -433,9 +544,12 @@ def _print_results(
     kind: str,
     view: CliView,
     slides: Sequence[Slide],
+    shown: Sequence[Slide],
     summary: batch.Summary,
     output: tuple[Path, str] | None,
 ) -> None:
+    """The results on stdout: JSON or CSV as recorded, or the table (``shown``: slides a
+    stopped batch did not count say so briefly, the reason having been said once)."""
     if args.json:
         doc: dict[str, Any] = {"service": args.service, "url": args.url, "kind": kind}
         if args.json == "-":
@@ -448,5 +562,12 @@ def _print_results(
     elif args.csv == "-":
         write_csv(slides, sys.stdout, view)
     else:
-        print_table(slides, sys.stdout, view)
+        print_table(
+            shown,
+            sys.stdout,
+            view,
+            earlier=summary.skipped,
+            eosinophils=summary.eosinophils,
+            source=str(output[0]) if output else None,
+        )
     sys.stdout.flush()

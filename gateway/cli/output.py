@@ -30,6 +30,9 @@ _ROUTE_FIELDS = {
 }
 
 
+_FILES_WRITTEN = ("render", "geojson")
+
+
 def cli_view(kind: str | CliView) -> CliView:
     """What the command line shows of a kind, given by name or by its view already."""
     if isinstance(kind, CliView):
@@ -45,11 +48,14 @@ def csv_fields(kind: str | CliView) -> tuple[str, ...]:
 
 
 def slide_record(slide: Slide, kind: str | CliView) -> dict[str, Any]:
-    """A slide as JSON: the fields of its service's route; ``render`` only when written."""
+    """A slide as JSON: the fields of its service's route; the files written (``render``,
+    ``geojson``) only when written."""
     route = cli_view(kind).route
     drop = {f for r, fields in _ROUTE_FIELDS.items() if r != route for f in fields}
     return {
-        k: v for k, v in dataclasses.asdict(slide).items() if k not in drop and (k != "render" or v)
+        k: v
+        for k, v in dataclasses.asdict(slide).items()
+        if k not in drop and (k not in _FILES_WRITTEN or v)
     }
 
 
@@ -77,7 +83,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_table(slides: Sequence[Slide], out: TextIO, kind: str | CliView = DEFAULT_KIND) -> None:
+def print_table(
+    slides: Sequence[Slide],
+    out: TextIO,
+    kind: str | CliView = DEFAULT_KIND,
+    earlier: int = 0,
+    eosinophils: int | None = None,
+    source: str | None = None,
+) -> None:
+    """This run's slides, one a row; the last line totals the whole batch: ``earlier``
+    slides counted by earlier runs (in ``source``) and ``eosinophils`` in all, when given."""
     view = cli_view(kind)
     columns = ["file", *view.columns, "error"]
     rows = [columns] + [
@@ -89,9 +104,14 @@ def print_table(slides: Sequence[Slide], out: TextIO, kind: str | CliView = DEFA
         cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, n)]
         out.write(("  ".join(cells) + ("  " + r[n] if r[n] else "")).rstrip() + "\n")
     failed = sum(not s.ok for s in slides)
-    line = f"{len(slides)} slides, {failed} failed"
+    line = f"{len(slides) + earlier} slides, {failed} failed"
     if view.counts:
-        line += f", {sum(s.count or 0 for s in slides if s.ok)} eosinophils in total"
+        if eosinophils is None:
+            eosinophils = sum(s.count or 0 for s in slides if s.ok)
+        line += f", {eosinophils} eosinophils in total"
+    if earlier:
+        where = f", in {source}" if source else ""
+        line += f" ({earlier} counted by earlier runs{where})"
     out.write(line + "\n")
 
 
@@ -159,6 +179,16 @@ class ResultFile:
         if self.fmt == "csv":
             return {p for p, r in self.rows.items() if not r.get("error")}
         return {p for p, r in self.rows.items() if r.get("error") is None}
+
+    def number(self, path: str, field: str) -> float | None:
+        """A row's number (``count``, ``threshold``) as a number, whichever the format."""
+        value = self.rows.get(path, {}).get(field)
+        if isinstance(value, bool) or value in (None, ""):
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
 
     def append(self, slide: Slide) -> None:
         if self.fmt == "csv":

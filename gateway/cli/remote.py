@@ -34,6 +34,13 @@ class Unusable(Exception):
     """The gateway or service cannot be used at all: a usage error, not a slide's failure."""
 
 
+def with_scheme(url: str) -> str:
+    """``localhost:8080`` as ``http://localhost:8080``: a URL typed without its scheme is
+    read as plain HTTP (a local gateway); any scheme given is kept, and checked later."""
+    url = url.strip()
+    return url if "://" in url else f"http://{url}"
+
+
 class Remote:
     def __init__(
         self,
@@ -48,6 +55,7 @@ class Remote:
         notify: Callable[[str], None] | None = None,
         pool_size: int = 1,
     ) -> None:
+        url = with_scheme(url)
         try:
             # One origin, one connection per job kept alive across slides.
             self.http = HostPool(url, maxsize=max(1, pool_size))
@@ -56,6 +64,8 @@ class Remote:
         self.timeout_s = timeout_s
         self.base_path = f"{urlsplit(url).path.rstrip('/')}/v1/services/{quote(service, safe='')}"
         self.service, self.threshold = service, threshold
+        self.labels: tuple[str, ...] = ()  # the service's labels, once discover() read them
+        self.service_threshold: float | None = None  # the service's default, once read
         self.policy = policy or RetryPolicy()
         self.halt = halt or Halt()
         self.notify = notify or (lambda _text: None)
@@ -75,9 +85,11 @@ class Remote:
         # A wrong URL should fail in seconds, not after a slide's whole retry budget.
         quick = RetryPolicy(retries=min(2, self.policy.retries), max_wait_s=10.0)
         try:
-            status, doc, _ = self._send("GET", self.base_path, None, {}, "the service", quick)
+            status, doc, _, _ = self._send("GET", self.base_path, None, {}, "the service", quick)
         except SlideFailed as exc:
             raise Unusable(str(exc)) from exc
+        if status == 401:
+            raise Unusable(f"{_reason(doc, status)}: {self._credentials_hint()}")
         if status == 404:
             raise Unusable(_reason(doc, status) or f"unknown service {self.service!r}")
         if status != 200 or not isinstance(doc, dict):
@@ -100,6 +112,12 @@ class Remote:
         else:
             raise Unusable(unknown_kind(self.service, kind))
         self.kind, self.view = kind, view
+        default = doc.get("threshold")
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            self.service_threshold = float(default)
+        labels = doc.get("labels")
+        if isinstance(labels, list) and all(isinstance(x, str) for x in labels):
+            self.labels = tuple(labels)
         routes = doc.get("routes")
         if isinstance(routes, list) and all(isinstance(r, str) for r in routes):
             self.routes = routes
@@ -116,12 +134,16 @@ class Remote:
             endpoint = f"{self.base_path}:detect"
             if self.threshold is not None:
                 endpoint += "?" + urlencode({"threshold": repr(self.threshold)})
-        status, doc, retries = self._send(
+        status, doc, retries, retry_after = self._send(
             "POST", endpoint, data, {"Content-Type": content_type}, str(path)
         )
         if status != 200:
-            code = doc.get("code") if isinstance(doc, dict) else None
-            raise SlideFailed(_reason(doc, status), code or f"http_{status}", retries)
+            code = (doc.get("code") if isinstance(doc, dict) else None) or f"http_{status}"
+            reason = _reason(doc, status)
+            if status == 401:
+                reason = f"{reason}: {self._credentials_hint()}"
+            self.halt.after(reason, code, retry_after)  # said once, by the batch
+            raise SlideFailed(reason, code, retries, retry_after)
         if labels_image:
             return _classified(doc, retries)
         if not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
@@ -136,6 +158,14 @@ class Remote:
             retries=retries,
         )
 
+    def _credentials_hint(self) -> str:
+        """What to do about a 401, in the CLI's own terms (its flag and variable)."""
+        if "X-API-Key" in self.headers:
+            return "the API key was refused; check --api-key or GATEWAY_API_KEY"
+        if "Authorization" in self.headers:
+            return "the ID token was refused; pass a fresh --id-token, or an API key"
+        return "this gateway needs credentials: pass --api-key KEY or set GATEWAY_API_KEY"
+
     def _send(
         self,
         method: str,
@@ -144,8 +174,9 @@ class Remote:
         headers: dict[str, str],
         what: str,
         policy: RetryPolicy | None = None,
-    ) -> tuple[int, Any, int]:
-        """(status, JSON answer or None, retries made) once the answer is final."""
+    ) -> tuple[int, Any, int, float | None]:
+        """(status, JSON answer or None, retries made, its Retry-After in seconds) once the
+        answer is final."""
         policy = policy or self.policy
         retries, waited = 0, 0.0
         while True:
@@ -174,14 +205,14 @@ class Remote:
                     doc = None
                 status = r.status
                 if status not in RETRY_STATUSES:
-                    return status, doc, retries
+                    return status, doc, retries, None
                 retry_after = parse_retry_after(r.headers.get("Retry-After"))
                 problem = _reason(doc, status)
                 code = (doc.get("code") if isinstance(doc, dict) else None) or f"http_{status}"
             delay = policy.wait(retries, waited, retry_after)
             if delay is None:
                 if status:
-                    return status, doc, retries
+                    return status, doc, retries, retry_after
                 raise SlideFailed(problem, code, retries)
             retries += 1
             waited += delay

@@ -9,10 +9,17 @@ from typing import Any
 class SlideFailed(Exception):
     """One slide could not be counted; the message says why, for a person."""
 
-    def __init__(self, message: str, code: str | None = None, retries: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str | None = None,
+        retries: int = 0,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retries = retries
+        self.retry_after_s = retry_after_s  # the refusal's Retry-After, when it had one
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Slide:
     error: str | None = None
     code: str | None = None
     render: str | None = None
+    geojson: str | None = None
     label: str | None = None
     score: float | None = None
     scores: list[Any] | None = None

@@ -25,7 +25,7 @@ class ClassifyRequest:
 
 
 def _refuse_detection_options(values: Mapping[str, Any], where: str) -> None:
-    for name in ("threshold", "render"):
+    for name in ("threshold", "render", "format"):
         if values.get(name) not in (None, ""):
             raise BadRequest(f'{where} "{name}" does not apply to a classification service')
 

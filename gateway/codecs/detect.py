@@ -18,6 +18,7 @@ from gateway.jsonio import b64decode_strict, loads
 from gateway.pipeline.merge import Merged
 
 RENDER_FORMATS = ("jpeg",)
+ANSWER_FORMATS = ("json", "geojson")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class DetectRequest:
     threshold: float | None
     key: str | None
     render: str | None  # "jpeg": answer the annotated image instead of JSON
+    format: str | None = None  # "geojson" or "json" when named; None: the Accept header decides
 
 
 def _render(value: Any) -> str | None:
@@ -34,6 +36,20 @@ def _render(value: Any) -> str | None:
     if isinstance(value, str) and value.lower() in RENDER_FORMATS:
         return value.lower()
     raise BadRequest(f'"render" must be one of: {", ".join(RENDER_FORMATS)}')
+
+
+def _format(value: Any, query: Mapping[str, str], render: str | None) -> str | None:
+    """``format`` from the body or the form, else from the query: one picture or one
+    document, so naming both ``render`` and ``format`` is a mistake worth saying."""
+    if value in (None, ""):
+        value = query.get("format") or None
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in ANSWER_FORMATS:
+        raise BadRequest(f'"format" must be one of: {", ".join(ANSWER_FORMATS)}')
+    if render is not None:
+        raise BadRequest('ask for "render" or for "format", not both')
+    return value.lower()
 
 
 def parse_key(value: Any) -> str | None:
@@ -53,17 +69,19 @@ def parse_json(body: bytes, query: Mapping[str, str]) -> DetectRequest:
     image = doc["image"]
     if isinstance(image, Mapping) and set(image) == {"b64"}:
         image = image["b64"]
-    unknown = set(doc) - {"image", "threshold", "key", "render"}
+    unknown = set(doc) - {"image", "threshold", "key", "render", "format"}
     if unknown:
         raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
     threshold = parse_threshold(doc.get("threshold"), '"threshold"')
     if threshold is None:
         threshold = parse_threshold(query.get("threshold"), "the threshold query parameter")
+    render = _render(doc.get("render"))
     return DetectRequest(
         image=b64decode_strict(image, '"image"'),
         threshold=threshold,
         key=parse_key(doc.get("key")),
-        render=_render(doc.get("render")),
+        render=render,
+        format=_format(doc.get("format"), query, render),
     )
 
 
@@ -75,20 +93,24 @@ def parse_form(files: Mapping[str, Any], form: Mapping[str, str], query: Mapping
     threshold = parse_threshold(form.get("threshold") or None, '"threshold"')
     if threshold is None:
         threshold = parse_threshold(query.get("threshold"), "the threshold query parameter")
+    render = _render(form.get("render"))
     return DetectRequest(
         image=data,
         threshold=threshold,
         key=parse_key(form.get("key")),
-        render=_render(form.get("render")),
+        render=render,
+        format=_format(form.get("format"), query, render),
     )
 
 
 def parse_raw(body: bytes, query: Mapping[str, str]) -> DetectRequest:
+    render = _render(query.get("render"))
     return DetectRequest(
         image=body,
         threshold=parse_threshold(query.get("threshold"), "the threshold query parameter"),
         key=None,  # ?key= is the API key (auth), never the slide's label
-        render=_render(query.get("render")),
+        render=render,
+        format=_format(None, query, render),
     )
 
 

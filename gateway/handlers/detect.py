@@ -8,25 +8,33 @@ from typing import Any
 from flask import Response
 
 from gateway.codecs import detect as wire
+from gateway.codecs import geojson
 from gateway.context import RequestContext
 from gateway.handlers.bookkeeping import Admitted, Served, require_route
 from gateway.handlers.common import read_image_request
 from gateway.handlers.responses import json_response
+from gateway.jsonio import dumps
 from gateway.pipeline import decode_budget
 from gateway.pipeline.images import ImageInfo, decode_image
 from gateway.pipeline.merge import Merged
 from gateway.runtime import Gateway
 from gateway.usecases.detection import detect
 
+ANSWERS = {"application/json": "json", geojson.MEDIA_TYPE: "geojson", "image/jpeg": "jpeg"}
 
-def wants_jpeg(request: Any, req: wire.DetectRequest) -> bool:
-    """``"render": "jpeg"`` in the body, or an ``Accept`` header that prefers JPEG to JSON."""
+
+def answer_format(request: Any, req: wire.DetectRequest) -> str:
+    """``"jpeg"``, ``"geojson"`` or ``"json"``: what the request names (``render``,
+    ``format``) wins; otherwise the ``Accept`` header, JSON when it prefers none of them."""
     if req.render == "jpeg":
-        return True
+        return "jpeg"
+    if req.format is not None:
+        return req.format
     accept = request.accept_mimetypes
-    if not accept or accept.quality("image/jpeg") <= 0:
-        return False
-    return accept.best_match(["application/json", "image/jpeg"]) == "image/jpeg"
+    if not accept:
+        return "json"
+    best = accept.best_match(list(ANSWERS))
+    return ANSWERS[best] if best is not None and accept.quality(best) > 0 else "json"
 
 
 def rendered_jpeg(gw: Gateway, data: bytes, info: ImageInfo, kept: Merged) -> bytes:
@@ -57,18 +65,18 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
     svc = admitted.service
     require_route(svc, ":detect")
     req: wire.DetectRequest = read_image_request(gw, request, ctx, wire)
-    render = wants_jpeg(request, req)
+    answer = answer_format(request, req)
     found = detect(
         svc,
         [req.image],
         req.threshold,
         limits=gw.config.limits,
         quota=admitted.quota,
-        rendered=render,
+        rendered=answer == "jpeg",
     )
     (detected,) = found.slides
     slide, kept = detected.slide, detected.kept
-    if render:
+    if answer == "jpeg":
         picture = Response(
             rendered_jpeg(gw, req.image, detected.info, kept),
             status=200,
@@ -87,4 +95,14 @@ def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -
         "model": {"name": slide.model, "version": slide.version},
         "request_id": ctx.request_id,
     }
+    if answer == "geojson":
+        dets = body.pop("detections")
+        doc = geojson.feature_collection(dets, slide.labels, about=body)
+        answered = Response(
+            dumps(doc),
+            status=200,
+            mimetype=geojson.MEDIA_TYPE,
+            headers={"X-Detections-Count": str(len(kept))},
+        )
+        return Served(answered, found.facts)
     return Served(json_response(200, body), found.facts)

@@ -21,13 +21,21 @@ def healthz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
 
 
 def _readiness(gw: Gateway, name: str) -> dict[str, Any]:
-    """State only: these routes answer without credentials, the model server's text is
-    logged instead."""
+    """The state and the class of the failure (``unreachable``, ``model_not_available``...):
+    these routes answer without credentials, so the model server's text is logged instead."""
     r = gw.services.get(name).backend.readiness()
     if not r.ready:
-        logs.emit("WARNING", "model not ready", service=name, backend_error=r.detail)
+        logs.emit(
+            "WARNING", "model not ready", service=name, reason=r.reason, backend_error=r.detail
+        )
     state = "ready" if r.ready else "not ready"
-    return {"ready": r.ready, "detail": state, "model": r.model, "version": r.version}
+    return {
+        "ready": r.ready,
+        "detail": state,
+        "reason": None if r.ready else r.reason,
+        "model": r.model,
+        "version": r.version,
+    }
 
 
 def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
@@ -41,7 +49,9 @@ def readyz(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
         body = {"status": "ready", "services": states, "image_path": jpegcut.image_path()}
         return json_response(200, body)
     ctx.status, ctx.error_code = 503, "not_ready"
-    problems = ([f"auth: {refusing}"] if refusing else []) + not_ready
+    problems = ([f"auth: {refusing}"] if refusing else []) + [
+        f"{n} ({states[n]['reason']})" for n in not_ready
+    ]
     body = {
         "error": f"not ready: {'; '.join(problems)}",
         "code": "not_ready",

@@ -38,24 +38,28 @@ def live(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
     return json_response(200, {"live": True})
 
 
-def _ready(gw: Gateway, name: str, version: str | None = None) -> bool:
+def _ready(gw: Gateway, name: str, version: str | None = None) -> str | None:
+    """None when ready, else why not (``unreachable``, ``model_not_available``...); the
+    model server's own text goes to the logs only."""
     svc = gw.services.get(name)
     state = svc.backend.pinned(version).readiness()
-    if not state.ready:
-        logs.emit("WARNING", "model not ready", service=name, backend_error=state.detail)
-    return state.ready
+    if state.ready:
+        return None
+    reason = state.reason or "not_ready"
+    logs.emit("WARNING", "model not ready", service=name, reason=reason, backend_error=state.detail)
+    return reason
 
 
 def ready(gw: Gateway, request: Any, ctx: RequestContext) -> Response:
     """Ready when every service's model is: a client waits on this before inferring."""
     names = gw.services.names()
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
-        states = list(pool.map(lambda n: _ready(gw, n), names))
-    ok = all(states)
-    if ok:
+        reasons = dict(zip(names, pool.map(lambda n: _ready(gw, n), names), strict=True))
+    not_ready = {n: r for n, r in sorted(reasons.items()) if r is not None}
+    if not not_ready:
         return json_response(200, {"ready": True})
-    not_ready = sorted(n for n, state in zip(names, states, strict=True) if not state)
-    return _not_ready(ctx, f"not ready: {', '.join(not_ready)}", {})
+    listed = ", ".join(f"{n} ({r})" for n, r in not_ready.items())
+    return _not_ready(ctx, f"not ready: {listed}", {"reasons": not_ready})
 
 
 def model_metadata(
@@ -82,10 +86,11 @@ def model_ready(
     gw: Gateway, request: Any, ctx: RequestContext, service: str, version: str | None = None
 ) -> Response:
     ctx.service = service
-    if _ready(gw, service, version):
+    reason = _ready(gw, service, version)
+    if reason is None:
         return json_response(200, {"name": service, "ready": True})
-    message = f"the model of service {service!r} is not ready"
-    return _not_ready(ctx, message, {"name": service})
+    message = f"the model of service {service!r} is not ready ({reason})"
+    return _not_ready(ctx, message, {"name": service, "reason": reason})
 
 
 def _not_ready(ctx: RequestContext, message: str, extra: dict[str, Any]) -> Response:

@@ -81,8 +81,15 @@ class Detection(Kind):
 
     def infer(self, service, images, threshold, *, limits, quota, backend=None) -> Detections:
         # A tensor protocol's answer cuts nothing unless a threshold is asked for.
-        cut = 0.0 if threshold is None else threshold
-        return detect(service, images, cut, limits=limits, quota=quota, backend=backend)
+        return detect(
+            service,
+            images,
+            threshold,
+            limits=limits,
+            quota=quota,
+            backend=backend,
+            uncut=threshold is None,
+        )
 
     def rows(self, result: Detections, keys: Sequence[str | None]) -> list[Mapping[str, Any]]:
         return [

@@ -1,8 +1,9 @@
 """The one HTTP entry point: route, admit, answer errors as JSON, record usage, log.
 
 Every request passes through :func:`handle`: a model route's caller is admitted and its
-use case's facts kept (:mod:`gateway.handlers.bookkeeping`), its usage record finished,
-and every route's access line written, here and nowhere else.
+use case's facts kept (:mod:`gateway.handlers.bookkeeping`), its answer given the
+caller's ``RateLimit`` fields and its usage record finished, and every route's access line
+written, here and nowhere else.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def _handle(request: Any) -> Response:
     ctx.response_bytes = response.content_length or 0
     if gw is not None and route is not None and route.records_usage:
         try:
+            response.headers.update(gw.usage.rate_limit_headers(ctx))
             gw.usage.finish(ctx)
         except Exception:
             logs.error(ctx, "usage recording failed", traceback.format_exc())

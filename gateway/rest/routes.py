@@ -98,6 +98,8 @@ ROUTES: list[Route] = [
         "vertex:endpoint",
         errors="google",
     ),
+    # The caller's own usage and quotas today: credentialed, not recorded (gateway.handlers.usage)
+    Route("usage", ("GET",), re.compile(r"^/v1/usage$"), "usage:today"),
     Route("healthz", ("GET",), re.compile(r"^/healthz$"), "health:healthz"),
     Route("readyz", ("GET",), re.compile(r"^/readyz$"), "health:readyz"),
     Route("demo", ("GET",), re.compile(r"^/$"), "demo:page"),

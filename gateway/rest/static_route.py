@@ -20,7 +20,8 @@ def _no_static_files(filename: str = "") -> Any:
 
 
 def close_static_route() -> None:
-    """Called by ``main.py``, which functions-framework imports in its app's context."""
+    """Called by ``gateway.function.entry``, which functions-framework imports (through
+    ``main.py``) in its app's context."""
     if not has_app_context():  # imported by something else: no app to close
         return
     if "static" in current_app.view_functions:

@@ -5,7 +5,8 @@ with ``begin(ctx)`` (called once the caller is admitted, before the body is read
 :class:`~gateway.errors.QuotaExceeded` past ``requests_per_minute``),
 ``check_quota(ctx, images)`` (raises :class:`~gateway.errors.QuotaExceeded`) and
 ``finish(ctx)`` (called for every request, failed ones too, before the response is
-returned; it must never raise).  ``validate_usage_section`` and
+returned; it must never raise); ``rate_limit_headers(ctx)`` (the answer's ``RateLimit``
+fields, called just before ``finish``; never raises).  ``validate_usage_section`` and
 ``validate_quotas_section`` check those configuration sections alone.  Records go to
 Firestore when it is configured (and on Google Cloud), else to an embedded SQLite file;
 see docs/usage.md.
@@ -32,6 +33,9 @@ class NullUsage:
 
     def finish(self, ctx: RequestContext) -> None:
         return None
+
+    def rate_limit_headers(self, ctx: RequestContext) -> dict[str, str]:
+        return {}
 
 
 def build_usage(config: Config) -> UsageRecorder | NullUsage:

@@ -219,6 +219,33 @@ class Allowances:
                 left += state.held + max(0, size - state.total)
         return left < n
 
+    def left(
+        self, ledger: str, limit: int, window: str | None = None, meta: dict | None = None
+    ) -> int | None:
+        """What the ledger can still give this instance, as last read: what it holds plus
+        what no instance has claimed yet.  Blocks other instances hold count as used, so it
+        is never more than what is left (for the parts read); a part not read yet counts as
+        whole.  None when no part was read.  With ``window`` and ``meta`` every part is read
+        from the store first (a read per part)."""
+        sizes = parts(limit)
+        names = part_names(ledger, sizes)
+        if window is not None:
+            for name in names:
+                state = self._ledger(name, window, meta or {})
+                with state.lock:
+                    self._catch_up(name, state)
+        left, known = 0, False
+        with self._lock:
+            states = [self._ledgers.get(name) for name in names]
+        for state, size in zip(states, sizes, strict=True):
+            if state is None:
+                left += size
+                continue
+            known = True
+            with state.lock:
+                left += state.held + max(0, size - state.total)
+        return left if known else None
+
     def give(self, ledger: str, n: int) -> None:
         """A request that took ``n`` failed: they go back to what this instance holds."""
         with self._lock:

@@ -182,6 +182,22 @@ class FirestoreStore:
 
         return self._call(run)
 
+    def day_totals(self, principal: str, day: str) -> list[dict[str, Any]]:
+        def run(client: Any) -> list[dict[str, Any]]:
+            query = (
+                client.collection(self.daily_name)
+                .where(filter=firestore.FieldFilter("principal", "==", principal))
+                .where(filter=firestore.FieldFilter("day", "==", day))
+            )
+            rows = []
+            for snap in query.stream(retry=NO_RETRY, timeout=self.settings.read_timeout_s):
+                service = (snap.to_dict() or {}).get("service")
+                rows.append({"principal": principal, "service": service, "day": day,
+                             **self._sum_day(snap)})  # fmt: skip
+            return sorted(rows, key=lambda r: str(r["service"]))
+
+        return self._call(run)
+
     def daily(self, principal: str, service: str, day: str) -> dict[str, Any] | None:
         def run(client: Any) -> dict[str, Any] | None:
             ref = client.collection(self.daily_name).document(daily_doc_id(principal, service, day))
@@ -247,6 +263,7 @@ class FirestoreStore:
         since: str | None = None,
         principal: str | None = None,
         service: str | None = None,
+        until: str | None = None,
         timeout_s: float = 60.0,
     ) -> Iterator[dict[str, Any]]:
         """Usage documents, filtered on the server by day (one-field index) and here by name."""
@@ -254,6 +271,8 @@ class FirestoreStore:
         query = client.collection(self.usage_name)
         if since:
             query = query.where(filter=firestore.FieldFilter("day", ">=", since))
+        if until:
+            query = query.where(filter=firestore.FieldFilter("day", "<=", until))
         for snap in query.stream(timeout=timeout_s):
             doc = snap.to_dict() or {}
             if principal is not None and doc.get("principal") != principal:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from gateway.config import Config
@@ -27,7 +27,14 @@ from gateway.errors import QuotaExceeded
 from gateway.usage.allowance import Allowances, Contention
 from gateway.usage.delivery import Delivery, log_event
 from gateway.usage.quotas import QuotaPolicy
-from gateway.usage.records import ledger_id, record_from_context, seconds_until_utc_day_end, utc_day
+from gateway.usage.ratelimit import DAILY, MINUTE, LimitState, headers
+from gateway.usage.records import (
+    COUNTERS,
+    ledger_id,
+    record_from_context,
+    seconds_until_utc_day_end,
+    utc_day,
+)
 from gateway.usage.settings import UsageSettings
 from gateway.usage.spool import Spool
 from gateway.usage.stores import StoreUnavailable, UsageStore, open_store
@@ -135,6 +142,83 @@ class UsageRecorder:
             self.delivery.write(record_from_context(ctx, service=service))
         except Exception as exc:  # usage must never break a request
             log_event("ERROR", "usage: finish failed", error=repr(exc), request_id=ctx.request_id)
+
+    # -- what a caller is told -----------------------------------------------------------
+
+    def rate_limit_headers(self, ctx: RequestContext) -> dict[str, str]:
+        """``RateLimit-Policy`` and ``RateLimit`` for an admitted caller's answer, from what
+        this instance knows of the quota ledgers (one read of a ledger it never read, else
+        none).  Called before :meth:`finish`: a failed request's images, which ``finish``
+        gives back, count as not taken."""
+        with self._lock:
+            pending = self._pending.get(ctx.request_id)
+        if pending is None or not self.policy.enabled:
+            return {}
+        try:
+            states = self.limits(ctx.principal)
+            if pending.taken and ctx.status >= 400:
+                states = [
+                    replace(s, remaining=s.remaining + pending.taken)
+                    if s.name == DAILY and s.remaining is not None
+                    else s
+                    for s in states
+                ]
+            return headers(states)
+        except Exception as exc:  # usage must never break a request
+            log_event("ERROR", "usage: rate limit headers failed", error=repr(exc))
+            return {}
+
+    def limits(
+        self, principal: str, images_used: int | None = None, fresh: bool = False
+    ) -> list[LimitState]:
+        """The caller's limited policies now.  Remaining daily images: the limit less
+        ``images_used`` when given, else the ledger's view (:meth:`Allowances.left`), as
+        this instance last read it, or read now when it never did or ``fresh`` asks."""
+        if not self.policy.enabled:
+            return []
+        now = datetime.now(UTC)
+        states = []
+        daily = self._daily_limit(principal)
+        if daily is not None:
+            day = utc_day(now)
+            if images_used is not None:
+                remaining: int | None = max(0, daily - images_used)
+            else:
+                remaining = self._left(principal, "images", day, daily, fresh)
+            reset = seconds_until_utc_day_end(now)
+            states.append(LimitState(DAILY, daily, 86400, remaining, reset))
+        rate = self.policy.requests_per_minute(principal)
+        if rate is not None:
+            minute = now.strftime("%Y-%m-%dT%H:%M")
+            remaining = self._left(principal, "requests", minute, rate, fresh)
+            states.append(LimitState(MINUTE, rate, 60, remaining, max(1, 60 - now.second)))
+        return states
+
+    def _left(self, principal: str, kind: str, window: str, limit: int, fresh: bool) -> int | None:
+        ledger = ledger_id(principal, kind, window)
+        left = None if fresh else self.allowances.left(ledger, limit)
+        if left is None and not self.delivery.down():
+            meta = {"principal": principal, "kind": kind, "window": window}
+            try:
+                left = self.allowances.left(ledger, limit, window, meta)
+            except Exception as exc:  # not known now: the field leaves it out
+                self.delivery.mark_down(exc)
+                log_event("WARNING", "usage: quota ledger not read", error=repr(exc))
+        return left
+
+    def today(self, principal: str) -> dict:
+        """The caller's counters of the current UTC day, per service and in all, read from
+        the store (raises :class:`StoreUnavailable` when it cannot answer)."""
+        day = utc_day(datetime.now(UTC))
+        try:
+            rows = self.store.day_totals(principal, day)
+        except Exception as exc:  # SQLite's errors too: the caller is told to come back
+            if isinstance(exc, StoreUnavailable):
+                raise
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        services = {str(r["service"]): {c: int(r.get(c) or 0) for c in COUNTERS} for r in rows}
+        total = {c: sum(s[c] for s in services.values()) for c in COUNTERS}
+        return {"day": day, "total": total, "services": services}
 
     # -- quotas --------------------------------------------------------------------------
 

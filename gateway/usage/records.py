@@ -19,7 +19,13 @@ from gateway.context import RequestContext
 # is percent-encoded per UTF-8 byte, so '__' only ever appears as the separator.
 _SAFE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789@.:+-")
 _MAX_ID_BYTES = 1500  # Firestore's limit for a document id
-COUNTERS = ("requests", "errors", "images", "tiles", "detections")  # per principal, service, day
+# Per principal, service and day.  ``detections`` is every detection answered; it is
+# ``counted`` (at or above the threshold the answer used) plus ``raw_detections`` (answered
+# uncut, at any score: TF Serving's ``:predict`` and V2 ``infer`` without a threshold).
+COUNTERS = ("requests", "errors", "images", "tiles", "detections", "counted", "raw_detections")
+# Routes whose answer is uncut without a threshold: records written before ``counted`` and
+# ``raw_detections`` were kept apart are read by them (see :func:`detection_counts`).
+TENSOR_ROUTES = frozenset({"predict", "v2_infer"})
 
 
 def escape_id_part(value: str) -> str:
@@ -103,14 +109,38 @@ class UsageRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageRecord:
+        """A record as :meth:`to_json` wrote it, by this version or an older one: a record
+        from before ``counted`` and ``raw_detections`` gets them from what it holds."""
+        fields = dict(data["fields"])
+        increments = {k: int(v) for k, v in data["increments"].items()}
+        counted, raw = detection_counts(fields)
+        fields.setdefault("counted", counted)
+        fields.setdefault("raw_detections", raw)
+        increments.setdefault("counted", counted)
+        increments.setdefault("raw_detections", raw)
         return cls(
             request_id=str(data["request_id"]),
             time=datetime.fromisoformat(data["time"]),
             principal=str(data["principal"]),
             service=str(data["service"]),
-            fields=dict(data["fields"]),
-            increments={k: int(v) for k, v in data["increments"].items()},
+            fields=fields,
+            increments=increments,
         )
+
+
+def detection_counts(fields: dict[str, Any]) -> tuple[int, int]:
+    """(counted, raw_detections) of a stored record, old ones included.
+
+    A record written before the two were kept apart has only ``detections``: on a tensor
+    route (``predict``, ``v2_infer``) at threshold 0 or none they were the uncut answer,
+    otherwise a count at the record's threshold.
+    """
+    if fields.get("counted") is not None or fields.get("raw_detections") is not None:
+        return int(fields.get("counted") or 0), int(fields.get("raw_detections") or 0)
+    detections = int(fields.get("detections") or 0)
+    if fields.get("route") in TENSOR_ROUTES and not fields.get("threshold"):
+        return 0, detections
+    return detections, 0
 
 
 def counted_images(ctx: RequestContext) -> int:
@@ -150,6 +180,8 @@ def record_from_context(
         "images": counted_images(ctx),
         "tiles": int(ctx.tiles),
         "detections": int(ctx.detections),
+        "counted": 0 if ctx.uncut else int(ctx.detections),
+        "raw_detections": int(ctx.detections) if ctx.uncut else 0,
         "threshold": ctx.threshold,
         "latency_ms": {
             "total": round(ctx.elapsed_ms(), 1),
@@ -163,6 +195,8 @@ def record_from_context(
         "images": fields["images"],
         "tiles": fields["tiles"],
         "detections": fields["detections"],
+        "counted": fields["counted"],
+        "raw_detections": fields["raw_detections"],
     }
     return UsageRecord(
         request_id=ctx.request_id,

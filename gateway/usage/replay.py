@@ -125,7 +125,7 @@ def replay(found: Iterable[tuple[str, dict[str, Any] | None]], commit: Any) -> R
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway replay-usage",
+        prog="eos-gateway replay-usage",
         description="Store usage records found in the gateway's log lines, exactly once.",
     )
     parser.add_argument(

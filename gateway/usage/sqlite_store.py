@@ -39,6 +39,8 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("images", ("images",)),
     ("tiles", ("tiles",)),
     ("detections", ("detections",)),
+    ("counted", ("counted",)),
+    ("raw_detections", ("raw_detections",)),
     ("threshold", ("threshold",)),
     ("latency_total_ms", ("latency_ms", "total")),
     ("latency_backend_ms", ("latency_ms", "backend")),
@@ -122,7 +124,27 @@ class SQLiteStore:
                     PRIMARY KEY (ledger, idx));
                 """
             )
+            self._add_columns(conn)
             self._schema_ready = True
+
+    def _add_columns(self, conn: sqlite3.Connection) -> None:
+        """A file written by an older version gets the columns added since (counters at 0,
+        record fields null: :func:`~gateway.usage.records.detection_counts` reads those)."""
+        wanted = {
+            self.usage_table: [(name, "") for name, _ in _COLUMNS],
+            self.daily_table: [(name, " INTEGER NOT NULL DEFAULT 0") for name in COUNTERS],
+        }
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in wanted.items():
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, decl in columns:
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name}{decl}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def warm(self) -> None:
         self._conn()
@@ -151,7 +173,7 @@ class SQLiteStore:
                         ON CONFLICT(id) DO UPDATE SET
                         {", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTERS)}""",
                     [record.daily_id, record.principal, record.service, record.day]
-                    + [inc[c] for c in COUNTERS],
+                    + [inc.get(c, 0) for c in COUNTERS],
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -215,13 +237,27 @@ class SQLiteStore:
             return None
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
+    def day_totals(self, principal: str, day: str) -> list[dict[str, Any]]:
+        cur = self._conn().execute(
+            f"SELECT principal, service, day, {', '.join(COUNTERS)} FROM {self.daily_table} "
+            "WHERE principal = ? AND day = ? ORDER BY service",
+            (principal, day),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
     def records(
-        self, since: str | None = None, principal: str | None = None, service: str | None = None
+        self,
+        since: str | None = None,
+        principal: str | None = None,
+        service: str | None = None,
+        until: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Records as nested dicts shaped like the Firestore documents."""
         where, args = [], []
         for column, value, op in (
             ("day", since, ">="),
+            ("day", until, "<="),
             ("principal", principal, "="),
             ("service", service, "="),
         ):

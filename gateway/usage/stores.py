@@ -39,6 +39,9 @@ class UsageStore(Protocol):
     def daily(self, principal: str, service: str, day: str) -> dict[str, Any] | None:
         """The day's counters of one principal and service (summed over shards)."""
 
+    def day_totals(self, principal: str, day: str) -> list[dict[str, Any]]:
+        """The day's counters of one principal, one dict per service (summed over shards)."""
+
     def quota_override(self, principal: str) -> tuple[bool, int | None]:
         """(a ``quotas`` entry exists, its ``daily_images``)."""
 
@@ -49,9 +52,14 @@ class UsageStore(Protocol):
         """(index, amount) of the ledger's entries past ``index``, in order."""
 
     def records(
-        self, since: str | None = None, principal: str | None = None, service: str | None = None
+        self,
+        since: str | None = None,
+        principal: str | None = None,
+        service: str | None = None,
+        until: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Usage records shaped like the Firestore documents."""
+        """Usage records of the UTC days ``since`` to ``until`` (both included), shaped like
+        the Firestore documents."""
 
 
 def open_store(config: Config, settings: UsageSettings) -> UsageStore:

@@ -26,7 +26,7 @@ class DetectedSlide:
 
 @dataclass(frozen=True)
 class Detections:
-    threshold: float
+    threshold: float  # 0 for an uncut answer
     slides: list[DetectedSlide]  # one per image, in order
     facts: Facts = field(default_factory=Facts)
 
@@ -39,18 +39,21 @@ def detect(
     limits: Limits,
     quota: Quota,
     backend: Backend | None = None,
+    uncut: bool = False,
     rendered: bool = False,
 ) -> Detections:
     """Each slide checked, then decoded at most once, tiled, sent and merged; one deadline.
 
     ``service`` is a registry service of the detection kind; ``threshold`` None is its own;
+    ``uncut`` answers every detection at any score (TF Serving's and V2's answer without a
+    threshold): raw detections, which the facts keep apart from a count at a threshold.
     ``backend`` is the service's unless a version or label of its model was asked for
     (:meth:`Backend.pinned`); ``rendered``: the answer will be the slide drawn, whose
     memory (:data:`decode_budget.RENDER_COPIES`) is checked before the model is called."""
     cfg = service.config
     opts = cfg.options
-    threshold = opts.threshold if threshold is None else threshold
-    facts = Facts(instances=len(images), threshold=threshold)
+    threshold = 0.0 if uncut else opts.threshold if threshold is None else threshold
+    facts = Facts(instances=len(images), threshold=None if uncut else threshold, uncut=uncut)
     detector = cast(Detector, backend or service.backend)
     with reporting(facts):
         infos, deadline = admit_images(

@@ -363,12 +363,11 @@ def test_required_false_still_checks_presented_credentials(monkeypatch):
         call(authn, {"X-API-Key": "wrong"})
 
 
-def test_required_auth_without_any_method_fails_closed(monkeypatch):
+def test_required_auth_that_admits_no_caller_stops_the_start(monkeypatch):
+    """No token verifier and no key anywhere: every request would be refused."""
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
-    authn = build_authenticator(parse_config({"auth": {"required": True}}))
-    assert isinstance(authn, FailClosedAuthenticator)
-    with pytest.raises(AuthNotConfigured):
-        call(authn)
+    with pytest.raises(ConfigError, match="auth admits no caller"):
+        build_authenticator(parse_config({"auth": {"required": True, "api_keys": []}}))
 
 
 def test_local_without_auth_is_open(monkeypatch):

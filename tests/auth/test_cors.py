@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from gateway.auth.cors import Cors
+from gateway.auth.cors import ALLOW_HEADERS, Cors
 from gateway.catalog import parse_config
 from gateway.config import ConfigError
 
@@ -27,7 +27,7 @@ def test_configured_origin_is_echoed_with_exposed_headers():
     assert headers["Access-Control-Allow-Origin"] == APP
     assert headers["Vary"] == "Origin"
     assert headers["Access-Control-Expose-Headers"] == (
-        "X-Request-Id, X-Detections-Count, Retry-After"
+        "X-Request-Id, X-Detections-Count, Retry-After, RateLimit-Policy, RateLimit"
     )
     assert "Access-Control-Allow-Credentials" not in headers
 
@@ -67,3 +67,55 @@ def test_wildcard_origin():
 def test_bad_origins_config():
     with pytest.raises(ConfigError):
         cors("https://one.example")
+
+
+# -- local web app development: no ``cors`` section, off Google Cloud ----------------------
+
+LOCAL = ["http://localhost:5173", "http://127.0.0.1:3000", "http://[::1]:8080", "http://localhost"]
+NOT_LOCAL = [
+    "http://localhost.evil.example",
+    "http://evil.example:5173",
+    "http://127.0.0.2:3000",
+    "http://192.168.1.20:5173",
+    "file://",
+    "null",
+    "http://localhost:notaport",
+    "http://127.0.0.1.nip.io",
+]
+
+
+@pytest.fixture
+def local(monkeypatch) -> Cors:
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    return Cors(parse_config({}))
+
+
+@pytest.mark.parametrize("origin", LOCAL)
+def test_without_a_section_local_pages_are_allowed(local, origin):
+    headers = local.headers(request(origin))
+    assert headers["Access-Control-Allow-Origin"] == origin
+    assert headers["Vary"] == "Origin"
+    status, pre = local.preflight(request(origin, "OPTIONS"))
+    assert status == 204 and pre["Access-Control-Allow-Headers"] == ALLOW_HEADERS
+
+
+@pytest.mark.parametrize("origin", NOT_LOCAL)
+def test_without_a_section_other_pages_are_not(local, origin):
+    assert local.headers(request(origin)) == {"Vary": "Origin"}
+    assert local.preflight(request(origin, "OPTIONS")) == (204, {"Vary": "Origin"})
+
+
+@pytest.mark.parametrize("section", [{"origins": [APP]}, {"origins": []}, {}])
+def test_a_written_section_is_the_whole_list(monkeypatch, section):
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    configured = Cors(parse_config({"cors": section}))
+    assert not configured.allowed("http://localhost:5173")
+    assert configured.allowed(APP) == bool(section.get("origins"))
+
+
+def test_on_google_cloud_local_pages_are_not_allowed(monkeypatch):
+    monkeypatch.setenv("K_SERVICE", "eos-gateway")
+    deployed = Cors(parse_config({}))
+    assert not deployed.serves_browsers
+    assert deployed.headers(request("http://localhost:5173")) == {}
+    assert deployed.preflight(request("http://127.0.0.1:3000", "OPTIONS")) == (204, {})

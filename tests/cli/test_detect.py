@@ -232,7 +232,9 @@ def test_a_quota_stops_the_batch_and_resume_finishes_it(tmp_path: Path) -> None:
         gw.stop()
 
     assert first.returncode == 1, first.stderr
-    assert "summary: 3 counted, 3 failed, 0 retried, 0 skipped" in _summary(first.stderr)
+    assert "summary: 3 of 6 slides counted, 3 failed, 0 retried" in _summary(first.stderr)
+    assert first.stderr.count("daily image quota") == 1, first.stderr  # said once
+    assert "resets at " in first.stderr and "--resume after " in _summary(first.stderr)
     rows = first_rows
     assert [r["path"] for r in rows] == [str(p) for p, _ in made]  # input order
     counted = [r for r in rows if not r["error"]]
@@ -241,7 +243,9 @@ def test_a_quota_stops_the_batch_and_resume_finishes_it(tmp_path: Path) -> None:
     assert {r["code"] for r in rows if r["error"]} == {"quota_exceeded"}
 
     assert second.returncode == 0, second.stderr
-    assert "summary: 3 counted, 0 failed, 0 retried, 3 skipped" in _summary(second.stderr)
+    assert "summary: 6 of 6 slides counted (3 in this run, 3 by earlier runs), 0 failed" in (
+        _summary(second.stderr)
+    )
     rows = _csv_rows(out)
     assert [(r["path"], r["count"], r["error"]) for r in rows] == [
         (str(p), str(c), "") for p, c in made

@@ -10,64 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_gateway import Answer, FakeGateway
 
 from gateway.cli import detect
-
-Answer = tuple[int, dict, dict[str, str]]
-
-
-class FakeGateway:
-    """Serves ``GET /v1/services/{s}`` from ``service`` and POSTs from ``answer``."""
-
-    def __init__(self, service: dict, answer: Callable[[str, int], Answer]) -> None:
-        self.service, self.answer = service, answer
-        self.posts: list[str] = []
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path == f"/v1/services/{fake.service['name']}":
-                    self._send(200, fake.service, {})
-                else:
-                    self._send(404, {"error": "unknown service", "code": "unknown_service"}, {})
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with fake.lock:
-                    fake.posts.append(self.path)
-                    n = len(fake.posts)
-                self._send(*fake.answer(self.path + " " + body.decode(), n))
-
-            def _send(self, status: int, doc: dict, headers: dict[str, str]) -> None:
-                data = json.dumps({"request_id": "r1", **doc}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        # A short poll: close() waits for serve_forever to notice.
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -123,7 +72,7 @@ def test_a_classifier_prints_label_and_score(serve, slides, tmp_path, capsys) ->
         ("c.jpg", "eosinophilic", "0.64"),
     ]
     assert "retry: " in stderr and "busy (HTTP 503" in stderr
-    assert "summary: 3 counted, 0 failed, 1 retried" in stderr
+    assert "summary: 3 of 3 slides counted, 0 failed, 1 retried" in stderr
 
 
 def detect_answer(request: str, n: int) -> Answer:
@@ -161,7 +110,7 @@ def test_a_used_up_quota_stops_the_batch(serve, slides, tmp_path, capsys) -> Non
     assert len(fake.posts) == 1  # not waited for until midnight, and nothing more sent
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["code"] for r in records] == ["quota_exceeded"] * 3
-    assert records[1]["error"].startswith("not sent: an earlier slide was refused: daily quota")
+    assert records[1]["error"].startswith("not sent: the batch stopped: daily quota")
 
 
 def test_retries_give_up_after_the_limit(serve, slides, capsys) -> None:

@@ -1,11 +1,14 @@
 """``--url`` as a deployment names it: a Cloud Functions URL has the function's name as its
-path, which every request keeps; anything but an http(s) URL is a usage error."""
+path, which every request keeps; a URL without a scheme is plain HTTP (a local gateway);
+any other scheme than http(s) is a usage error."""
 
 from __future__ import annotations
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fake_gateway import FakeGateway
 
 from gateway.cli import detect
 
@@ -57,3 +60,21 @@ def test_a_url_that_is_not_http_is_a_usage_error(tmp_path, capsys):
     slide.write_bytes(b"a")
     assert detect.main([str(slide), "--url", "ftp://example.org/gateway"]) == 2
     assert "not an http(s) URL" in capsys.readouterr().err
+
+
+def test_a_url_without_a_scheme_is_plain_http(tmp_path, capsys):
+    def answer(request: str, n: int):
+        doc = {"count": 1, "detections": [], "image": {"width": 8, "height": 6}}
+        return 200, {**doc, "threshold": 0.3}, {}
+
+    fake = FakeGateway({"name": "eos"}, answer)
+    try:
+        slide = tmp_path / "a.jpg"
+        slide.write_bytes(b"a")
+        bare = fake.url.removeprefix("http://")
+        assert detect.main([str(slide), "--url", bare, "--json"]) == 0
+    finally:
+        fake.close()
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["url"] == fake.url and doc["slides"][0]["count"] == 1
+    assert fake.posts == ["/v1/services/eos:detect"]

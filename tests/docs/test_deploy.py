@@ -26,6 +26,7 @@ from gateway.firestore_client import firestore_target
 
 DEPLOY = REPO / "deploy"
 sys.path.insert(0, str(DEPLOY))
+import simulate_cloud_functions  # noqa: E402
 from simulate_cloud_functions import ignored, upload_files  # noqa: E402
 
 README = (DEPLOY / "README.md").read_text()
@@ -59,12 +60,29 @@ def test_every_yaml_parses() -> None:
 
 
 def test_entry_point_exists_in_main() -> None:
-    tree = ast.parse((REPO / "main.py").read_text())
+    """main.py (what the platform loads) and the installed ``serve`` source both take the
+    package's decorated ``gateway``."""
+    for source in (REPO / "main.py", REPO / "gateway" / "function" / "main.py"):
+        tree = ast.parse(source.read_text())
+        imports = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+        assert any(
+            n.module == "gateway.function.entry" and [a.name for a in n.names] == ["gateway"]
+            for n in imports
+        ), source
+    tree = ast.parse((REPO / "gateway" / "function" / "entry.py").read_text())
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "gateway" in functions
     decorators = [ast.unparse(d) for d in functions["gateway"].decorator_list]
     assert "functions_framework.http" in decorators
     assert "--entry-point=gateway" in README and "--target=gateway" in GW_DOCKERFILE
+
+
+def test_the_rehearsal_needs_only_the_repository() -> None:
+    """It sends the repository's synthetic slide, not a photograph kept elsewhere."""
+    source = Path(simulate_cloud_functions.__file__).read_text()
+    assert "DATA" not in vars(simulate_cloud_functions) and "real-slide" not in source
+    assert simulate_cloud_functions.SAMPLE_SLIDE.is_file()
+    assert simulate_cloud_functions.SAMPLE_SLIDE.is_relative_to(REPO)
 
 
 def test_deploy_command_flags() -> None:

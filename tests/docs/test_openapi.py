@@ -106,7 +106,11 @@ def test_detection_routes_describe_their_failures() -> None:
     assert {"application/json", "multipart/form-data", "image/jpeg", "image/png"} <= set(
         detect["requestBody"]["content"]
     )
-    assert set(detect["responses"]["200"]["content"]) == {"application/json", "image/jpeg"}
+    assert set(detect["responses"]["200"]["content"]) == {
+        "application/json",
+        "application/geo+json",
+        "image/jpeg",
+    }
     assert "X-Detections-Count" in detect["responses"]["200"]["headers"]
 
 
@@ -233,6 +237,23 @@ def test_successful_answers_conform(gateway) -> None:
     )
     assert r.headers["content-type"] == ["image/jpeg"]
     assert r.headers["x-detections-count"] == ["3"]
+
+    r = _validated(
+        gateway,
+        detect.Case(path_parameters=svc, body=png, media_type="image/png"),
+        headers={"Accept": "application/geo+json"},
+    )
+    assert r.headers["content-type"] == ["application/geo+json"]
+    assert r.json()["type"] == "FeatureCollection" and len(r.json()["features"]) == 3
+    r = _validated(
+        gateway,
+        detect.Case(
+            path_parameters=svc,
+            body={"image": text, "format": "geojson"},
+            media_type="application/json",
+        ),
+    )
+    assert r.json()["features"][0]["properties"]["objectType"] == "detection"
 
     rows = {"instances": [{"image_bytes": {"b64": text}, "key": "a"}], "threshold": 0.3}
     r = _validated(

@@ -6,6 +6,7 @@ emulator, the embedded SQLite store, and ``python -m gateway usage`` as its own 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -142,7 +143,7 @@ def test_mixed_requests_records_counters_and_report(firestore_emulator, firestor
     row = rows[("key:lab-script", "eos")]
     assert row["day"] == today()
     assert (row["requests"], row["images"], row["errors"]) == (3, 2, 1)
-    assert row["detections"] == lab["detections"]
+    assert row["counted"] == lab["detections"] == lab["counted"] and row["raw_detections"] == 0
     lab_latency = [d["latency_ms"]["total"] for d in docs.values()
                    if d["principal"] == "key:lab-script" and d["service"] == "eos"]  # fmt: skip
     assert row["p50_ms"] == percentile(lab_latency, 50)
@@ -276,6 +277,23 @@ def test_sqlite_default_and_report(tmp_path, slide):
     assert (rows["key:lab-script"]["requests"], rows["key:lab-script"]["images"]) == (4, 3)
     assert rows["key:lab-script"]["errors"] == 1
     assert rows["key:cam"]["errors"] == 1
+    assert report["total"]["requests"] == 5
+
+    # a run from another folder names the database it did not find
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = run_cli("usage", env=env, cwd=elsewhere)
+    assert out.returncode == 1 and out.stdout == ""
+    assert str(elsewhere / ".gateway" / "usage.sqlite3") in out.stderr
+    assert "GATEWAY_CONFIG" in out.stderr
+
+    # the same question as CSV: a line per principal (without its prefix) and a total
+    out = run_cli("usage", "--by", "principal", "--principal", "lab-script", "--since",
+                  "this-week", "--csv", env=env, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [line.split(",") for line in out.stdout.splitlines()]
+    assert lines[0][:4] == ["principal", "requests", "images", "counted"]
+    assert lines[1][:3] == ["key:lab-script", "4", "3"] and lines[2][:3] == ["TOTAL", "4", "3"]
 
 
 def test_request_rate_counts_failing_requests_over_http(
@@ -452,3 +470,73 @@ def test_a_stopping_instance_gives_back_its_unused_allowance(
             assert gw.stop() == 0
         assert any(amount < 0 for amount in entries())
     assert sum(entries()) == 4
+
+
+def parse_rate_limit(value: str) -> dict[str, dict[str, int]]:
+    """A RateLimit or RateLimit-Policy field (draft-ietf-httpapi-ratelimit-headers-10)."""
+    out = {}
+    for item in value.split(", "):
+        name, *params = item.split(";")
+        assert name.startswith('"') and name.endswith('"'), value
+        out[name.strip('"')] = {k: int(v) for k, v in (p.split("=") for p in params)}
+    return out
+
+
+def get_usage(gw, key: str):
+    req = urllib.request.Request(f"{gw.url}/v1/usage", headers={"X-API-Key": key})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return dict(resp.headers), json.loads(resp.read())
+
+
+def test_usage_questions_answered_from_firestore(firestore_emulator, firestore_project, slide):
+    """Counts kept apart by meaning, asked by a caller (GET /v1/usage, its RateLimit
+    fields) and by a manager (the report), from the same Firestore records."""
+    env = firestore_emulator.env(firestore_project)
+    quotas = {"default": {"daily_images": 20, "requests_per_minute": 100}}
+    gw = start_gateway(fs_config() | {"quotas": quotas}, env=env)
+    predict = f"{gw.url}/v1/models/eos:predict"
+    body = json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(slide).decode()}}]
+                       * 2}).encode()  # fmt: skip
+    try:
+        status, headers, found = post(detect_url(gw), slide, LAB_KEY)
+        assert status == 200
+        counted = found["count"]
+        assert parse_rate_limit(headers["RateLimit-Policy"]) == {
+            "daily": {"q": 20, "w": 86400}, "minute": {"q": 100, "w": 60}}  # fmt: skip
+        assert parse_rate_limit(headers["RateLimit"])["daily"]["r"] == 19
+        status, headers, answer = post(predict, body, LAB_KEY, "application/json")
+        assert status == 200
+        raw = sum(p["num_detections"] for p in answer["predictions"])
+        assert parse_rate_limit(headers["RateLimit"])["daily"]["r"] == 17
+        status, _, answer = post(predict + "?threshold=0.3", body, LAB_KEY, "application/json")
+        counted += sum(p["num_detections"] for p in answer["predictions"])
+        assert post(detect_url(gw), slide, CAM_KEY)[0] == 200
+
+        headers, mine = get_usage(gw, LAB_KEY)
+    finally:
+        gw.stop()
+    assert mine["principal"] == "key:lab-script" and mine["day"] == today()
+    assert mine["usage"] == {"requests": 3, "images": 5, "counted": counted,
+                             "raw_detections": raw, "errors": 0}  # fmt: skip
+    assert mine["services"] == {"eos": mine["usage"]}
+    assert mine["quota"]["daily_images"] | {"reset_s": 0} == {
+        "limit": 20, "used": 5, "remaining": 15, "reset_s": 0}  # fmt: skip
+    assert parse_rate_limit(headers["RateLimit"])["daily"]["r"] == 15
+    assert mine["quota"]["requests_per_minute"]["limit"] == 100
+
+    client = firestore_emulator.client(firestore_project)
+    lab = daily_doc(client, "key:lab-script")
+    assert (lab["counted"], lab["raw_detections"]) == (counted, raw)
+    docs = [d for d in usage_docs(client).values() if d["principal"] == "key:lab-script"]
+    assert sorted((d["route"], str(d["threshold"])) for d in docs) == [
+        ("detect", "0.3"), ("predict", "0.3"), ("predict", "None")]  # fmt: skip
+
+    report = run_report(env, "--by", "principal", "--principal", "lab-script",
+                        "--since", "7d", "--until", "today")  # fmt: skip
+    assert report["source"].startswith(f"firestore:{firestore_project}/")
+    assert [r["principal"] for r in report["rows"]] == ["key:lab-script"]
+    row = report["rows"][0]
+    assert (row["images"], row["counted"], row["raw_detections"]) == (5, counted, raw)
+    assert report["total"]["requests"] == 3
+    every = run_report(env, "--by", "service")
+    assert every["total"]["requests"] == 4 and every["rows"][0]["service"] == "eos"

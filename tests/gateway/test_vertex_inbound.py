@@ -242,6 +242,7 @@ def keyed(classifier, standin, tmp_path_factory):
             "api_keys": [
                 {"id": "lab", "sha256": sha(LAB_KEY)},
                 {"id": "tight", "sha256": sha(TIGHT_KEY)},
+                {"id": "somebody-else", "sha256": sha("a key no test presents")},
             ],
             "api_keys_firestore": False,
             "google": {"audiences": [GATEWAY_AUDIENCE], "emails": [SA_EMAIL]},

@@ -146,7 +146,7 @@ def _inject(backend, control: Path, emulator, start: float, duration: float, f: 
     backend.kill()
     time.sleep(OUTAGE_S)
     f.mark("backend restarting")
-    backend.start()
+    backend.start(timeout=180.0)  # a restart on a loaded machine can take a minute
     f.restart_ready = f.mark("backend ready")
     f.windows["backend_outage"] = (down, f.restart_ready + RECOVERY_WINDOW_S)
 

@@ -10,6 +10,7 @@ from gateway.context import RequestContext
 from gateway.usage.records import (
     UsageRecord,
     daily_doc_id,
+    detection_counts,
     escape_id_part,
     ledger_id,
     quota_doc_id,
@@ -68,8 +69,52 @@ def test_record_from_a_failed_request_keeps_what_was_known():
     assert rec.fields["status"] == 422 and rec.fields["error_code"] == "undecodable_image"
     assert rec.fields["image"] == {"bytes": 10, "width": None, "height": None, "format": None}
     assert rec.fields["instances"] == 2 and rec.fields["images"] == 0
-    assert rec.increments == {"requests": 1, "errors": 1, "images": 0, "tiles": 0, "detections": 0}
+    assert rec.increments == {"requests": 1, "errors": 1, "images": 0, "tiles": 0,
+                              "detections": 0, "counted": 0, "raw_detections": 0}  # fmt: skip
     assert UsageRecord.from_json(rec.to_json()) == rec
+
+
+@pytest.mark.parametrize(
+    ("uncut", "threshold", "counted", "raw"), [(False, 0.3, 7, 0), (True, None, 0, 7)]
+)
+def test_a_count_at_a_threshold_and_raw_detections_are_kept_apart(uncut, threshold, counted, raw):
+    ctx = RequestContext(method="POST", path="/v1/models/eos:predict")
+    ctx.route, ctx.service, ctx.principal, ctx.instances = "predict", "eos", "key:a", 1
+    ctx.detections, ctx.uncut, ctx.threshold = 7, uncut, threshold
+    rec = record_from_context(ctx)
+    assert (rec.fields["counted"], rec.fields["raw_detections"]) == (counted, raw)
+    assert (rec.increments["counted"], rec.increments["raw_detections"]) == (counted, raw)
+    assert rec.fields["detections"] == rec.increments["detections"] == 7
+    assert detection_counts(rec.fields) == (counted, raw)
+
+
+@pytest.mark.parametrize(
+    ("route", "threshold", "expected"),
+    [
+        ("detect", 0.3, (5, 0)),  # :detect always cuts at a threshold
+        ("predict", 0.0, (0, 5)),  # :predict without one answered every detection
+        ("predict", None, (0, 5)),
+        ("v2_infer", 0.0, (0, 5)),
+        ("predict", 0.5, (5, 0)),  # asked for a threshold: a count
+        ("vertex", 0.0, (5, 0)),  # Vertex's answers always have their confidenceThreshold
+    ],
+)
+def test_records_from_before_the_split_are_read_by_their_route(route, threshold, expected):
+    old = {"route": route, "threshold": threshold, "detections": 5}
+    assert detection_counts(old) == expected
+    assert detection_counts({**old, "counted": None, "raw_detections": None}) == expected
+
+
+def test_an_old_spooled_record_gets_the_new_counters():
+    old = {
+        "request_id": "r1", "time": "2025-03-01T12:00:00+00:00", "principal": "key:a",
+        "service": "eos",
+        "fields": {"route": "predict", "threshold": 0.0, "detections": 4, "day": "2025-03-01"},
+        "increments": {"requests": 1, "errors": 0, "images": 1, "tiles": 2, "detections": 4},
+    }  # fmt: skip
+    rec = UsageRecord.from_json(old)
+    assert (rec.increments["counted"], rec.increments["raw_detections"]) == (0, 4)
+    assert rec.fields["raw_detections"] == 4
 
 
 def test_unknown_service_and_principal_fall_back_to_placeholders():

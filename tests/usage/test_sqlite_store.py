@@ -136,3 +136,53 @@ def test_only_admitted_requests_of_configured_services_are_stored(tmp_path, monk
     assert list(records) == [made_up.request_id]
     assert records[made_up.request_id]["service"] == "-"
     assert store.daily("key:a", "no-such-service", today()) is None
+
+
+def test_a_file_of_an_older_version_gets_the_new_columns_and_keeps_its_records(tmp_path):
+    """Written before counts at a threshold and raw detections were kept apart: its old
+    records are read by their route, new ones add to the new counters."""
+    import sqlite3
+
+    db = tmp_path / "usage.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        CREATE TABLE "usage" (ts TEXT NOT NULL, request_id TEXT PRIMARY KEY, day TEXT,
+            principal TEXT, service TEXT, route TEXT, status INTEGER, images INTEGER,
+            detections INTEGER, threshold REAL);
+        CREATE TABLE "usage_daily" (id TEXT PRIMARY KEY, principal TEXT NOT NULL,
+            service TEXT NOT NULL, day TEXT NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0, images INTEGER NOT NULL DEFAULT 0,
+            tiles INTEGER NOT NULL DEFAULT 0, detections INTEGER NOT NULL DEFAULT 0);
+        """
+    )
+    day = today()
+    conn.executemany(
+        'INSERT INTO "usage" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [
+            ("t", "old-predict", day, "key:lab", "eos", "predict", 200, 1, 40, 0.0),
+            ("t", "old-detect", day, "key:lab", "eos", "detect", 200, 1, 3, 0.3),
+        ],
+    )
+    conn.execute(
+        'INSERT INTO "usage_daily" (id, principal, service, day, requests, images, detections) '
+        "VALUES (?, ?, ?, ?, 2, 2, 43)",
+        (f"key:lab__eos__{day}", "key:lab", "eos", day),
+    )
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(db)
+    ctx = RequestContext(method="POST", path="/")
+    ctx.route, ctx.service, ctx.principal, ctx.instances = "predict", "eos", "key:lab", 1
+    ctx.detections, ctx.uncut = 7, True
+    assert store.commit(record_from_context(ctx, service="eos"))
+
+    from gateway.usage.records import detection_counts
+
+    counts = {r["request_id"]: detection_counts(r) for r in store.records()}
+    assert counts["old-predict"] == (0, 40) and counts["old-detect"] == (3, 0)
+    assert counts[ctx.request_id] == (0, 7)
+    daily = store.daily("key:lab", "eos", day)
+    assert (daily["requests"], daily["detections"], daily["raw_detections"]) == (3, 50, 7)
+    assert [r["service"] for r in store.day_totals("key:lab", day)] == ["eos"]
