@@ -24,7 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers, imported as the tests do
 
 from firestore_emulator import FirestoreEmulator  # noqa: E402
-from helpers import DATA, VENV_BIN, jpeg, png, sha, today  # noqa: E402
+from helpers import (  # noqa: E402
+    DATA,
+    VENV_BIN,
+    jpeg,
+    many_blocks_gif,
+    many_chunks_png,
+    many_scans_jpeg,
+    many_segments_jpeg,
+    png,
+    sha,
+    today,
+)
 from hidden_libs import library_files, without_files  # noqa: E402
 from loadgen import RssSampler, idle_rss_bytes  # noqa: E402
 from procs import Proc, free_port, start_gateway  # noqa: E402
@@ -41,6 +52,10 @@ __all__ = [
     "free_port",
     "idle_rss_bytes",
     "jpeg",
+    "many_blocks_gif",
+    "many_chunks_png",
+    "many_scans_jpeg",
+    "many_segments_jpeg",
     "make_slide",
     "png",
     "run_clients",

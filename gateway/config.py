@@ -98,6 +98,11 @@ LIMITS_FIELDS = Fields(
         "max_decoded_mb": Setting(NUMBER, 256.0, lo=1),
         "decode_budget_mb": Setting(NUMBER, 384.0, lo=1),
         "decode_wait_s": Setting(NUMBER, 5.0, lo=0, hi=60),
+        # What a decoder spends beyond the pixels (gateway.pipeline.structure): scans of a
+        # progressive JPEG, each a pass over the whole image; JPEG marker segments, PNG
+        # chunks and GIF extension blocks, each a step of the header parser.
+        "max_jpeg_scans": Setting(INTEGER, 32, lo=1, hi=1000),
+        "max_image_segments": Setting(INTEGER, 10_000, lo=16),
     }
 )
 # The top level; the owned sections are checked by their modules (gateway.runtime).
@@ -274,6 +279,8 @@ class Limits:
     max_decoded_mb: float = LIMITS_FIELDS.default("max_decoded_mb")
     decode_budget_mb: float = LIMITS_FIELDS.default("decode_budget_mb")
     decode_wait_s: float = LIMITS_FIELDS.default("decode_wait_s")
+    max_jpeg_scans: int = LIMITS_FIELDS.default("max_jpeg_scans")
+    max_image_segments: int = LIMITS_FIELDS.default("max_image_segments")
 
 
 @dataclass(frozen=True)

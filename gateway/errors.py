@@ -103,6 +103,13 @@ class UndecodableImage(GatewayError):
     status, code = 422, "undecodable_image"
 
 
+class ImageTooComplex(UndecodableImage):
+    """More JPEG scans or metadata segments than the limits allow: each costs a decoder
+    time, so the CPU a request may take is bounded by refusing them before decoding."""
+
+    code = "image_too_complex"
+
+
 class QuotaExceeded(GatewayError):
     status, code = 429, "quota_exceeded"
 

@@ -42,11 +42,48 @@ def a2b_strict(data: Any) -> bytes:
     return binascii.a2b_base64(data, strict_mode=True)
 
 
-def loads(data: bytes | str) -> Any:
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(data: bytes | str, *, unique_keys: bool = False) -> Any:
+    """The document; with ``unique_keys`` an object that names a key twice is refused.
+
+    Parsers disagree on duplicates: orjson and Python keep the last, TF Serving's and
+    Triton's (rapidjson) find the first.  A body whose image count the gateway reads
+    (quotas charge it) must mean to the gateway what it means to the model, so request
+    bodies are parsed with ``unique_keys``: the standard library's parser with a check
+    per object, as fast as orjson on bodies of images and within twice its time on
+    bodies of millions of small objects.
+    """
     try:
+        if unique_keys:
+            text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+            return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
         if _orjson is not None:
             return _orjson.loads(data)
         return json.loads(data)
+    except _DuplicateKey as exc:
+        raise InvalidJSON(
+            f"the request body names the key {exc.key[:64]!r} twice in one object; "
+            "each key may appear once"
+        ) from None
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidJSON("the request body is not valid JSON") from exc
 
@@ -81,7 +118,7 @@ def _blob_pattern(key: str) -> re.Pattern[bytes]:
     return re.compile(rb'"' + re.escape(key.encode()) + rb'"[ \t\n\r]*:[ \t\n\r]*"')
 
 
-def loads_decoding(data: bytes, key: str) -> Any:
+def loads_decoding(data: bytes, key: str, *, unique_keys: bool = False) -> Any:
     """:func:`loads`, with long base64 string values under ``key`` decoded straight from
     ``data``.
 
@@ -124,9 +161,9 @@ def loads_decoding(data: bytes, key: str) -> Any:
         pieces += [view[pos:start], marker.encode()]
         pos = found = end
     if not blobs:
-        return loads(data)
+        return loads(data, unique_keys=unique_keys)
     pieces.append(view[pos:])
-    doc = loads(b"".join(pieces))
+    doc = loads(b"".join(pieces), unique_keys=unique_keys)
     del pieces, view
     return _place(doc, blobs, key)
 

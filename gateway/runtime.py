@@ -101,28 +101,33 @@ def start() -> Gateway:
         raise SystemExit(f"gateway: {message}") from None  # JSON lines: and readably
 
 
-def reload_if_changed() -> None:
-    """Serve the configuration file as it is now, in a new worker.
+def reload_if_changed() -> bool:
+    """Serve the configuration file as it is now; True when the gateway was rebuilt.
 
-    A reload (SIGHUP) starts new workers forked from the master, which built its gateway
-    when it started: they rebuild it when the file has changed since (a key revoked, a
-    quota or a service changed).  A file that no longer checks keeps the gateway built
-    from the last good one, with an ERROR line, rather than a worker that cannot start.
+    A reload (SIGHUP) rebuilds the master's gateway (gunicorn's ``on_reload``,
+    :mod:`gateway.serving`), then starts new workers forked from it; each worker checks
+    the file again as it starts (a reload, or a respawn after a worker died), so it never
+    serves an older file than the master.  A file that cannot be read, parsed, checked or
+    built keeps the gateway built from the last good one, with an ERROR line: nothing
+    raised here may reach gunicorn, whose arbiter exits when a worker cannot boot, and a
+    respawned worker inherits the master's last good configuration.
     """
     global _gateway
     gw = _gateway
     if gw is None:
-        return  # built at the first request, from the file as it is then
+        return False  # built at the first request, from the file as it is then
     try:
         config = load_config()
         if config.raw == gw.config.raw and config.source == gw.config.source:
-            return
+            return False
         fresh = build_gateway(config)
-    except ConfigError as exc:
-        logs.emit("ERROR", f"configuration not reloaded, the last good one is kept: {exc}")
-        return
+    except Exception as exc:  # unreadable, not UTF-8, not YAML, a wrong key, a failed build
+        what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        logs.emit("ERROR", f"configuration not reloaded, the last good one is kept: {what}")
+        return False
     with _lock:
         _gateway = fresh
+    return True
 
 
 def current_gateway() -> Gateway | None:

@@ -200,6 +200,18 @@ def limit_heap_growth() -> bool:
     return mallopt(_M_ARENA_MAX, ARENA_MAX) == 1 and ok
 
 
+def reload_in_master(arbiter) -> None:
+    """SIGHUP: the master rebuilds its gateway before it forks the new workers, so a worker
+    respawned later (after a crash) serves the newest good file, never the one the master
+    started with; a bad file leaves the master's gateway as it was (ERROR line)."""
+    from gateway.runtime import reload_if_changed
+
+    try:
+        reload_if_changed()
+    except BaseException:  # the arbiter must outlive any configuration
+        pass
+
+
 def announce_listening(server) -> None:
     """gunicorn's ``when_ready``: the start log names the address the gateway listens on
     (and how to reach it from this machine), once the socket is bound."""
@@ -239,6 +251,7 @@ def configure_gunicorn() -> None:
         # No gunicornc control socket: nothing here uses it, and its default place under
         # $HOME is read-only on Cloud Functions (an error line at every start).
         self.cfg.set("control_socket_disable", True)
+        self.cfg.set("on_reload", reload_in_master)
         self.cfg.set("when_ready", announce_listening)
 
     app_class.load_config = load_config

@@ -97,6 +97,63 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
+def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` of each scan of a JPEG: its SOS segment and its entropy-coded data."""
+    import re
+
+    found, i = [], 2
+    while i < len(data) and data[i + 1] != 0xD9:
+        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if data[i + 1] == 0xDA:
+            end = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end).start()
+            found.append((i, end))
+        i = end
+    return found
+
+
+def many_scans_jpeg(
+    width: int, height: int, scans: int, image: Image.Image | None = None, repeat: int = 5
+) -> bytes:
+    """A progressive JPEG whose costliest scan (an AC refinement of the luma, 4:4:4) is
+    repeated until the file has ``scans`` scans: libjpeg warns and goes through each one,
+    a pass over every block of the image for a few dozen bytes.  ``image``: the pixels
+    (default flat); ``repeat``: the scan repeated (6: the DC refinement, all components)."""
+    data = encode(
+        image or Image.new("RGB", (width, height), (200, 180, 210)),
+        "JPEG",
+        quality=90,
+        progressive=True,
+        subsampling=0,
+    )
+    own = jpeg_scans(data)
+    # Scans of this encoder: 0 DC, 1-4 AC first, 5 luma AC refinement (Ah=2, Al=1), ...
+    start, end = own[repeat]
+    last = own[-1][1]
+    return data[:last] + data[start:end] * max(0, scans - len(own)) + data[last:]
+
+
+def many_segments_jpeg(segments: int, marker: int = 0xFE) -> bytes:
+    """A small JPEG with ``segments`` empty segments (COM by default, or an APPn) first."""
+    data = encode(Image.new("RGB", (64, 48), (200, 180, 210)), "JPEG")
+    return data[:2] + bytes((0xFF, marker, 0, 2)) * segments + data[2:]
+
+
+def many_chunks_png(chunks: int, kind: bytes = b"tEXt") -> bytes:
+    """A small PNG with ``chunks`` tiny chunks (ancillary, or empty IDAT ones) before its own
+    IDAT."""
+    data = png(Image.new("RGB", (64, 48), (200, 180, 210)))
+    at = data.index(b"IDAT") - 4
+    one = png_chunk(kind, b"k\x00" if kind == b"tEXt" else b"")
+    return data[:at] + one * chunks + data[at:]
+
+
+def many_blocks_gif(blocks: int) -> bytes:
+    """A small GIF with ``blocks`` one-byte comment extensions ahead of its picture."""
+    data = encode(Image.new("RGB", (64, 48), (200, 180, 210)), "GIF")
+    at = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    return data[:at] + b"\x21\xfe\x01x\x00" * blocks + data[at:]
+
+
 def b64(data: bytes) -> str:
     """``data`` in standard base64, as JSON bodies carry images."""
     return base64.b64encode(data).decode()

@@ -143,6 +143,63 @@ def test_the_example_configurations_pass_the_whole_check(name, monkeypatch):
     check_sections(load_config(REPO / "deploy" / name))
 
 
+NUMERIC_KEYS = [
+    ("limits", "max_decoded_mb"),
+    ("limits", "decode_wait_s"),
+    ("services.eos", "threshold"),
+    ("services.eos.backend", "timeout_s"),
+    ("auth", "clock_skew_s"),
+    ("auth", "api_key_cache_s"),
+    ("auth", "firestore_timeout_s"),
+    ("usage", "quota_cache_s"),
+    ("usage", "flush_budget_s"),
+    ("usage.firestore", "write_timeout_s"),
+    ("usage.firestore", "read_timeout_s"),
+    ("usage.firestore", "retry_after_s"),
+    ("quotas.default", "daily_images"),
+    ("quotas.principals.key:a", "requests_per_minute"),
+]
+
+
+def _nested(path: str, key: str, value: object) -> dict:
+    parts = path.split(".")
+    if parts[0] == "quotas" and parts[1] == "principals":  # a principal's name has a dot-free ':'
+        parts = ["quotas", "principals", ".".join(parts[2:])]
+    doc: dict = {key: value}
+    for part in reversed(parts):
+        doc = {part: doc}
+    return doc
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("path,key", NUMERIC_KEYS)
+def test_non_finite_numbers_stop_the_start_in_every_section(path, key, value):
+    """``threshold: NaN`` passes every comparison: each section refuses it by name."""
+    from gateway.auth import build_authenticator
+    from gateway.usage.quotas import quota_policy
+    from gateway.usage.settings import usage_settings
+
+    raw = _nested(path, key, value)
+    with pytest.raises(ConfigError) as info:
+        config = parse_config(raw)
+        check_sections(config)
+        usage_settings(config)
+        quota_policy(config)
+        build_authenticator(config)
+    assert f"{path}.{key} must be" in str(info.value), str(info.value)
+
+
+def test_the_owned_sections_defaults_are_their_settings():
+    from gateway.auth import CONFIG_SCHEMA as AUTH
+    from gateway.usage.settings import CONFIG_SCHEMA as USAGE
+    from gateway.usage.settings import usage_settings
+
+    settings = usage_settings(parse_config({"usage": {"store": "sqlite"}}))
+    assert settings.flush_batch == USAGE.default("flush_batch") == 20
+    assert settings.counter_shards == USAGE.default("counter_shards")
+    assert AUTH.default("clock_skew_s") == 10.0
+
+
 # -- a key at the wrong indentation -------------------------------------------------------
 
 

@@ -23,7 +23,11 @@ assert len(B64) >= jsonio.BLOB_MIN_CHARS
 def _outcome(body: bytes, plain: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
     with monkeypatch.context() as m:
         if plain:
-            m.setattr(api, "loads_decoding", lambda data, key: jsonio.loads(data))
+            m.setattr(
+                api,
+                "loads_decoding",
+                lambda data, key, unique_keys=False: jsonio.loads(data, unique_keys=unique_keys),
+            )
         try:
             req = api.parse_predict_request(body, query_threshold=None, max_instances=64)
         except GatewayError as exc:
@@ -149,3 +153,38 @@ def test_fast_base64_decodes_exactly_as_strict_binascii(data, edits):
     mangled = bytes(mangled)
     assert _fast(mangled) == _binascii(mangled)
     assert _fast(mangled.decode("latin-1")) == _binascii(mangled.decode("latin-1"))
+
+
+def test_unique_keys_refuses_a_key_given_twice_at_any_depth():
+    assert jsonio.loads(b'{"a": {"b": 1, "c": [{"d": 2}]}}', unique_keys=True) == {
+        "a": {"b": 1, "c": [{"d": 2}]}
+    }
+    for body in (b'{"a": 1, "a": 1}', b'{"a": [{"b": 1, "b": 2}]}', b'[{"x": {"y": 1, "y": 1}}]'):
+        assert jsonio.loads(body) is not None  # the plain parse keeps the last
+        with pytest.raises(GatewayError) as info:
+            jsonio.loads(body, unique_keys=True)
+        assert (info.value.status, info.value.code) == (400, "invalid_json")
+    with pytest.raises(GatewayError):
+        jsonio.loads(b'{"a": "\xff"}', unique_keys=True)  # not UTF-8, as orjson refuses
+
+
+def test_every_codec_that_counts_images_refuses_duplicate_keys():
+    from gateway.codecs import classify, detect, v2_api, vertex_api
+
+    image = B64.decode()
+    calls = [
+        lambda: v2_api.passthrough_batch_size(
+            b'{"inputs": [{"name": "a", "shape": [9]}], "inputs": []}', None
+        ),
+        lambda: v2_api.parse_infer_request(b'{"inputs": [], "inputs": []}', None, max_instances=16),
+        lambda: vertex_api.parse_predict_request(
+            f'{{"instances": [{{"content": "{image}"}}], "instances": []}}'.encode(),
+            max_instances=16,
+        ),
+        lambda: detect.parse_json(f'{{"image": "{image}", "image": "x"}}'.encode(), {}),
+        lambda: classify.parse_json(f'{{"image": "{image}", "image": "x"}}'.encode(), {}),
+    ]
+    for call in calls:
+        with pytest.raises(GatewayError) as info:
+            call()
+        assert info.value.code == "invalid_json" and "twice" in info.value.message

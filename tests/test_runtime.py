@@ -4,11 +4,17 @@ start with a clear message and a non-zero exit, never an instance answering erro
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+import requests
+from helpers import sha
 from procs import free_port, start_gateway
 
 # Every test here runs the gateway (or the CLI) as its own process.
@@ -60,6 +66,79 @@ def test_not_ready_while_auth_fails_closed():
         assert (status, doc["status"]) == (200, "ready") and "auth" not in doc
     finally:
         ok.stop()
+
+
+def _key(secret: str) -> dict:
+    return {"id": secret, "sha256": sha(secret)}
+
+
+def _admits(port: int, key: str) -> int:
+    """The status of a request with an API key: 404 (unknown service) once admitted."""
+    resp = requests.post(
+        f"http://127.0.0.1:{port}/v1/services/nope:detect", headers={"X-API-Key": key}, timeout=30
+    )
+    return resp.status_code
+
+
+def _workers(arbiter: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == arbiter:
+                found.add(int(entry))
+    return found
+
+
+def _new_workers(arbiter: int, old: set[int], count: int) -> set[int]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = _workers(arbiter) - old
+        if len(new) >= count:
+            time.sleep(1.0)  # booted: each worker reloads before it accepts
+            return new
+        time.sleep(0.2)
+    raise AssertionError(f"no new workers after the signal: {sorted(_workers(arbiter))}")
+
+
+def test_a_reload_that_cannot_read_the_file_keeps_the_last_good_configuration(tmp_path):
+    """SIGHUP with a file that is not UTF-8 (then not JSON, then of a wrong shape): the
+    gateway keeps serving the last good configuration, on the reload and on a worker
+    respawned later, with an ERROR line; a good file is served at the next SIGHUP."""
+    config = tmp_path / "gateway-config.json"
+    gw = start_gateway(
+        {"auth": {"api_keys": [_key("first")]}, "usage": {"enabled": False}},
+        env={"WORKERS": "2", "THREADS": "2"},
+        workdir=tmp_path,
+    )
+    try:
+        workers = _new_workers(gw.pid, set(), 2)
+        config.write_text(json.dumps({"auth": {"api_keys": [_key("second")]}}))
+        os.kill(gw.pid, signal.SIGHUP)
+        workers = _new_workers(gw.pid, workers, 2)
+        assert (_admits(gw.port, "first"), _admits(gw.port, "second")) == (401, 404)
+        for bad in (b'{"auth": "\xff"}', b"{not json", b'{"limits": {"max_pixels": NaN}}'):
+            config.write_bytes(bad)
+            os.kill(gw.pid, signal.SIGHUP)
+            workers = _new_workers(gw.pid, workers, 2)
+            assert gw.running
+            assert (_admits(gw.port, "first"), _admits(gw.port, "second")) == (401, 404)
+        os.kill(sorted(workers)[0], signal.SIGKILL)  # a worker respawned with the file bad
+        workers |= _new_workers(gw.pid, workers, 1)
+        for _ in range(6):  # both workers answer, whichever takes the connection
+            assert (_admits(gw.port, "first"), _admits(gw.port, "second")) == (401, 404)
+        log = gw.log_text()
+        assert "configuration not reloaded, the last good one is kept" in log
+        assert "Traceback" not in log
+        config.write_text(json.dumps({"auth": {"api_keys": [_key("third")]}}))
+        os.kill(gw.pid, signal.SIGHUP)
+        _new_workers(gw.pid, workers, 2)
+        assert (_admits(gw.port, "second"), _admits(gw.port, "third")) == (401, 404)
+    finally:
+        gw.stop()
 
 
 def run_to_exit(proc) -> tuple[int, str]:

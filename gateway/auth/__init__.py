@@ -25,7 +25,7 @@ from gateway.config import Config, ConfigError, ServiceConfig, on_google_cloud
 from gateway.context import RequestContext
 from gateway.errors import AuthNotConfigured, Forbidden, Unauthenticated
 from gateway.firestore_client import firestore_target, get_client
-from gateway.schema import BOOL, NUMBER, STRING, Fields, ListOf
+from gateway.schema import BOOL, NUMBER, STRING, Fields, ListOf, Setting
 
 if TYPE_CHECKING:  # imported where used: a gateway without ``auth`` never loads them
     from gateway.auth.api_keys import ApiKey, ApiKeyStore
@@ -38,15 +38,15 @@ CREDENTIALS_HINT = "send 'Authorization: Bearer <ID token>' or 'X-API-Key: <key>
 # The ``auth`` section's shape, checked at start-up; the values are read in build_authenticator.
 CONFIG_SCHEMA = Fields(
     {
-        "required": BOOL,
-        "clock_skew_s": NUMBER,
+        "required": Setting(BOOL, True),
+        "clock_skew_s": Setting(NUMBER, 10.0, lo=0, hi=300),
         "certs_urls": Fields({"firebase": STRING, "google": STRING}),
         "firebase": Fields({"project_id": STRING}),
         "google": Fields({"audiences": ListOf(STRING), "emails": ListOf(STRING)}),
         "api_keys": ListOf(Fields({"id": STRING, "sha256": STRING, "disabled": BOOL})),
-        "api_keys_firestore": BOOL,
-        "api_key_cache_s": NUMBER,
-        "firestore_timeout_s": NUMBER,
+        "api_keys_firestore": Setting(BOOL, True),
+        "api_key_cache_s": Setting(NUMBER, 60.0, lo=0, hi=3600),
+        "firestore_timeout_s": Setting(NUMBER, 2.0, lo=0, hi=30),
     }
 )
 
@@ -58,8 +58,16 @@ def _announce(severity: str, message: str) -> None:
         logs.emit(severity, message)
 
 
+GOOGLE_PREFIX = "google:"
+
+
 def principal_matches(pattern: str, principal: str) -> bool:
-    """``*`` matches any run of characters; everything else is literal and case-sensitive."""
+    """``*`` matches any run of characters; everything else is literal and case-sensitive,
+    except a Google account's email (``google:<email>``), compared case-insensitively as
+    ``auth.google.emails`` compares it: Google does not tell ``Ops@x.com`` from ``ops@x.com``,
+    so neither may an allow list."""
+    if principal[: len(GOOGLE_PREFIX)].lower() == GOOGLE_PREFIX:
+        pattern, principal = pattern.lower(), principal.lower()
     if "*" not in pattern:
         return pattern == principal
     regex = ".*".join(re.escape(part) for part in pattern.split("*"))
@@ -170,13 +178,6 @@ def _section(value: Any, where: str) -> Mapping[str, Any] | None:
     return value
 
 
-def _seconds(auth: Mapping[str, Any], key: str, default: float, hi: float) -> float:
-    value = auth.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= hi:
-        raise ConfigError(f"auth.{key} must be a number between 0 and {hi}")
-    return float(value)
-
-
 def _api_keys(raw: Any) -> list[ApiKey]:
     from gateway.auth.api_keys import ApiKey, is_key_hash
 
@@ -245,10 +246,9 @@ def build_authenticator(
     from gateway.auth.certs import FIREBASE_CERTS_URL, GOOGLE_CERTS_URL, CertCache
     from gateway.auth.tokens import FirebaseRules, GoogleRules, TokenVerifier
 
-    required = auth.get("required", True)
-    if not isinstance(required, bool):
-        raise ConfigError("auth.required must be true or false")
-    skew = _seconds(auth, "clock_skew_s", 10, 300)
+    values = CONFIG_SCHEMA.read(auth, "auth")  # defaults filled in; NaN and .inf refused
+    required = values["required"]
+    skew = values["clock_skew_s"]
     certs_urls = _section(auth.get("certs_urls"), "auth.certs_urls") or {}
 
     firebase = None
@@ -274,7 +274,7 @@ def build_authenticator(
 
     keys = _api_keys(auth.get("api_keys"))
     firestore = None
-    if auth.get("api_keys_firestore", True) is not False and firestore_target(config):
+    if values["api_keys_firestore"] and firestore_target(config):
         firestore = functools.partial(get_client, config)
 
     store = None
@@ -282,8 +282,8 @@ def build_authenticator(
         store = ApiKeyStore(
             keys,
             firestore=firestore,
-            cache_s=_seconds(auth, "api_key_cache_s", 60, 3600),
-            timeout_s=_seconds(auth, "firestore_timeout_s", 2, 30),
+            cache_s=values["api_key_cache_s"],
+            timeout_s=values["firestore_timeout_s"],
         )
     tokens = None
     if firebase is not None or google is not None:

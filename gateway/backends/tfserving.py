@@ -49,6 +49,10 @@ from gateway.jsonio import b64encode
 from gateway.schema import Fields
 
 VERSION_RECHECK_S = 30.0
+# A label's version is learnt from its status once, then again this long after: a label can
+# be moved to another version, but a status call per request would double the calls.
+LABEL_RECHECK_S = 30.0
+MAX_LABELS_KEPT = 32  # labels are the caller's words: the ones past this are not kept
 
 
 class _Version:
@@ -57,6 +61,7 @@ class _Version:
     def __init__(self) -> None:
         self.value: str | None = None
         self.checked = 0.0
+        self.lock = threading.Lock()  # one status call at a time, whatever view asks
 
 
 class TFServingBackend:
@@ -67,6 +72,7 @@ class TFServingBackend:
         service: ServiceConfig,
         client: ModelHttpClient | None = None,
         pin: tuple[str | None, str | None] = (None, None),
+        label_versions: dict[str, _Version] | None = None,
     ) -> None:
         self.service = service
         cfg = service.backend
@@ -74,10 +80,22 @@ class TFServingBackend:
         self._pin = pin  # (version, label)
         self.status_path = self._model_path(*pin)
         self.predict_path = self.status_path + ":predict"
-        self._version = _Version()
-        if pin[0] is not None:
-            self._version.value = pin[0]  # a label's version is learnt from its status
         self._lock = threading.Lock()
+        # Each label's version, shared by the service's backend and every view pinned to
+        # the label (one per request), so they learn it once.
+        self._label_versions = label_versions if label_versions is not None else {}
+        label = pin[1]
+        if label is not None and pin[0] is None:
+            known = self._label_versions.get(label)
+            if known is None:
+                known = _Version()
+                if len(self._label_versions) < MAX_LABELS_KEPT:
+                    known = self._label_versions.setdefault(label, known)
+            self._version = known
+        else:
+            self._version = _Version()
+        if pin[0] is not None:
+            self._version.value = pin[0]
 
     def _model_path(self, version: str | None, label: str | None) -> str:
         cfg = self.service.backend
@@ -224,9 +242,17 @@ class TFServingBackend:
 
     def _start_version_refresh(self, deadline: float) -> Future | None:
         v = self._version
-        if v.value is None and time.monotonic() - v.checked > VERSION_RECHECK_S:
-            return self.client.executor.submit(self._refresh_version, deadline)
-        return None
+        now = time.monotonic()
+        due = v.value is None and now - v.checked > VERSION_RECHECK_S
+        if self._pin[1] is not None and v.value is not None:
+            due = now - v.checked > LABEL_RECHECK_S  # a label may have moved
+        if not due:
+            return None
+        with v.lock:
+            if now - v.checked <= min(VERSION_RECHECK_S, LABEL_RECHECK_S):
+                return None  # another request started it
+            v.checked = now
+        return self.client.executor.submit(self._refresh_version, deadline)
 
     def _await_version(self, status_future: Future | None, deadline: float) -> None:
         if status_future is not None:
@@ -252,7 +278,7 @@ class TFServingBackend:
         """
         if version is None and label is None:
             return self
-        return TFServingBackend(self.service, self.client, (version, label))
+        return TFServingBackend(self.service, self.client, (version, label), self._label_versions)
 
     def _get_document(
         self, version: str | None, label: str | None, suffix: str = ""

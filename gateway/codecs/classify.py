@@ -31,7 +31,7 @@ def _refuse_detection_options(values: Mapping[str, Any], where: str) -> None:
 
 
 def parse_json(body: bytes, query: Mapping[str, str]) -> ClassifyRequest:
-    doc = loads(body)
+    doc = loads(body, unique_keys=True)
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if "image" not in doc:

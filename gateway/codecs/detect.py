@@ -61,7 +61,7 @@ def parse_key(value: Any) -> str | None:
 
 
 def parse_json(body: bytes, query: Mapping[str, str]) -> DetectRequest:
-    doc = loads(body)
+    doc = loads(body, unique_keys=True)
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if "image" not in doc:

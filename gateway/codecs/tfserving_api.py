@@ -124,7 +124,9 @@ def _columnar_instances(inputs: Any, max_instances: int) -> list[Instance]:
 def parse_predict_request(
     body: bytes, *, query_threshold: str | None, max_instances: int
 ) -> PredictRequest:
-    doc = loads_decoding(body, "b64")  # images decoded from the body, no str copy
+    # Images decoded from the body, no str copy; a key given twice is refused (400), as
+    # the model would read the first and the gateway the last.
+    doc = loads_decoding(body, "b64", unique_keys=True)
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if doc.get("signature_name") not in SIGNATURES:
@@ -210,14 +212,20 @@ def predict_response(predictions: list[dict[str, Any]], columnar: bool) -> dict[
     return {"outputs": outputs}
 
 
+def _batch(value: Any) -> int:
+    return len(value) if isinstance(value, list) and value else 1
+
+
 def passthrough_batch_size(body: bytes) -> int:
     """How many inputs a body for any TF Serving model carries: what quotas count.
 
     The body itself goes to the model unchanged; this only reads it, so a body the model
     would refuse anyway is refused here with the same kind of message, before any quota
-    is spent on it.
+    is spent on it.  The model reads every named input, so a columnar body is charged by
+    its largest batch, whatever input comes first; a key given twice (TF Serving takes
+    the first, a Python parser the last) is refused.
     """
-    doc = loads(body)
+    doc = loads(body, unique_keys=True)
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     has_rows, has_cols = "instances" in doc, "inputs" in doc
@@ -232,5 +240,5 @@ def passthrough_batch_size(body: bytes) -> int:
     if isinstance(inputs, Mapping):
         if not inputs:
             raise BadRequest('"inputs" must not be empty')
-        inputs = next(iter(inputs.values()))
-    return len(inputs) if isinstance(inputs, list) and inputs else 1
+        return max(_batch(v) for v in inputs.values())
+    return _batch(inputs)

@@ -126,7 +126,8 @@ def _max_predictions(value: Any) -> int:
 
 
 def parse_predict_request(body: bytes, *, max_instances: int) -> VertexRequest:
-    doc = loads_decoding(body, "content")  # images decoded from the body, no str copy
+    # Images decoded from the body, no str copy; a key given twice is refused (400).
+    doc = loads_decoding(body, "content", unique_keys=True)
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     unknown = set(doc) - {"instances", "parameters"}

@@ -6,7 +6,6 @@ import io
 from typing import Any
 
 from flask import Response
-from PIL import Image
 
 from gateway.codecs import detect as wire
 from gateway.codecs import geojson
@@ -16,7 +15,7 @@ from gateway.handlers.common import read_image_request
 from gateway.handlers.responses import json_response
 from gateway.jsonio import dumps
 from gateway.pipeline import decode_budget
-from gateway.pipeline.images import decode, probe
+from gateway.pipeline.images import ImageInfo, decode_image
 from gateway.pipeline.merge import Merged
 from gateway.runtime import Gateway
 from gateway.usecases.detection import detect
@@ -38,40 +37,50 @@ def answer_format(request: Any, req: wire.DetectRequest) -> str:
     return ANSWERS[best] if best is not None and accept.quality(best) > 0 else "json"
 
 
-def rendered_jpeg(gw: Gateway, data: bytes, kept: Merged) -> bytes:
+def rendered_jpeg(gw: Gateway, data: bytes, info: ImageInfo, kept: Merged) -> bytes:
     """The oriented slide at its own size with every kept box and the count drawn on it.
 
     The slide is decoded a second time here: the pipeline drops its pixels as soon as the
-    tiles are cut, and only rendered answers need them again.
+    tiles are cut, and only rendered answers need them again.  The boxes are drawn on the
+    decoded image itself, so the memory is one decode and the answer's JPEG, counted in
+    the decode budget as such (``RENDER_COPIES``, checked against ``max_decoded_mb`` when
+    the request was admitted).
     """
     from gateway.render import draw_detections  # PIL's drawing and fonts: off :detect's cold start
 
     limits = gw.config.limits
-    info = probe(data, limits.max_pixels)
-    with decode_budget.decoding(limits, info, copies=2):  # the slide and its drawing
-        image = decode(data, limits.max_pixels)
+    with decode_budget.decoding(limits, info, copies=decode_budget.RENDER_COPIES):
+        _, image = decode_image(data, limits.max_pixels)
         annotated = draw_detections(
-            Image.fromarray(image.rgb), kept.boxes.tolist(), kept.scores.tolist(), count_text=True
+            image, kept.boxes.tolist(), kept.scores.tolist(), count_text=True, copy=False
         )
         del image
         out = io.BytesIO()
         annotated.save(out, format="JPEG", quality=88)
-    return out.getvalue()
+        del annotated
+        return out.getvalue()
 
 
 def handle(gw: Gateway, request: Any, ctx: RequestContext, admitted: Admitted) -> Served:
     svc = admitted.service
     require_route(svc, ":detect")
     req: wire.DetectRequest = read_image_request(gw, request, ctx, wire)
+    answer = answer_format(request, req)
     found = admitted.run(
-        lambda s, quota: detect(s, [req.image], req.threshold, limits=gw.config.limits, quota=quota)
+        lambda s, quota: detect(
+            s,
+            [req.image],
+            req.threshold,
+            limits=gw.config.limits,
+            quota=quota,
+            rendered=answer == "jpeg",
+        )
     )
     (detected,) = found.slides
     slide, kept = detected.slide, detected.kept
-    answer = answer_format(request, req)
     if answer == "jpeg":
         picture = Response(
-            rendered_jpeg(gw, req.image, kept),
+            rendered_jpeg(gw, req.image, detected.info, kept),
             status=200,
             mimetype="image/jpeg",
             headers={"X-Detections-Count": str(len(kept))},

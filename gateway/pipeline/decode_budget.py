@@ -30,6 +30,10 @@ from gateway.pipeline.images import ImageInfo
 MB = 1024 * 1024
 RETRY_AFTER_S = 2
 RGB_BYTES = 4  # Pillow stores RGB as 4 bytes a pixel
+# A rendered answer: the decoded slide, drawn on in place, then its JPEG and the copy of
+# it the answer takes (counted as a second RGB copy: a JPEG of noise at the answer's
+# quality is under 2 bytes a pixel).
+RENDER_COPIES = 2
 
 # Bytes a pixel of the decoded file, by Pillow mode; anything else counts as 4.
 _MODE_BYTES = {
@@ -83,9 +87,13 @@ class DecodeBudget:
         self._cond = threading.Condition()
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
+    def reserve(self, nbytes: int, until: float | None = None) -> Iterator[None]:
+        """Room for ``nbytes``, waited for up to ``wait_s`` (and never past ``until``, the
+        request's deadline)."""
         nbytes = min(nbytes, self.budget_bytes)  # one image alone always gets its turn
         deadline = time.monotonic() + self.wait_s
+        if until is not None:
+            deadline = min(deadline, until)
         with self._cond:
             while self.in_use + nbytes > self.budget_bytes:
                 left = deadline - time.monotonic()
@@ -130,10 +138,11 @@ def budget_for(limits: Limits) -> DecodeBudget:
         return found
 
 
-def check(limits: Limits, info: ImageInfo) -> None:
-    """413 before decoding when the image alone would take more than allowed."""
+def check(limits: Limits, info: ImageInfo, copies: int = 1) -> None:
+    """413 before decoding when the image alone would take more than allowed (``copies``
+    as :func:`decoded_bytes`: a rendered answer counts its own)."""
     max_bytes, _, _ = settings(limits)
-    need = decoded_bytes(info.width, info.height, info.mode)
+    need = decoded_bytes(info.width, info.height, info.mode, copies)
     if need > max_bytes:
         raise DecodedTooLarge(
             f"the image takes {need / MB:,.0f} MB once decoded "
@@ -142,8 +151,11 @@ def check(limits: Limits, info: ImageInfo) -> None:
 
 
 @contextmanager
-def decoding(limits: Limits, info: ImageInfo, copies: int = 1) -> Iterator[None]:
-    """Hold the image's decoded size in the process's budget while it is worked on."""
+def decoding(
+    limits: Limits, info: ImageInfo, copies: int = 1, until: float | None = None
+) -> Iterator[None]:
+    """Hold the image's decoded size in the process's budget while it is worked on; the
+    wait for room ends at the request's deadline ``until`` at the latest."""
     need = decoded_bytes(info.width, info.height, info.mode, copies)
-    with budget_for(limits).reserve(need):
+    with budget_for(limits).reserve(need, until):
         yield

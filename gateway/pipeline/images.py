@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gateway.config import LIMITS_FIELDS
 from gateway.errors import TooManyPixels, UndecodableImage, UnsupportedImage
+from gateway.pipeline import structure
 
 # MPO: the multi-picture JPEG some phones save (a JPEG followed by more pictures); it is
 # read as its first picture, a JPEG like any other.
@@ -127,8 +129,20 @@ def _oriented_info(img: Image.Image, orientation: int) -> ImageInfo:
     )
 
 
-def probe(data: bytes, max_pixels: int) -> ImageInfo:
-    """Format and oriented size from the header only; raises 413/415/422 errors."""
+def probe(
+    data: bytes,
+    max_pixels: int,
+    *,
+    max_scans: int = LIMITS_FIELDS.default("max_jpeg_scans"),
+    max_segments: int = LIMITS_FIELDS.default("max_image_segments"),
+) -> ImageInfo:
+    """Format and oriented size from the header only; raises 413/415/422 errors.
+
+    The scans and segments are counted first (:mod:`gateway.pipeline.structure`): Pillow's
+    header parser walks every segment in Python, and every later step (the lossless cut,
+    the decode) walks every scan.
+    """
+    structure.check(data, max_scans, max_segments)
     img = _open(data)
     _check_pixels(img, max_pixels)
     return _oriented_info(img, _orientation(img, header_only=True))
@@ -186,6 +200,25 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
     if img.size != (info.width, info.height):
         info = ImageInfo(info.format, img.width, img.height, info.orientation, info.mode)
     return info, img
+
+
+def check_jpeg_decodes(data: bytes, max_pixels: int) -> None:
+    """Raise 422 when a JPEG sent on as submitted would not decode (truncated, corrupt).
+
+    libjpeg decodes at an eighth of the size here: every coefficient is still read, so a
+    missing or broken scan is found, for a fraction of a full decode's work and memory.
+    """
+    img = _open(data)
+    _check_pixels(img, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.draft(img.mode, ((img.width + 7) // 8, (img.height + 7) // 8))
+            img.load()
+    except MemoryError as exc:
+        raise TooManyPixels("the image is too large to decode") from exc
+    except _DECODE_ERRORS as exc:
+        raise UndecodableImage("the image is truncated or corrupt and cannot be decoded") from exc
 
 
 def decode(data: bytes, max_pixels: int) -> DecodedImage:

@@ -24,6 +24,7 @@ from PIL import Image
 from gateway.backends.base import BackendResult, Detector, TileInput
 from gateway.pipeline import jpegcut
 from gateway.pipeline import merge as merging
+from gateway.pipeline.deadline import time_left
 from gateway.pipeline.images import ImageInfo, decode, decode_image
 from gateway.pipeline.tiles import encoded_tiles, pixel_tiles
 from gateway.pipeline.tiling import Tile, TileSize, plan_tiles
@@ -150,14 +151,20 @@ def _made(make: Callable[[list[Tile]], T], bands: list[list[Tile]], parallel: bo
 
 
 def _cut_stream(
-    data: bytes, bands: list[list[Tile]], parallel: bool, max_pixels: int
+    data: bytes, bands: list[list[Tile]], parallel: bool, max_pixels: int, deadline: float
 ) -> Iterator[list[TileInput]]:
     """Bands cut from the JPEG; a band the cut refuses is cropped from a decode instead."""
     decoded: Image.Image | None = None
-    cuts = _made(lambda band: lossless_tiles(data, band), bands, parallel)
+
+    def cut(band: list[Tile]) -> list[TileInput] | None:
+        time_left(deadline, "cutting the slide into tiles")
+        return lossless_tiles(data, band)
+
+    cuts = _made(cut, bands, parallel)
     for band, tiles in zip(bands, cuts, strict=True):
         if tiles is None:
             if decoded is None:
+                time_left(deadline, "decoding the slide")
                 decoded = decode_image(data, max_pixels)[1]
             tiles = encoded_tiles(decoded, band)
         yield tiles
@@ -174,6 +181,7 @@ def detect_slide(
     lossless: bool = True,
 ) -> SlideResult:
     """The slide's detections; ``info`` is its header, already read and checked."""
+    time_left(deadline, "decoding the slide")
     if not backend.wants_encoded:
         image = decode(data, max_pixels)
         tiles = tiles_for(size, image.width, image.height)
@@ -183,13 +191,18 @@ def detect_slide(
         if lossless and cuts_losslessly(data, info):
             tiles = tiles_for(size, info.width, info.height)
             bands, parallel = _bands(tiles, info.width * info.height, split=alone)
-            result = backend.predict(_cut_stream(data, bands, parallel, max_pixels), deadline)
+            stream = _cut_stream(data, bands, parallel, max_pixels, deadline)
+            result = backend.predict(stream, deadline)
             return _result(info, tiles, result)
         info, img = decode_image(data, max_pixels)  # the decoded size is the one tiled
         tiles = tiles_for(size, info.width, info.height)
         bands, parallel = _bands(tiles, info.width * info.height)
-        stream = _made(lambda band: encoded_tiles(img, band), bands, parallel)
-        result = backend.predict(stream, deadline)
+
+        def encoded(band: list[Tile]) -> list[TileInput]:
+            time_left(deadline, "encoding the slide's tiles")
+            return encoded_tiles(img, band)
+
+        result = backend.predict(_made(encoded, bands, parallel), deadline)
         return _result(info, tiles, result)
 
 

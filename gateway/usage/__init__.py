@@ -19,7 +19,7 @@ from gateway.context import RequestContext
 from gateway.usage.delivery import log_event
 from gateway.usage.quotas import quota_policy, validate_quotas_section
 from gateway.usage.recorder import UsageRecorder
-from gateway.usage.settings import usage_settings, validate_usage_section
+from gateway.usage.settings import check_writable, usage_settings, validate_usage_section
 
 
 class NullUsage:
@@ -44,6 +44,7 @@ def build_usage(config: Config) -> UsageRecorder | NullUsage:
     policy = quota_policy(config)
     if not settings.enabled:
         return NullUsage()
+    check_writable(settings)
     if settings.per_instance_on_cloud:
         log_event(
             "WARNING",

@@ -15,29 +15,27 @@ has two limits:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config, ConfigError
-from gateway.schema import INTEGER, Fields, MapOf
+from gateway.schema import INTEGER, Fields, MapOf, Setting
 
 ENTRY_KEYS = ("daily_images", "requests_per_minute")
-_ENTRY = Fields({key: INTEGER for key in ENTRY_KEYS})
+# One entry; null (the default) is unlimited.  Whole numbers only: ``NaN`` and ``.inf`` are
+# not, so they are refused with the rest.
+_ENTRY = Fields({key: Setting(INTEGER, None, lo=0) for key in ENTRY_KEYS})
 CONFIG_SCHEMA = Fields({"default": _ENTRY, "principals": MapOf(_ENTRY)})  # ``quotas``
 
 
-def _limit(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where} must be a whole number >= 0 or null, got {value!r}")
-    return value
-
-
 def parse_limit(raw: Any) -> int | None:
-    """A ``daily_images`` value read from a quota document; junk counts as unlimited."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
+    """A ``daily_images`` value read from a quota document; junk counts as unlimited
+    (``NaN`` and infinities included: a document is not checked at start-up)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    if not math.isfinite(raw) or raw < 0:
         return None
     return int(raw)
 
@@ -53,12 +51,7 @@ class Limits:
 def _entry(entry: Any, where: str) -> Limits:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a mapping like {{daily_images: 500}}")
-    return Limits(
-        daily_images=_limit(entry.get("daily_images"), f"{where}.daily_images"),
-        requests_per_minute=_limit(
-            entry.get("requests_per_minute"), f"{where}.requests_per_minute"
-        ),
-    )
+    return Limits(**_ENTRY.read(entry, where))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,60 +11,49 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, on_google_cloud
 from gateway.firestore_client import firestore_target
-from gateway.schema import BOOL, INTEGER, NUMBER, STRING, Fields
+from gateway.schema import BOOL, INTEGER, NUMBER, STRING, Fields, Setting
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-]{0,64}$")
 
-CONFIG_SCHEMA = Fields(  # the ``usage`` section
+STORES = ("auto", "firestore", "sqlite")
+MAX_COUNTER_SHARDS = 100
+MIN_SECONDS = 0.001  # every duration here must be positive
+
+
+def _seconds(default: float) -> Setting:
+    return Setting(NUMBER, default, lo=MIN_SECONDS)
+
+
+# The ``usage`` section: every default written here once; numbers finite and in range
+# (``NaN`` and ``.inf`` pass every comparison, so :class:`Setting` refuses them first).
+CONFIG_SCHEMA = Fields(
     {
-        "enabled": BOOL,
-        "store": STRING,
-        "collection_prefix": STRING,
+        "enabled": Setting(BOOL, True),
+        "store": Setting(STRING, "auto", choices=STORES),
+        "collection_prefix": Setting(STRING, ""),
         "firestore": Fields(
             {
                 "project": STRING,
                 "database": STRING,
-                "write_timeout_s": NUMBER,
-                "read_timeout_s": NUMBER,
-                "retry_after_s": NUMBER,
+                "write_timeout_s": _seconds(2.0),  # deadline of one commit
+                "read_timeout_s": _seconds(1.0),  # of a quota read or an allowance claim
+                "retry_after_s": _seconds(5.0),
             }
         ),
         "sqlite": Fields({"path": STRING}),
         "spool_path": STRING,
-        "flush_batch": INTEGER,
-        "spool_max_records": INTEGER,
-        "quota_cache_s": NUMBER,
-        "flush_budget_s": NUMBER,
-        "counter_shards": INTEGER,
+        "flush_batch": Setting(INTEGER, 20, lo=1),
+        "spool_max_records": Setting(INTEGER, 100_000, lo=0),
+        "quota_cache_s": _seconds(30.0),
+        "flush_budget_s": _seconds(0.1),
+        "counter_shards": Setting(INTEGER, 10, lo=1, hi=MAX_COUNTER_SHARDS),
     }
 )
-STORES = ("auto", "firestore", "sqlite")
-MAX_COUNTER_SHARDS = 100
 
 
 def _state_dir() -> Path:
     """Where local files go: ``.gateway/`` here, ``/tmp`` on Cloud Functions (read-only /)."""
     return Path("/tmp/gateway") if on_google_cloud() else Path(".gateway")
-
-
-def _seconds(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{where}.{key} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _whole(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int | None = None) -> int:
-    value = raw.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < lo
-        or (hi is not None and value > hi)
-    ):
-        bound = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"usage.{key} must be a whole number {bound}, got {value!r}")
-    return value
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -94,8 +84,8 @@ class UsageSettings:
     flush_batch: int  # spooled records sent per request at most
     flush_budget_s: float  # a request starts no spooled-record commit after this long
     spool_max_records: int  # beyond this a record is only logged (the disk/tmpfs is finite)
-    counter_shards: int = 10  # shards of each usage_daily document (Firestore)
-    store_choice: str = "auto"  # usage.store as configured
+    counter_shards: int = CONFIG_SCHEMA.default("counter_shards")  # of each usage_daily doc
+    store_choice: str = CONFIG_SCHEMA.default("store")  # usage.store as configured
 
     @property
     def collections(self) -> dict[str, str]:
@@ -114,44 +104,76 @@ class UsageSettings:
 
 
 def _parse(raw: Mapping[str, Any]) -> dict[str, Any]:
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("usage.enabled must be true or false")
-    store = raw.get("store", "auto")
-    if store not in STORES:
-        raise ConfigError(f"usage.store must be one of {', '.join(STORES)}, got {store!r}")
-    prefix = raw.get("collection_prefix") or ""
-    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+    values = CONFIG_SCHEMA.read(raw, "usage")
+    prefix = values["collection_prefix"] or ""
+    if not _PREFIX_RE.match(prefix):
         raise ConfigError(
             f"usage.collection_prefix must be up to 64 letters, digits, '_' or '-', got {prefix!r}"
         )
-    fs = _mapping(raw.get("firestore"), "usage.firestore")
-    for key in ("project", "database"):
-        if fs.get(key) is not None and not isinstance(fs.get(key), str):
-            raise ConfigError(f"usage.firestore.{key} must be a string, got {fs.get(key)!r}")
-    sq = _mapping(raw.get("sqlite"), "usage.sqlite")
-    for where, value in (
-        ("usage.sqlite.path", sq.get("path")),
-        ("usage.spool_path", raw.get("spool_path")),
-    ):
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where} must be a path, got {value!r}")
+    fs, sq = values["firestore"], values["sqlite"]
     state = _state_dir()
     return {
-        "enabled": enabled,
-        "store_choice": store,
+        "enabled": values["enabled"],
+        "store_choice": values["store"],
         "prefix": prefix,
-        "sqlite_path": Path(str(sq.get("path") or state / "usage.sqlite3")),
-        "spool_path": Path(str(raw.get("spool_path") or state / "usage-spool.sqlite3")),
-        "write_timeout_s": _seconds(fs, "write_timeout_s", 2.0, "usage.firestore"),
-        "read_timeout_s": _seconds(fs, "read_timeout_s", 1.0, "usage.firestore"),
-        "retry_after_s": _seconds(fs, "retry_after_s", 5.0, "usage.firestore"),
-        "quota_cache_s": _seconds(raw, "quota_cache_s", 30.0, "usage"),
-        "flush_batch": _whole(raw, "flush_batch", 20, 1),
-        "flush_budget_s": _seconds(raw, "flush_budget_s", 0.1, "usage"),
-        "spool_max_records": _whole(raw, "spool_max_records", 100_000, 0),
-        "counter_shards": _whole(raw, "counter_shards", 10, 1, MAX_COUNTER_SHARDS),
+        "sqlite_path": Path(sq["path"] or state / "usage.sqlite3"),
+        "spool_path": Path(values["spool_path"] or state / "usage-spool.sqlite3"),
+        "write_timeout_s": fs["write_timeout_s"],
+        "read_timeout_s": fs["read_timeout_s"],
+        "retry_after_s": fs["retry_after_s"],
+        "quota_cache_s": values["quota_cache_s"],
+        "flush_batch": values["flush_batch"],
+        "flush_budget_s": values["flush_budget_s"],
+        "spool_max_records": values["spool_max_records"],
+        "counter_shards": values["counter_shards"],
     }
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a SQLite file at ``path`` could not be written, or None when it can.
+
+    Nothing is created: the file is opened for update when it exists, and otherwise its
+    nearest existing folder must be a folder this process may write (SQLite also writes
+    its journal beside the file).  On a read-only file system, as root too, it cannot.
+    """
+    folder = path.parent
+    try:
+        if path.exists():
+            if not path.is_file():
+                return "it is not a file"
+            with open(path, "r+b"):
+                pass
+        while not folder.exists():
+            folder = folder.parent
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+def check_writable(settings: UsageSettings) -> None:
+    """At start: the file records and quotas need is writable, or the start fails.
+
+    A store that cannot be written would turn every commit into a logged failure and
+    every quota read into "no quota": quotas silently off.  SQLite keeps records and
+    quotas in ``usage.sqlite.path``; with Firestore, records wait in ``usage.spool_path``
+    while it is unreachable.
+    """
+    if not settings.enabled:
+        return
+    if settings.firestore is None:
+        key, path = "usage.sqlite.path", settings.sqlite_path
+    else:
+        key, path = "usage.spool_path", settings.spool_path
+    reason = unwritable(path)
+    if reason is not None:
+        raise ConfigError(
+            f"{key} {str(path)!r} cannot be written ({reason}): usage records and quotas "
+            "need it; set it to a writable place or usage.enabled: false"
+        )
 
 
 def usage_settings(config: Config) -> UsageSettings:

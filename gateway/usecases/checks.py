@@ -71,7 +71,7 @@ def for_instance(exc: GatewayError, index: int, count: int) -> GatewayError:
 
 
 def _check_images(
-    facts: Facts, images: Sequence[bytes], limits: Limits, quota: Quota
+    facts: Facts, images: Sequence[bytes], limits: Limits, quota: Quota, copies: int = 1
 ) -> list[ImageInfo]:
     """Header checks of every image (format, pixels, decoded size) before any model work,
     then the quota."""
@@ -81,8 +81,13 @@ def _check_images(
         if i == 0:  # the first image is the one usage records describe, refused or not
             facts.image = described
         try:
-            info = probe(data, limits.max_pixels)
-            decode_budget.check(limits, info)
+            info = probe(
+                data,
+                limits.max_pixels,
+                max_scans=limits.max_jpeg_scans,
+                max_segments=limits.max_image_segments,
+            )
+            decode_budget.check(limits, info, copies)
         except GatewayError as exc:
             raise for_instance(exc, i, len(images)) from exc
         described.update(width=info.width, height=info.height, format=info.format)
@@ -98,11 +103,14 @@ def admit_images(
     quota: Quota,
     backend: Backend,
     timeout_s: float,
+    copies: int = 1,
 ) -> tuple[list[ImageInfo], float]:
     """Every kind's first steps: each image's header checked once, the quota, the
     request's one deadline, and a quick 503 (after an image's own fault) while the model
-    server is known to be down.  Returns the images' infos and the deadline."""
-    infos = _check_images(facts, images, limits, quota)
-    deadline = time.monotonic() + timeout_s
+    server is known to be down.  Returns the images' infos and the deadline.  ``copies``
+    is what the request will hold of an image at once (2 for a rendered answer), checked
+    against ``limits.max_decoded_mb`` before the model is called."""
+    deadline = time.monotonic() + timeout_s  # header checks, decodes and cuts count too
+    infos = _check_images(facts, images, limits, quota, copies)
     _faults_before_outage(images, infos, limits, backend, deadline)
     return infos, deadline

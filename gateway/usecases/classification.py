@@ -11,6 +11,7 @@ from gateway.config import Limits
 from gateway.context import Facts
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
 from gateway.pipeline import decode_budget
+from gateway.pipeline.deadline import time_left
 from gateway.pipeline.images import ImageInfo
 from gateway.pipeline.whole import whole_image
 from gateway.usecases.checks import Quota, admit_images, for_instance, reporting
@@ -54,7 +55,8 @@ def classify(
         inputs = []
         for i, (data, info) in enumerate(zip(images, infos, strict=True)):
             try:
-                with decode_budget.decoding(limits, info):
+                time_left(deadline, "reading the image")
+                with decode_budget.decoding(limits, info, until=deadline):
                     encoded = whole_image(data, info, cfg.options.max_side, limits.max_pixels)
                 inputs.append(ImageInput(encoded))
             except (PayloadTooLarge, UnsupportedImage, UndecodableImage) as exc:

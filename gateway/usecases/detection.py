@@ -12,6 +12,7 @@ from gateway.context import Facts
 from gateway.errors import PayloadTooLarge, UndecodableImage, UnsupportedImage
 from gateway.pipeline import decode_budget
 from gateway.pipeline import merge as merging
+from gateway.pipeline.images import ImageInfo
 from gateway.pipeline.slide import SlideResult, detect_slide
 from gateway.usecases.checks import Quota, admit_images, for_instance, reporting
 
@@ -20,6 +21,7 @@ from gateway.usecases.checks import Quota, admit_images, for_instance, reporting
 class DetectedSlide:
     slide: SlideResult  # every detection of the model, merged
     kept: merging.Merged  # those at or above the threshold
+    info: ImageInfo  # the header, read once
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ def detect(
     quota: Quota,
     backend: Backend | None = None,
     uncut: bool = False,
+    rendered: bool = False,
 ) -> Detections:
     """Each slide checked, then decoded at most once, tiled, sent and merged; one deadline.
 
@@ -45,7 +48,8 @@ def detect(
     ``uncut`` answers every detection at any score (TF Serving's and V2's answer without a
     threshold): raw detections, which the facts keep apart from a count at a threshold.
     ``backend`` is the service's unless a version or label of its model was asked for
-    (:meth:`Backend.pinned`)."""
+    (:meth:`Backend.pinned`); ``rendered``: the answer will be the slide drawn, whose
+    memory (:data:`decode_budget.RENDER_COPIES`) is checked before the model is called."""
     cfg = service.config
     opts = cfg.options
     threshold = 0.0 if uncut else opts.threshold if threshold is None else threshold
@@ -53,12 +57,18 @@ def detect(
     detector = cast(Detector, backend or service.backend)
     with reporting(facts):
         infos, deadline = admit_images(
-            facts, images, limits, quota, detector, cfg.backend.timeout_s
+            facts,
+            images,
+            limits,
+            quota,
+            detector,
+            cfg.backend.timeout_s,
+            copies=decode_budget.RENDER_COPIES if rendered else 1,
         )
         slides = []
         for i, (data, info) in enumerate(zip(images, infos, strict=True)):
             try:
-                with decode_budget.decoding(limits, info):  # waits for memory, or 503
+                with decode_budget.decoding(limits, info, until=deadline):  # waits, or 503
                     result = detect_slide(
                         data, info, opts.tile, detector, deadline, limits.max_pixels
                     )
@@ -69,5 +79,5 @@ def detect(
             facts.backend_ms += result.backend_ms
             facts.detections += len(kept)
             facts.backend_model, facts.backend_version = result.model, result.version
-            slides.append(DetectedSlide(result, kept))
+            slides.append(DetectedSlide(result, kept, info))
     return Detections(threshold, slides, facts)

@@ -293,6 +293,17 @@ def test_firestore_emulator_outage_answers_503(firestore_emulator, firestore_pro
         ),
         ("google:*@my-project.iam.gserviceaccount.com", "google:a@evil.com", False),
         ("google:a.b@x", "google:aXb@x", False),  # dots are literal
+        # Emails compare case-insensitively (as auth.google.emails); nothing else does.
+        ("google:Ops@Example.com", "google:ops@example.com", True),
+        ("google:ops@example.com", "google:OPS@EXAMPLE.COM", True),
+        (
+            "google:*@My-Project.iam.gserviceaccount.com",
+            "google:A@my-project.iam.gserviceaccount.com",
+            True,
+        ),
+        ("google:ops@example.com", "google:ops@example.comx", False),
+        ("key:Lab", "key:lab", False),
+        ("firebase:AbC", "firebase:abc", False),
     ],
 )
 def test_principal_patterns(pattern, principal, ok):

@@ -156,10 +156,45 @@ def test_detect_json_request():
         (b'{"inputs": [[1], [2]]}', 2),
         (b'{"inputs": {"a": [[1, 2], [3, 4]], "b": [1]}}', 2),
         (b'{"inputs": {"a": 5}}', 1),
+        # A decoy first input does not make the batch look smaller: the largest counts.
+        (b'{"inputs": {"key": ["k"], "image_bytes": [1, 2, 3, 4, 5]}}', 5),
+        (b'{"inputs": {"a": 7, "b": [1, 2, 3]}}', 3),
     ],
 )
-def test_passthrough_quota_counts_instances_or_the_first_inputs_batch(body, count):
+def test_passthrough_quota_counts_instances_or_the_largest_inputs_batch(body, count):
     assert passthrough_batch_size(body) == count
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": [1, 2, 3, 4], "instances": [1]}',
+        b'{"inputs": {"a": [1, 2, 3], "a": [1]}}',
+        b'{"instances": [{"x": 1, "x": 2}]}',
+        b'{"instances": [1], "instances": [1]}',
+    ],
+)
+def test_a_key_given_twice_is_refused_wherever_images_are_counted(body):
+    """TF Serving reads the first of duplicate keys, Python parsers the last: refused."""
+    with pytest.raises(InvalidJSON) as info:
+        passthrough_batch_size(body)
+    assert info.value.status == 400 and "twice" in info.value.message
+    with pytest.raises(InvalidJSON):
+        parse(body)
+
+
+def test_a_key_given_twice_beside_a_decoded_image_is_refused():
+    image = base64.b64encode(IMG * 1000).decode()  # long enough to be decoded in place
+    once = f'{{"instances": [{{"image_bytes": {{"b64": "{image}"}}, "key": "a"}}]}}'
+    assert parse(once.encode()).instances[0].image == IMG * 1000
+    with pytest.raises(InvalidJSON):
+        parse((once[:-1] + ', "instances": []}').encode())
+
+
+def test_nan_and_infinity_are_not_json_in_a_request_body():
+    for body in (b'{"instances": [NaN]}', b'{"inputs": {"a": Infinity}}'):
+        with pytest.raises(InvalidJSON):
+            passthrough_batch_size(body)
 
 
 @pytest.mark.parametrize(

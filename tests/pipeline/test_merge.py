@@ -39,9 +39,7 @@ def simulate(tiles, cells, rng, jitter=2.0, miss_fragments=True):
             box = np.array([vx0, vy0, vx1, vy1]) - [t.x0, t.y0, t.x0, t.y0]
             noise = rng.uniform(-jitter, jitter, 4)
             # the cut edge of a fragment sits at or just inside the tile edge
-            for k, (edge, lim) in enumerate(
-                [(vx0, t.x0), (vy0, t.y0), (vx1, t.x1), (vy1, t.y1)]
-            ):
+            for k, (edge, lim) in enumerate([(vx0, t.x0), (vy0, t.y0), (vx1, t.x1), (vy1, t.y1)]):
                 if edge == lim:
                     noise[k] = abs(noise[k]) if k < 2 else -abs(noise[k])
             boxes.append(box + noise)

@@ -100,3 +100,48 @@ def test_big_444_jpeg_is_decoded_not_cut():
         info, _ = decode_image(data, MAX_PIXELS)
         assert jpegcut.coefficient_bytes_per_pixel(data) == (6.0 if subsampling == 0 else 3.0)
         assert slide.cuts_losslessly(data, info) == cut
+
+
+class _Consumer:
+    """A remote detector that takes bands until the stream ends or raises."""
+
+    wants_encoded = True
+
+    def __init__(self) -> None:
+        self.bands = 0
+
+    def predict(self, tiles, deadline, slide_pixels=None):
+        for _ in tiles:
+            self.bands += 1
+        raise AssertionError("the stream should have stopped at the deadline")
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_a_deadline_passed_while_making_tiles_stops_the_next_band(fmt, monkeypatch):
+    """The request's deadline is checked before each band is cut or encoded."""
+    import time
+
+    from gateway.errors import BackendTimeout
+    from gateway.pipeline.images import probe
+    from gateway.pipeline.tiling import TileSize
+
+    rgb = np.random.default_rng(4).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+    data = jpeg(rgb, quality=80) if fmt == "jpeg" else png(rgb)
+    info = probe(data, MAX_PIXELS)
+    deadline = time.monotonic() + 30
+    real_time_left = slide.time_left
+    calls = []
+
+    def time_left(until, before):
+        calls.append(before)
+        if len(calls) > 2:  # the request's time runs out once the first band is made
+            until = time.monotonic() - 1
+        return real_time_left(until, before)
+
+    monkeypatch.setattr(slide, "time_left", time_left)
+    monkeypatch.setattr(slide, "PARALLEL_CUT_MAX_PIXELS", 1)  # one band a tile row
+    backend = _Consumer()
+    with pytest.raises(BackendTimeout) as info_:
+        slide.detect_slide(data, info, TileSize(960, 720, 64), backend, deadline, MAX_PIXELS)
+    assert backend.bands == 1
+    assert "timeout_s" in info_.value.message

@@ -11,7 +11,15 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import b64, encode, png, synthetic_slide
+from helpers import (
+    b64,
+    encode,
+    many_chunks_png,
+    many_scans_jpeg,
+    many_segments_jpeg,
+    png,
+    synthetic_slide,
+)
 from PIL import Image
 from procs import free_port, start_gateway
 
@@ -187,3 +195,64 @@ def test_a_truncated_image_is_a_422_while_the_model_server_is_down():
         assert whole == 503 and doc["code"] == "backend_unavailable", doc
     finally:
         gateway.stop()
+
+
+@pytest.mark.process
+def test_images_that_would_cost_the_decoder_minutes_are_422_at_once():
+    """Thousands of repeated scans, millions of empty segments or chunks: refused from a
+    count of the bytes, by the documented limits, before any decoder reads them."""
+    gateway = start_gateway({"limits": {"max_jpeg_scans": 20, "max_image_segments": 500}})
+    try:
+        for image, limit in (
+            (many_scans_jpeg(2000, 1500, 400), "limits.max_jpeg_scans"),
+            (many_segments_jpeg(200_000), "limits.max_image_segments"),
+            (many_chunks_png(200_000, b"IDAT"), "limits.max_image_segments"),
+        ):
+            status, _, doc = post_predict(gateway.url, image)
+            assert status == 422 and doc["code"] == "image_too_complex", doc
+            assert limit in doc["error"]
+        status, _, doc = post_predict(gateway.url, many_scans_jpeg(640, 480, 20))
+        assert status == 200, doc  # at the limit: served
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.process
+def test_a_passthrough_body_with_a_key_given_twice_is_400_and_charges_nothing(tmp_path):
+    """TF Serving reads the first of duplicate keys, so a body of 40 instances followed by
+    a decoy of one is refused rather than charged as one."""
+    from procs import start_model_server
+
+    models = start_model_server(model="echo", extra=["--kind", "echo"])
+    config = {
+        "services": {"echo": {"kind": "passthrough", "backend": {"url": models.url}}},
+        "quotas": {"default": {"daily_images": 5}},
+    }
+    gateway = start_gateway(config, workdir=tmp_path)
+    try:
+        for body in (
+            b'{"instances": [' + b",".join([b"[1]"] * 40) + b'], "instances": [[1]]}',
+            b'{"inputs": {"x": [' + b",".join([b"[1]"] * 40) + b'], "x": [[1]]}}',
+        ):
+            req = urllib.request.Request(
+                f"{gateway.url}/v1/models/echo:predict",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(req, timeout=60)
+            doc = json.loads(info.value.read())
+            assert info.value.code == 400 and doc["code"] == "invalid_json", doc
+            assert "twice" in doc["error"]
+        decoy = b'{"inputs": {"key": [1], "x": [' + b",".join([b"[1]"] * 6) + b"]}}"
+        req = urllib.request.Request(
+            f"{gateway.url}/v1/models/echo:predict",
+            data=decoy,
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:  # 6 images over a quota of 5
+            urllib.request.urlopen(req, timeout=60)
+        assert info.value.code == 429
+    finally:
+        gateway.stop()
+        models.stop()

@@ -73,3 +73,32 @@ def test_usage_settings(monkeypatch):
 def test_usage_section_is_strict(section, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         validate_usage_section(section)
+
+
+def test_a_usage_file_that_cannot_be_written_stops_the_start(tmp_path):
+    """Not a quota silently off: records and quotas need their file."""
+    from gateway.catalog import parse_config
+    from gateway.config import ConfigError
+    from gateway.usage import build_usage
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for usage, key in (
+        ({"store": "sqlite", "sqlite": {"path": str(blocker / "usage.sqlite3")}}, "sqlite.path"),
+        ({"store": "sqlite", "sqlite": {"path": str(tmp_path)}}, "sqlite.path"),  # a folder
+        (
+            {
+                "store": "firestore",
+                "firestore": {"project": "p"},
+                "spool_path": str(blocker / "deeper" / "spool.sqlite3"),
+            },
+            "spool_path",
+        ),
+    ):
+        with pytest.raises(ConfigError) as info:
+            build_usage(parse_config({"usage": usage}))
+        assert f"usage.{key}" in str(info.value) and "cannot be written" in str(info.value)
+    fine = tmp_path / "new" / "usage.sqlite3"
+    build_usage(parse_config({"usage": {"store": "sqlite", "sqlite": {"path": str(fine)}}}))
+    assert not fine.exists()  # checked, not created: the store creates it at first use
+    assert build_usage(parse_config({"usage": {"enabled": False, "spool_path": "/proc/x"}}))

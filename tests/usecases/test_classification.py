@@ -18,6 +18,7 @@ from gateway.config import BackendConfig, Limits, ServiceConfig
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.kinds import get as kind_of
 from gateway.kinds.classification import ClassificationOptions
+from gateway.pipeline import whole
 from gateway.registry import Service
 from gateway.usecases.classification import classify
 
@@ -47,12 +48,12 @@ class CountingQuota:
         self.used += images
 
 
-def service(max_side: int | None = None) -> tuple[Service, FakeClassifier]:
+def service(max_side: int | None = None, timeout_s: float = 30.0) -> tuple[Service, FakeClassifier]:
     backend = FakeClassifier()
     cfg = ServiceConfig(
         name="cls",
         kind="classification",
-        backend=BackendConfig(url=URL),
+        backend=BackendConfig(url=URL, timeout_s=timeout_s),
         options=ClassificationOptions(labels=(), max_side=max_side),
     )
     return Service(cfg, backend, kind_of("classification")), backend
@@ -118,4 +119,34 @@ def test_every_image_is_checked_before_the_model_or_the_quota():
     assert backend.sent == [] and quota.used == 0
     with pytest.raises(QuotaExceeded):
         run(svc, [noise_jpeg(64, 48)] * 3, CountingQuota(2))
+    assert backend.sent == []
+
+
+@pytest.mark.parametrize("cut", [2, 200, 0.5])
+def test_a_truncated_jpeg_sent_as_submitted_is_422_before_the_model(cut):
+    svc, backend = service(max_side=1000)
+    data = noise_jpeg(640, 480)
+    keep = int(len(data) * cut) if isinstance(cut, float) else len(data) - cut
+    with pytest.raises(GatewayError) as info:
+        run(svc, [noise_jpeg(64, 48), data[:keep]])
+    assert (info.value.status, info.value.code) == (422, "undecodable_image")
+    assert info.value.message.startswith("instance 1:")
+    assert backend.sent == []
+
+
+def test_a_request_past_its_deadline_is_504_before_the_model(monkeypatch):
+    import time
+
+    svc, backend = service(timeout_s=0.05)
+    made = whole.whole_image
+
+    def slow(*args):  # the first image's preparation uses up the request's time
+        out = made(*args)
+        time.sleep(0.1)
+        return out
+
+    monkeypatch.setattr("gateway.usecases.classification.whole_image", slow)
+    with pytest.raises(GatewayError) as info:
+        run(svc, [noise_jpeg(64, 48), noise_jpeg(64, 48)])
+    assert (info.value.status, info.value.code) == (504, "backend_timeout")
     assert backend.sent == []
