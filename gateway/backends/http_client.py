@@ -131,6 +131,17 @@ class ModelHttpClient:
         except TimedOut as exc:
             raise BackendTimeout(self.timeout_message()) from exc
 
+    def probe(self, path: str, deadline: float | None = None) -> Response | GatewayError:
+        """One GET for readiness, without retries: the answer, or the failure as an error
+        (readiness reports it; it never raises)."""
+        deadline = deadline or time.monotonic() + min(self.config.timeout_s, 5.0)
+        try:
+            return self.call("GET", path, None, deadline)
+        except Retryable as exc:
+            return exc.error
+        except GatewayError as exc:
+            return exc
+
     def ensure_reachable(self, deadline: float) -> None:
         """While the server is known to be down, answer 503 after one TCP connect instead of
         after decoding, tiling and retrying a slide; the first connect that succeeds ends it."""

@@ -33,7 +33,6 @@ from gateway.backends.base import (
 from gateway.backends.http_client import (
     RETRY_STATUSES,
     ModelHttpClient,
-    Retryable,
     status_error,
 )
 from gateway.backends.http_pool import Response
@@ -330,13 +329,9 @@ class TFServingBackend:
 
     def readiness(self, deadline: float | None = None) -> Readiness:
         model = self.service.backend.model
-        deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
-        try:
-            resp = self.client.call("GET", self.status_path, None, deadline)
-        except Retryable as exc:
-            return not_ready(model, exc.error)
-        except GatewayError as exc:
-            return not_ready(model, exc)
+        resp = self.client.probe(self.status_path, deadline)
+        if isinstance(resp, GatewayError):
+            return not_ready(model, resp)
         if resp.status != 200:
             detail = f"HTTP {resp.status}: {wire.backend_error_message(resp.data)}"
             # the model server's text: for logs only (gateway/handlers/health.py)

@@ -32,7 +32,7 @@ from gateway.backends.base import (
     status_reason,
 )
 from gateway.backends.boxes import BOX_FORMATS
-from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, Retryable, status_error
+from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, status_error
 from gateway.backends.http_pool import Response
 from gateway.backends.labels import LabelTable
 from gateway.config import ServiceConfig
@@ -144,6 +144,16 @@ class V2Backend:
             self._sequence += 1
             return f"{self.service.name}-{self._sequence}"
 
+    def _post_infer(self, body: bytes, headers: dict[str, str], deadline: float) -> Response:
+        return self.client.send(
+            "POST",
+            self.model_path + "/infer",
+            body,
+            deadline,
+            headers=headers,
+            on_status=self._status_error,
+        )
+
     def _infer(self, images: Sequence[bytes], outputs: Sequence[str], deadline: float):
         body, headers = wire.infer_request(
             images,
@@ -153,14 +163,7 @@ class V2Backend:
             request_id=self._request_id(),
             row_shape=self._learnt.row_shape,
         )
-        resp = self.client.send(
-            "POST",
-            self.model_path + "/infer",
-            body,
-            deadline,
-            headers=headers,
-            on_status=self._status_error,
-        )
+        resp = self._post_infer(body, headers, deadline)
         del body
         if resp.status != 200:
             raise self._status_error(resp)
@@ -255,14 +258,7 @@ class V2Backend:
         """The client's infer body as it came (with its binary header length); a 2xx or
         4xx answer as the model gave it, a 5xx the gateway's 502/503/504."""
         started = time.perf_counter()
-        resp = self.client.send(
-            "POST",
-            self.model_path + "/infer",
-            body,
-            deadline,
-            headers=headers,
-            on_status=self._status_error,
-        )
+        resp = self._post_infer(body, headers or {}, deadline)
         if resp.status >= 500 or resp.status in RETRY_STATUSES:
             raise self._status_error(resp)
         described = {}
@@ -334,13 +330,9 @@ class V2Backend:
 
     def readiness(self, deadline: float | None = None) -> Readiness:
         model = self.service.backend.model
-        deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
-        try:
-            resp = self.client.call("GET", self.model_path + "/ready", None, deadline)
-        except Retryable as exc:
-            return not_ready(model, exc.error)
-        except GatewayError as exc:
-            return not_ready(model, exc)
+        resp = self.client.probe(self.model_path + "/ready", deadline)
+        if isinstance(resp, GatewayError):
+            return not_ready(model, resp)
         if not wire.model_ready(resp.status):
             detail = f"HTTP {resp.status}: {wire.error_message(resp.data)}"
             # The model server's text: logs only.  Triton answers 400 and KServe 503 for a

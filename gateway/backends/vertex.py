@@ -36,7 +36,7 @@ from gateway.backends.base import (
     status_reason,
 )
 from gateway.backends.credentials import AccessTokenSource
-from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, Retryable, status_error
+from gateway.backends.http_client import RETRY_STATUSES, ModelHttpClient, status_error
 from gateway.backends.http_pool import Response
 from gateway.backends.tfserving_wire import LabelTable
 from gateway.config import ServiceConfig
@@ -292,13 +292,9 @@ class VertexBackend:
     def readiness(self, deadline: float | None = None) -> Readiness:
         """The endpoint resource: ready when it exists and a model is deployed to it."""
         model = self.service.backend.model
-        deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
-        try:
-            resp = self.client.call("GET", self.endpoint_path, None, deadline)
-        except Retryable as exc:
-            return not_ready(model, exc.error)
-        except GatewayError as exc:  # no token, a timeout
-            return not_ready(model, exc)
+        resp = self.client.probe(self.endpoint_path, deadline)
+        if isinstance(resp, GatewayError):  # no token, a timeout
+            return not_ready(model, resp)
         if resp.status != 200:
             if resp.status == 401:
                 self.tokens.invalidate()

@@ -20,7 +20,7 @@ class FakeClient:
         self.executor = ThreadPoolExecutor(2)
         self.status_calls: list[str] = []
 
-    def call(self, method, path, body, deadline, headers=None):
+    def probe(self, path, deadline=None):
         self.status_calls.append(path)
         return Response(200, STATUS)
 
