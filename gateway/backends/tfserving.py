@@ -152,7 +152,9 @@ class TFServingBackend:
 
         def read(data: bytes, sizes: list[tuple[int, int]]) -> list[TileDetections]:
             with self._lock:  # the label table is shared by the batches of one request
-                return wire.parse_backend_predictions(data, len(sizes), sizes, table)
+                return wire.parse_backend_predictions(
+                    data, len(sizes), sizes, table, self.service.backend.max_detections_per_tile
+                )
 
         results = self.client.exchange(bodies(), deadline, lambda b: self._post(b, deadline), read)
         self._await_version(status_future, deadline)
