@@ -42,6 +42,7 @@ from gateway.errors import (
     GatewayError,
     UnknownLabel,
     UnknownVersion,
+    echo,
 )
 from gateway.jsonio import b64encode
 from gateway.schema import Fields
@@ -276,7 +277,7 @@ class TFServingBackend:
             raise UnknownVersion(f"the model server has no version {version} of this model")
         if isinstance(pinned, UnknownLabel):
             raise UnknownLabel(
-                f"the model server has no version labelled {label!r}", status=resp.status
+                f"the model server has no version labelled {echo(label)}", status=resp.status
             )
         if resp.status == 404:
             raise BackendUnavailable(
