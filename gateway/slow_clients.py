@@ -64,12 +64,20 @@ GATHER_TOTAL_MAX_BYTES = 64 * 1024 * 1024
 _CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?\n", re.I)
 _TRANSFER_ENCODING = re.compile(rb"\r?\ntransfer-encoding[ \t]*:([^\r\n]*)", re.I)
 _EXPECT = re.compile(rb"\r?\nexpect[ \t]*:", re.I)
+_EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*\r\n", re.I)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
 CHUNK_MAX_BYTES = 2**32 - 1  # a larger chunk is refused (400), not waited for
 CHUNK_LINE_MAX_BYTES = 4096  # a chunk-size line with its extensions, or a trailer line
 BODY_GRACE_S = _env_number("GATEWAY_BODY_GRACE_S", 10.0)
 # Bytes a second, on average, once the grace is spent.
 BODY_MIN_RATE = _env_number("GATEWAY_BODY_MIN_RATE", 64 * 1024)
+# A body too large to gather is handed to a thread once this much of it came (at once
+# when the loop holds GATHER_TOTAL_MAX_BYTES already); the thread then allows
+# BODY_STALL_S plus the bytes received at BODY_MIN_RATE: a thread-second costs a client
+# BODY_MIN_RATE bytes sent.
+PREFETCH_BYTES = 256 * 1024
+BODY_STALL_S = 2.0
 RECV_BYTES = 256 * 1024
 WATCHDOG_TICK_S = 0.2
 # A refused body the client is still sending is drained this long, at most this much, so
@@ -233,7 +241,7 @@ class WatchedBody:
             self._done()
         elif data:
             self._received += len(data)
-            self._extend(self._started + BODY_GRACE_S + self._received / BODY_MIN_RATE)
+            self._extend(self._started + BODY_STALL_S + self._received / BODY_MIN_RATE)
         return data
 
     def _read(self, method: Any, size: int | None, exact: bool) -> bytes:
@@ -286,6 +294,14 @@ def _bounded_chunk_sizes(body: Any) -> None:
         return size, rest
 
     reader.parse_chunk_size = parse_chunk_size  # this request's reader only
+
+
+def _buffered_bytes(conn: Any) -> int:
+    """The body's bytes read with the head (by the loop), not yet read by the thread."""
+    try:
+        return len(conn.parser.unreader.buf.getbuffer())
+    except (AttributeError, ValueError):
+        return 0
 
 
 def _body_length(req: Any) -> tuple[bool, int | None]:
@@ -404,7 +420,7 @@ class SlowClientGuard:
         conn.gateway_malformed = False
         conn.timeout = time.monotonic() + HEADER_TIMEOUT_S
         conn.sock.setblocking(False)
-        self.pending_conns.append(conn)
+        self._insert_pending(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
 
     def _on_head_bytes(self, conn: Any, client: Any) -> None:
@@ -441,7 +457,17 @@ class SlowClientGuard:
         if end < 0:
             return None if len(head) <= HEAD_GATHER_MAX_BYTES else 0
         if _EXPECT.search(head, 0, end):
-            return 0  # the client waits for 100 Continue (or is refused): the thread's
+            expect = _EXPECT_CONTINUE.search(head, 0, end)
+            if expect is None or not head.startswith(b"HTTP/1.1\r\n", head.find(b" HTTP/") + 1):
+                return 0  # gunicorn refuses it (417), or ignores it (HTTP/1.0)
+            # As nginx: the loop says 100 Continue itself and gathers what follows; the
+            # parser no longer sees the expectation, so it does not say it twice.
+            del head[expect.start() + 2 : expect.end()]
+            end -= expect.end() - expect.start() - 2
+            try:
+                conn.sock.send(CONTINUE)
+            except OSError:
+                return 0
         te = _TRANSFER_ENCODING.search(head, 0, end)
         if te is not None:
             if te.group(1).strip().lower() != b"chunked" or _CONTENT_LENGTH.search(head, 0, end):
@@ -454,8 +480,12 @@ class SlowClientGuard:
         m = _CONTENT_LENGTH.search(head, 0, end)
         length = int(m.group(1)) if m else 0
         have = len(head) - end
-        if length <= have or length > GATHER_BODY_MAX_BYTES:
+        if length <= have:
             return 0
+        if length > GATHER_BODY_MAX_BYTES:  # its first bytes, then a thread reads the rest
+            length = PREFETCH_BYTES
+            if have >= length:
+                return 0
         if not self._reserve(conn, length):
             return 0
         return end + length
@@ -515,8 +545,13 @@ class SlowClientGuard:
         return 0
 
     def _requeue_pending(self, conn: Any) -> None:
-        """Pending connections stay sorted by deadline (gunicorn closes them in order)."""
         self.pending_conns.remove(conn)
+        self._insert_pending(conn)
+
+    def _insert_pending(self, conn: Any) -> None:
+        """Pending connections stay sorted by deadline: gunicorn closes them from the first
+        until one is not due, so a new head's deadline (sooner than a gathered body's)
+        must not go behind a later one."""
         at = len(self.pending_conns)
         while at > 0 and self.pending_conns[at - 1].timeout > conn.timeout:
             at -= 1
@@ -573,8 +608,9 @@ class SlowClientGuard:
         if has_body and req.body is not None:
             if length is None:
                 _bounded_chunk_sizes(req.body)
-            # No credit for a declared length: the grace, then the bytes that came.
-            self.watchdog.watch(conn, time.monotonic() + BODY_GRACE_S)
+            # No credit for a declared length: what came already, a stall, then the rate.
+            early = _buffered_bytes(conn)
+            self.watchdog.watch(conn, time.monotonic() + BODY_STALL_S + early / BODY_MIN_RATE)
             req.body = body = WatchedBody(
                 req.body,
                 length,
