@@ -262,6 +262,8 @@ class OriginPools:
             connect_timeout,
             read_timeout,
             max_bytes=max_bytes,
+            # A server that trickles is cut too: the connect and one read's time, at most.
+            deadline=time.monotonic() + connect_timeout + read_timeout,
         )
 
 
@@ -277,10 +279,18 @@ def request(
     """One exchange on a connection of its own, closed afterwards.
 
     For calls so rare that a kept connection would only be closed by the server meanwhile.
-    ``timeout`` bounds the connect and each read.  Any status comes back as a
+    ``timeout`` bounds the connect and each read, and twice ``timeout`` the whole call
+    (a server that trickles its answer is cut).  Any status comes back as a
     :class:`Response`; redirects are not followed.
     """
     origin, path = _origin_and_path(url)
     return HostPool(origin, maxsize=0).request(
-        method, path, body, headers or {}, timeout, timeout, max_bytes=max_bytes
+        method,
+        path,
+        body,
+        headers or {},
+        timeout,
+        timeout,
+        max_bytes=max_bytes,
+        deadline=time.monotonic() + 2 * timeout,
     )

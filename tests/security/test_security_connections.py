@@ -123,6 +123,7 @@ def test_large_body_trickled_gets_a_408_and_frees_its_thread(short_deadlines):
                     break
         assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
         assert b'"request_timeout"' in answer
+        assert b"\r\nConnection: close\r\n" in answer  # the connection closes: it says so
         # The only thread is free again.
         assert healthz(gateway.port).startswith(b"HTTP/1.1 200")
     finally:
