@@ -8,19 +8,20 @@ without a thread, until the blank line that ends them; only then does a thread t
 connection.  A head must be complete within ``HEADER_TIMEOUT_S`` of the connection (or,
 on a kept-alive connection, of its first byte), else the connection is closed.
 
-A body of up to ``GATHER_BODY_MAX_BYTES`` is gathered by the loop too, while the worker
-holds less than ``GATHER_TOTAL_MAX_BYTES`` of such bodies: one declared by
+A body of up to ``GATHER_BODY_MAX_BYTES`` is gathered by the loop too: one declared by
 ``Content-Length``, or a chunked one whose chunks end within that size (the loop follows
-the chunk framing; anything it does not recognize goes to gunicorn's parser, which
-refuses it).  In the loop a body must arrive within a grace of ``BODY_GRACE_S`` plus its
-length (or ``GATHER_BODY_MAX_BYTES``) at ``BODY_MIN_RATE`` bytes a second, else the
-connection is closed.  A larger body (or one after ``Expect: 100-continue``) is read by the
-thread that serves the request, held to the minimum rate on the bytes it actually
-received: by ``BODY_GRACE_S`` plus ``received / BODY_MIN_RATE`` seconds since the thread
-took it, else a watchdog shuts the socket's read side, the read in progress ends, and the
-caller is answered ``408``.  A declared length is no credit: a 32 MB body that sends
-nothing holds a thread for the grace, not for the 32 MB.  Nothing is read from a socket
-without a deadline, and a malformed chunked body is a JSON 400 (:class:`MalformedBody`).
+the chunk framing and flags what it refuses: the thread answers 400).  The worker's total
+counts the bodies' bytes that came, not those declared, up to ``GATHER_TOTAL_MAX_BYTES``.
+In the loop a body must arrive within a grace of ``BODY_GRACE_S`` plus its length (or
+``GATHER_BODY_MAX_BYTES``) at ``BODY_MIN_RATE`` bytes a second, else the connection is
+closed.  A larger body is handed to the thread that serves the request once its first
+``PREFETCH_BYTES`` came (or when the worker's total is reached), and is then held to the
+minimum rate on the bytes actually received: ``BODY_STALL_S`` plus ``received /
+BODY_MIN_RATE`` seconds from when the thread took it, else a watchdog shuts the socket's
+read side, the read in progress ends, and the caller is answered ``408``.  A declared
+length is no credit: a 32 MB body that sends nothing holds no thread at all.  The loop
+answers ``Expect: 100-continue`` itself, as nginx does.  Nothing is read from a socket
+without a deadline, and a malformed body is a JSON 400 (:class:`MalformedBody`).
 
 An answer after which the connection closes says ``Connection: close`` (RFC 9112, 9.6),
 and the connection lingers (as nginx's ``lingering_close``): its write side is shut, and
@@ -418,6 +419,7 @@ class SlowClientGuard:
         conn.gateway_wants = None  # bytes of head and body to gather, once the head is in
         conn.gateway_chunks = conn.gateway_body_start = None  # a chunked body's progress
         conn.gateway_malformed = False
+        conn.gateway_held = conn.gateway_body_at = 0  # body bytes counted in the worker's total
         conn.timeout = time.monotonic() + HEADER_TIMEOUT_S
         conn.sock.setblocking(False)
         self._insert_pending(conn)
@@ -435,11 +437,16 @@ class SlowClientGuard:
             conn.close()
             return
         conn.gateway_head += data
+        if getattr(conn, "gateway_release", None) is not None:  # a body being gathered
+            conn.gateway_held += len(data)
+            self._gathered_bytes += len(data)
+            if self._gathered_bytes > GATHER_TOTAL_MAX_BYTES:
+                conn.gateway_wants = 0  # the worker holds enough: a thread reads the rest
         if conn.gateway_wants is None:
             conn.gateway_wants = self._bytes_to_gather(conn)
             if conn.gateway_wants is None:
                 return  # the head is not complete yet
-        elif getattr(conn, "gateway_chunks", None) is not None:
+        elif conn.gateway_wants and getattr(conn, "gateway_chunks", None) is not None:
             wants = self._chunked_wants(conn)
             conn.gateway_wants = len(conn.gateway_head) + 1 if wants is None else wants
         if conn.gateway_wants is None or len(conn.gateway_head) < conn.gateway_wants:
@@ -468,6 +475,7 @@ class SlowClientGuard:
                 conn.sock.send(CONTINUE)
             except OSError:
                 return 0
+        conn.gateway_body_at = end
         te = _TRANSFER_ENCODING.search(head, 0, end)
         if te is not None:
             if te.group(1).strip().lower() != b"chunked" or _CONTENT_LENGTH.search(head, 0, end):
@@ -491,11 +499,15 @@ class SlowClientGuard:
         return end + length
 
     def _reserve(self, conn: Any, length: int) -> bool:
-        """Room for a body of ``length`` among the bodies the loop holds, and its deadline."""
-        if self._gathered_bytes + length > GATHER_TOTAL_MAX_BYTES:
+        """Gather a body of up to ``length`` bytes, by its deadline.  The worker's total
+        counts the bytes that came, not those declared: a body that sends nothing holds
+        no room (when the total is reached, a body goes on in a thread)."""
+        held = len(conn.gateway_head) - conn.gateway_body_at
+        if self._gathered_bytes + held > GATHER_TOTAL_MAX_BYTES:
             return False
-        self._gathered_bytes += length  # reserved until the connection leaves the loop
-        conn.gateway_release = partial(self._release_gathered, length)
+        self._gathered_bytes += held  # until the connection leaves the loop
+        conn.gateway_held = held
+        conn.gateway_release = partial(self._release_gathered, conn)
         conn.timeout = time.monotonic() + BODY_GRACE_S + length / BODY_MIN_RATE
         self._requeue_pending(conn)
         return True
@@ -557,8 +569,9 @@ class SlowClientGuard:
             at -= 1
         self.pending_conns.insert(at, conn)
 
-    def _release_gathered(self, length: int) -> None:
-        self._gathered_bytes -= length
+    def _release_gathered(self, conn: Any) -> None:
+        self._gathered_bytes -= conn.gateway_held
+        conn.gateway_held = 0
 
     def _drop_pending(self, conn: Any, closing: bool = True) -> None:
         release = getattr(conn, "gateway_release", None)
