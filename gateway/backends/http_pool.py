@@ -191,7 +191,7 @@ class HostPool:
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 if max_bytes is not None and resp.length is not None and resp.length > max_bytes:
-                    data = b"x" * (max_bytes + 1)  # declared too long: not read at all
+                    data = None  # declared too long: not read at all
                 else:
                     data = resp.read() if max_bytes is None else resp.read(max_bytes + 1)
             finally:
@@ -207,7 +207,7 @@ class HostPool:
         if late:  # what was read before the cut may look complete: it is not
             conn.close()
             raise TimedOut(f"{self.host}:{self.port} did not answer in time", False)
-        if max_bytes is not None and len(data) > max_bytes:
+        if data is None or max_bytes is not None and len(data) > max_bytes:
             conn.close()
             raise TooLarge(f"the answer is longer than {max_bytes} bytes")
         if resp.will_close or resp.status < 200:  # an interim answer: the real one follows
