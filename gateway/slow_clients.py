@@ -17,8 +17,9 @@ In the loop a body must arrive within a grace of ``BODY_GRACE_S`` plus its lengt
 closed.  A larger body is handed to the thread that serves the request once its first
 ``PREFETCH_BYTES`` came (or when the worker's total is reached), and is then held to the
 minimum rate on the bytes actually received: ``BODY_STALL_S`` plus ``received /
-BODY_MIN_RATE`` seconds from when the thread took it, else a watchdog shuts the socket's
-read side, the read in progress ends, and the caller is answered ``408``.  A declared
+BODY_MIN_RATE`` seconds from the gateway's first read of it (what the gateway does before,
+checking credentials, is not the client's time), else a watchdog shuts the socket's read
+side, the read in progress ends, and the caller is answered ``408``.  A declared
 length is no credit: a 32 MB body that sends nothing holds no thread at all.  The loop
 answers ``Expect: 100-continue`` itself, as nginx does.  Nothing is read from a socket
 without a deadline, and a malformed body is a JSON 400 (:class:`MalformedBody`).
@@ -212,6 +213,7 @@ class WatchedBody:
         done: Any,
         timed_out: Any,
         extend: Any,
+        watch: Any,
         malformed: bool = False,
     ) -> None:
         self._body = body
@@ -220,7 +222,8 @@ class WatchedBody:
         self._done = done
         self._timed_out = timed_out
         self._extend = extend
-        self._started = time.monotonic()
+        self._watch = watch
+        self._started: float | None = None
         self._received = 0
         self.finished = False
         self.closing = False
@@ -242,12 +245,19 @@ class WatchedBody:
             self._done()
         elif data:
             self._received += len(data)
+            assert self._started is not None
             self._extend(self._started + BODY_STALL_S + self._received / BODY_MIN_RATE)
         return data
 
     def _read(self, method: Any, size: int | None, exact: bool) -> bytes:
         from gunicorn.http.errors import NoMoreData, ParseException
 
+        if self._started is None and not self.finished:
+            # The clock starts at the first read: time the gateway spends before it (auth)
+            # is not the client's.  No credit for a declared length, only for bytes that
+            # came: a stall, then the minimum rate.
+            self._started = time.monotonic()
+            self._watch(self._started + BODY_STALL_S)
         try:
             if self._malformed:
                 raise ParseException("the chunked framing is malformed")
@@ -295,14 +305,6 @@ def _bounded_chunk_sizes(body: Any) -> None:
         return size, rest
 
     reader.parse_chunk_size = parse_chunk_size  # this request's reader only
-
-
-def _buffered_bytes(conn: Any) -> int:
-    """The body's bytes read with the head (by the loop), not yet read by the thread."""
-    try:
-        return len(conn.parser.unreader.buf.getbuffer())
-    except (AttributeError, ValueError):
-        return 0
 
 
 def _body_length(req: Any) -> tuple[bool, int | None]:
@@ -621,15 +623,13 @@ class SlowClientGuard:
         if has_body and req.body is not None:
             if length is None:
                 _bounded_chunk_sizes(req.body)
-            # No credit for a declared length: what came already, a stall, then the rate.
-            early = _buffered_bytes(conn)
-            self.watchdog.watch(conn, time.monotonic() + BODY_STALL_S + early / BODY_MIN_RATE)
             req.body = body = WatchedBody(
                 req.body,
                 length,
                 done=partial(self.watchdog.unwatch, conn),
                 timed_out=partial(self.watchdog.expired, conn),
                 extend=partial(self.watchdog.extend, conn),
+                watch=partial(self.watchdog.watch, conn),
                 malformed=getattr(conn, "gateway_malformed", False),
             )
         try:
