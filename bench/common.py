@@ -39,6 +39,7 @@ from helpers import (  # noqa: E402
 from hidden_libs import library_files, without_files  # noqa: E402
 from loadgen import RssSampler, idle_rss_bytes  # noqa: E402
 from procs import Proc, free_port, start_gateway  # noqa: E402
+from raw_server import scripted_server  # noqa: E402
 from synthetic import make_slide  # noqa: E402
 from usage_helpers import daily_counters, run_clients  # noqa: E402
 
@@ -59,6 +60,7 @@ __all__ = [
     "make_slide",
     "png",
     "run_clients",
+    "scripted_server",
     "sha",
     "start_gateway",
     "start_stub",

@@ -57,6 +57,10 @@ BACKEND_FIELDS = Fields(
         "retries": Setting(INTEGER, 2, lo=0, hi=10),  # only failures that are safe to retry
         "auth": Setting(STRING, None, choices=("google-id-token", "none")),
         "credentials_file": STRING,  # a service-account key file for outbound tokens
+        # A model's answer is read no further than this (502 beyond): the 1 GiB function
+        # holds every answer of a slide's parallel requests at once, parsed.
+        "max_answer_mb": Setting(NUMBER, 16.0, lo=0.001, hi=1024),
+        "max_detections_per_tile": Setting(INTEGER, 1000, lo=1, hi=1_000_000),
     }
 )
 # Keys a variant adds to its backend section (a variant of a service's model).
@@ -171,6 +175,8 @@ class BackendConfig:
     retries: int = BACKEND_FIELDS.default("retries")
     auth: str | None = None  # "google-id-token": send an ID token for audience=url
     credentials_file: str | None = None
+    max_answer_mb: float = BACKEND_FIELDS.default("max_answer_mb")
+    max_detections_per_tile: int = BACKEND_FIELDS.default("max_detections_per_tile")
     options: Any = None  # the protocol's own, typed by its module
 
     @property

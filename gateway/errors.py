@@ -8,6 +8,27 @@ and a stable machine ``code``; the REST layer turns it into
 
 from __future__ import annotations
 
+from typing import Any
+
+# A caller's value quoted in an answer or a log line is cut to this: a path, a name or a
+# header may be kilobytes long, and Cloud Logging drops an entry over 256 KB (the access
+# line with it).
+ECHO_MAX_CHARS = 200
+MESSAGE_MAX_CHARS = 2000  # any error message, whatever it quotes
+
+
+def shorten(text: str, limit: int = ECHO_MAX_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying it was cut."""
+    return text if len(text) <= limit else text[:limit] + "\u2026"
+
+
+def echo(value: Any, limit: int = ECHO_MAX_CHARS) -> str:
+    """A caller's value quoted (``repr``) in a message, at most ``limit`` characters of it."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "\u2026"
+    text = repr(value)
+    return shorten(text, limit)
+
 
 class GatewayError(Exception):
     status: int = 500
@@ -22,6 +43,7 @@ class GatewayError(Exception):
         headers: dict[str, str] | None = None,
         detail: str | None = None,
     ) -> None:
+        message = shorten(message, MESSAGE_MAX_CHARS)
         super().__init__(message)
         self.message = message
         self.detail = detail  # what the model server said: logged in full, never answered

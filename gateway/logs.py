@@ -23,7 +23,14 @@ import threading
 from typing import Any
 
 from gateway.context import RequestContext
+from gateway.errors import shorten
 from gateway.jsonio import dumps
+
+# Cloud Logging drops an entry over 256 KB, and with it the access line: every value a
+# line holds is cut to this (a stack trace, written by the gateway, to STACK_MAX_CHARS).
+FIELD_MAX_CHARS = 8192
+STACK_MAX_CHARS = 65536
+URL_MAX_CHARS = 2048  # the access line's URL (the request line is at most 8 KB)
 
 _write_lock = threading.Lock()
 _SEVERITIES = {"DEBUG": 100, "INFO": 200, "NOTICE": 300, "WARNING": 400, "ERROR": 500}
@@ -119,6 +126,10 @@ def emit(severity: str, message: str, **fields: Any) -> None:
     if _SEVERITIES.get(severity, 0) < _min_level:
         return
     try:
+        message = shorten(message, FIELD_MAX_CHARS)
+        for k, v in fields.items():
+            if isinstance(v, str):
+                fields[k] = shorten(v, STACK_MAX_CHARS if k == "stack_trace" else FIELD_MAX_CHARS)
         if text_format():
             line = _text_line(severity, message, fields)
         else:
@@ -158,7 +169,7 @@ def access(ctx: RequestContext, remote_ip: str | None = None) -> None:
     severity = "ERROR" if ctx.status >= 500 else "WARNING" if ctx.status >= 400 else "INFO"
     emit(
         severity,
-        f"{ctx.method} {ctx.path} {ctx.status}",
+        f"{shorten(ctx.method)} {shorten(ctx.path)} {ctx.status}",
         request_id=ctx.request_id,
         service=ctx.service,
         principal=ctx.principal,
@@ -170,13 +181,13 @@ def access(ctx: RequestContext, remote_ip: str | None = None) -> None:
         variant=ctx.variant,
         shadow=(ctx.shadow or {}).get("status"),
         httpRequest={
-            "requestMethod": ctx.method,
-            "requestUrl": ctx.path,
+            "requestMethod": shorten(ctx.method),
+            "requestUrl": shorten(ctx.path, URL_MAX_CHARS) if ctx.path else ctx.path,
             "status": ctx.status,
             "requestSize": str(ctx.body_bytes),
             "responseSize": str(ctx.response_bytes),
             "latency": f"{latency_s:.3f}s",
-            "userAgent": ctx.user_agent,
+            "userAgent": shorten(ctx.user_agent, 512) if ctx.user_agent else ctx.user_agent,
             "remoteIp": remote_ip,
         },
         **_trace_fields(ctx),

@@ -15,7 +15,13 @@ from typing import Any
 from gateway.context import new_request_id
 from gateway.jsonio import dumps
 
-_REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
+_REASONS = {
+    400: "Bad Request",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+}
 
 
 def refusal(exc: BaseException) -> tuple[int, str, str] | None:
@@ -27,6 +33,14 @@ def refusal(exc: BaseException) -> tuple[int, str, str] | None:
         return 431, "headers_too_large", "the request headers are too large"
     if isinstance(exc, e.LimitRequestLine):
         return 414, "uri_too_long", "the request line is too long"
+    if hasattr(e, "ExpectationFailed") and isinstance(exc, e.ExpectationFailed):
+        return 417, "expectation_failed", "the only expectation understood is 100-continue"
+    if hasattr(e, "UnsupportedTransferCoding") and isinstance(exc, e.UnsupportedTransferCoding):
+        return (
+            501,
+            "unsupported_transfer_coding",
+            "the only transfer coding understood is chunked",
+        )
     parse_errors = tuple(
         getattr(e, n)
         for n in (
@@ -41,6 +55,9 @@ def refusal(exc: BaseException) -> tuple[int, str, str] | None:
             "ChunkMissingTerminator",
             "InvalidChunkExtension",
             "InvalidProxyLine",
+            "InvalidProxyHeader",
+            "ForbiddenProxyRequest",
+            "InvalidH2CPreface",
         )
         if hasattr(e, n)
     )
@@ -63,6 +80,17 @@ def response_bytes(status: int, code: str, message: str, cors: bool) -> tuple[by
     if cors:
         head += ["Access-Control-Allow-Origin: *", "Access-Control-Expose-Headers: X-Request-Id"]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body, request_id
+
+
+def wsgi_answer(status: int, code: str, message: str) -> tuple[str, list, bytes]:
+    """(status line, headers, body) of a refusal the worker answers through the WSGI app."""
+    data, request_id = response_bytes(status, code, message, cors_configured())
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [
+        tuple(line.split(": ", 1)) for line in lines[1:] if not line.startswith("Connection:")
+    ]
+    return lines[0].split(" ", 1)[1], headers, body
 
 
 def cors_configured() -> bool:

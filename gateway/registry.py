@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from gateway.backends import build_backend
 from gateway.backends.base import Backend
 from gateway.config import DEFAULT_VARIANT, Config, ServiceConfig, VariantConfig
-from gateway.errors import UnknownService
+from gateway.errors import UnknownService, echo
 from gateway.kinds import Kind
 from gateway.kinds import get as kind_of
 from gateway.variants import Readiness, Variant, route, shadow_due, variant_config
@@ -86,7 +86,7 @@ class ServiceRegistry:
         cfg = self.config.service(name)
         if cfg is None:
             known = ", ".join(sorted(self.config.services)) or "none"
-            raise UnknownService(f"unknown service {name!r}; configured services: {known}")
+            raise UnknownService(f"unknown service {echo(name)}; configured services: {known}")
         with self._lock:
             svc = self._services.get(name)
             if svc is None:

@@ -24,12 +24,16 @@ import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from gateway.errors import shorten
 from gateway.protocol_errors import cors_configured, refusal, response_bytes
 from gateway.slow_clients import SlowClientGuard
 
 GRACEFUL_TIMEOUT_S = 8  # below the platform's 10 s, so the process exits on its own
 SPOOL_DRAIN_MAX_S = 4.0  # at most this much of the grace goes to sending spooled records
 MAX_HEADER_BYTES = 32768
+# functions-framework sets no limit (0): a request line of megabytes was scanned with
+# quadratic CPU and written to the logs.  gunicorn's largest, nginx's default buffer: 8 KB.
+MAX_REQUEST_LINE_BYTES = 8190
 
 # glibc malloc: M_TOP_PAD, M_MMAP_THRESHOLD and M_ARENA_MAX (mallopt parameter numbers).
 _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -2, -3, -8
@@ -83,7 +87,7 @@ class GatewayWorker(SlowClientGuard, ThreadWorker):
             f"refused before routing: {status}",
             request_id=request_id,
             error_code=code,
-            error=f"{message}: {exc}"[:500],
+            error=shorten(f"{message}: {exc}", 500),
         )
 
     def run(self) -> None:
@@ -248,6 +252,7 @@ def configure_gunicorn() -> None:
         # Room for long bearer tokens, so an oversized one reaches the gateway and gets
         # its JSON 401 instead of gunicorn's HTML 431.
         self.cfg.set("limit_request_field_size", MAX_HEADER_BYTES)
+        self.cfg.set("limit_request_line", MAX_REQUEST_LINE_BYTES)  # 414 beyond
         # No gunicornc control socket: nothing here uses it, and its default place under
         # $HOME is read-only on Cloud Functions (an error line at every start).
         self.cfg.set("control_socket_disable", True)

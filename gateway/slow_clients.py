@@ -8,18 +8,28 @@ without a thread, until the blank line that ends them; only then does a thread t
 connection.  A head must be complete within ``HEADER_TIMEOUT_S`` of the connection (or,
 on a kept-alive connection, of its first byte), else the connection is closed.
 
-A body of up to ``GATHER_BODY_MAX_BYTES`` (declared by ``Content-Length``) is gathered
-by the loop too, while the worker holds less than ``GATHER_TOTAL_MAX_BYTES`` of such
-bodies.  A larger one is read by the thread that serves the request.  Either way a body
-has a deadline: a grace of ``BODY_GRACE_S`` plus its declared length at ``BODY_MIN_RATE``
-bytes a second.  In the loop a late connection is closed; in a thread a watchdog shuts
-the socket's read side, the read in progress ends, and the caller is answered ``408``.
-Nothing is read from a socket without a deadline.
+A body of up to ``GATHER_BODY_MAX_BYTES`` is gathered by the loop too: one declared by
+``Content-Length``, or a chunked one whose chunks end within that size (the loop follows
+the chunk framing and flags what it refuses: the thread answers 400).  The worker's total
+counts the bodies' bytes that came, not those declared, up to ``GATHER_TOTAL_MAX_BYTES``.
+In the loop a body must arrive within a grace of ``BODY_GRACE_S`` plus its length (or
+``GATHER_BODY_MAX_BYTES``) at ``BODY_MIN_RATE`` bytes a second, else the connection is
+closed.  A larger body is handed to the thread that serves the request once its first
+``PREFETCH_BYTES`` came (or when the worker's total is reached), and is then held to the
+minimum rate on the bytes actually received: ``BODY_STALL_S`` plus ``received /
+BODY_MIN_RATE`` seconds from the gateway's first read of it (what the gateway does before,
+checking credentials, is not the client's time), else a watchdog shuts the socket's read
+side, the read in progress ends, and the caller is answered ``408``.  A declared
+length is no credit: a 32 MB body that sends nothing holds no thread at all.  The loop
+answers ``Expect: 100-continue`` itself, as nginx does.  Nothing is read from a socket
+without a deadline, and a malformed body is a JSON 400 (:class:`MalformedBody`).
 
-A connection closed after its answer lingers (up to ``LINGER_S``, draining at most
-``LINGER_MAX_BYTES``) so the client reads the answer before the socket is reset; gunicorn
-does that in its event loop, where a client that neither sends nor closes stalled every
-other connection for 2 s.  The watchdog's thread does it here.
+An answer after which the connection closes says ``Connection: close`` (RFC 9112, 9.6),
+and the connection lingers (as nginx's ``lingering_close``): its write side is shut, and
+what the client still sends (the rest of a refused body) is read and discarded, up to
+``LINGER_MAX_BYTES`` or ``LINGER_S``, so that the client reads the answer instead of a
+reset.  gunicorn lingers in its event loop, where a client that neither sends nor closes
+stalled every other connection for 2 s; the watchdog's thread does it here.
 """
 
 from __future__ import annotations
@@ -34,8 +44,9 @@ import time
 from functools import partial
 from typing import Any
 
-from werkzeug.exceptions import RequestTimeout
+from werkzeug.exceptions import BadRequest, RequestTimeout
 
+from gateway.protocol_errors import wsgi_answer
 from gateway.rest.unread_body import CLOSE_CONNECTION
 
 
@@ -53,18 +64,39 @@ HEAD_GATHER_MAX_BYTES = 64 * 1024  # beyond this the parser takes over, under th
 GATHER_BODY_MAX_BYTES = 4 * 1024 * 1024
 GATHER_TOTAL_MAX_BYTES = 64 * 1024 * 1024
 _CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?\n", re.I)
+_TRANSFER_ENCODING = re.compile(rb"\r?\ntransfer-encoding[ \t]*:([^\r\n]*)", re.I)
+_EXPECT = re.compile(rb"\r?\nexpect[ \t]*:", re.I)
+_EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*\r\n", re.I)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+CHUNK_MAX_BYTES = 2**32 - 1  # a larger chunk is refused (400), not waited for
+CHUNK_LINE_MAX_BYTES = 4096  # a chunk-size line with its extensions, or a trailer line
 BODY_GRACE_S = _env_number("GATEWAY_BODY_GRACE_S", 10.0)
 # Bytes a second, on average, once the grace is spent.
 BODY_MIN_RATE = _env_number("GATEWAY_BODY_MIN_RATE", 64 * 1024)
-CHUNKED_BODY_BYTES = 32 * 1024 * 1024  # the deadline of a body without a length
+# A body too large to gather is handed to a thread once this much of it came (at once
+# when the loop holds GATHER_TOTAL_MAX_BYTES already); the thread then allows
+# BODY_STALL_S plus the bytes received at BODY_MIN_RATE: a thread-second costs a client
+# BODY_MIN_RATE bytes sent.
+PREFETCH_BYTES = 256 * 1024
+BODY_STALL_S = 2.0
 RECV_BYTES = 256 * 1024
 WATCHDOG_TICK_S = 0.2
-LINGER_S = 2.0
-LINGER_MAX_BYTES = 64 * 1024
+# A refused body the client is still sending is drained this long, at most this much, so
+# it reads the answer (the body limit is 32 MB): nginx's lingering_close, bounded in bytes.
+LINGER_S = 5.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 
 class BodyTimeout(RequestTimeout):
     """The body was not sent within its deadline (answered 408 like werkzeug's own)."""
+
+
+class MalformedBody(BadRequest):
+    """A chunked body gunicorn's parser refused (a bad size, a missing CRLF, a forbidden
+    trailer) or a body that ended before its length: a 400, not an unhandled error."""
+
+    gateway_message = "the request body is malformed (its chunked framing or its length)"
 
 
 class Watchdog:
@@ -100,15 +132,21 @@ class Watchdog:
             self._start()
 
     def _drain_lingering(self, now: float) -> None:
+        """Read what the lingering sockets hold, close those done; register the new ones."""
         with self._lock:
-            lingering, self._lingering = self._lingering, []
-        keep = []
-        for entry in lingering:
+            new, self._lingering = self._lingering, []
+        for entry in new:
+            try:
+                self._selector.register(entry[0], selectors.EVENT_READ, entry)
+            except (ValueError, OSError):
+                entry[0].close()
+        for key in list(self._selector.get_map().values()):
+            entry = key.data
             sock, deadline, drained = entry
             done = now >= deadline or drained >= LINGER_MAX_BYTES
             while not done:
                 try:
-                    data = sock.recv(16384)
+                    data = sock.recv(RECV_BYTES)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
@@ -116,15 +154,18 @@ class Watchdog:
                 entry[2] += len(data)
                 done = not data or entry[2] >= LINGER_MAX_BYTES
             if done:
+                self._selector.unregister(sock)
                 sock.close()
-            else:
-                keep.append(entry)
-        with self._lock:
-            self._lingering.extend(keep)
 
     def unwatch(self, conn: Any) -> None:
         with self._lock:
             self._deadlines.pop(conn, None)
+
+    def extend(self, conn: Any, deadline: float) -> None:
+        """A later deadline for a connection still watched (more of its body came)."""
+        with self._lock:
+            if conn in self._deadlines and id(conn) not in self._expired:
+                self._deadlines[conn] = max(self._deadlines[conn], deadline)
 
     def expired(self, conn: Any) -> bool:
         with self._lock:
@@ -136,8 +177,12 @@ class Watchdog:
             self._expired.discard(id(conn))
 
     def _run(self) -> None:
+        self._selector = selectors.DefaultSelector()
         while True:
-            time.sleep(WATCHDOG_TICK_S)
+            if self._selector.get_map():
+                self._selector.select(WATCHDOG_TICK_S)  # a lingering client sent more
+            else:
+                time.sleep(WATCHDOG_TICK_S)
             now = time.monotonic()
             with self._lock:
                 due = [c for c, d in self._deadlines.items() if d <= now]
@@ -153,30 +198,82 @@ class Watchdog:
 
 
 class WatchedBody:
-    """A request body that stops being watched once read to its end."""
+    """A request body read under the minimum rate, unwatched once read to its end.
 
-    def __init__(self, body: Any, length: int | None, done: Any, timed_out: Any) -> None:
+    ``extend(deadline)`` moves the watchdog's deadline as bytes arrive: the grace plus
+    the bytes received at the minimum rate, from when the thread took the body.
+    ``closing`` says the connection cannot serve another request (a timeout, a malformed
+    body): the answer then says ``Connection: close``.
+    """
+
+    def __init__(
+        self,
+        body: Any,
+        length: int | None,
+        done: Any,
+        timed_out: Any,
+        extend: Any,
+        watch: Any,
+        malformed: bool = False,
+    ) -> None:
         self._body = body
+        self._malformed = malformed
         self._left = length
         self._done = done
         self._timed_out = timed_out
+        self._extend = extend
+        self._watch = watch
+        self._started: float | None = None
+        self._received = 0
         self.finished = False
+        self.closing = False
 
-    def _after(self, data: bytes, asked: int | None) -> bytes:
+    def _after(self, data: bytes, asked: int | None, exact: bool) -> bytes:
         if self._timed_out():
+            self.closing = True
             raise BodyTimeout("the request body was not sent in time")
+        if self._left is not None and self._left > 0:
+            # gunicorn's read returns what was asked unless the client stopped sending.
+            wanted = self._left if asked is None or asked < 0 else min(asked, self._left)
+            if len(data) < wanted and (exact or not data):
+                self.closing = True
+                raise MalformedBody("the body ended before its declared length")
         if self._left is not None:
             self._left -= len(data)
         if not data and asked != 0 or (self._left is not None and self._left <= 0):
             self.finished = True
             self._done()
+        elif data:
+            self._received += len(data)
+            assert self._started is not None
+            self._extend(self._started + BODY_STALL_S + self._received / BODY_MIN_RATE)
         return data
 
+    def _read(self, method: Any, size: int | None, exact: bool) -> bytes:
+        from gunicorn.http.errors import NoMoreData, ParseException
+
+        if self._started is None and not self.finished:
+            # The clock starts at the first read: time the gateway spends before it (auth)
+            # is not the client's.  No credit for a declared length, only for bytes that
+            # came: a stall, then the minimum rate.
+            self._started = time.monotonic()
+            self._watch(self._started + BODY_STALL_S)
+        try:
+            if self._malformed:
+                raise ParseException("the chunked framing is malformed")
+            data = method(size)
+        except (ParseException, NoMoreData) as exc:
+            self.closing = True
+            if self._timed_out():
+                raise BodyTimeout("the request body was not sent in time") from exc
+            raise MalformedBody(str(exc)[:200]) from exc
+        return self._after(data, size, exact)
+
     def read(self, size: int | None = None) -> bytes:
-        return self._after(self._body.read(size), size)
+        return self._read(self._body.read, size, True)
 
     def readline(self, size: int | None = None) -> bytes:
-        return self._after(self._body.readline(size), size)
+        return self._read(self._body.readline, size, False)
 
     def __iter__(self) -> WatchedBody:
         return self
@@ -189,6 +286,25 @@ class WatchedBody:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._body, name)
+
+
+def _bounded_chunk_sizes(body: Any) -> None:
+    """A chunk of more than ``CHUNK_MAX_BYTES`` is refused by gunicorn's chunked reader
+    (which would otherwise wait for 2**76 bytes until the deadline)."""
+    from gunicorn.http.errors import InvalidChunkSize
+
+    reader = getattr(body, "reader", None)
+    original = getattr(reader, "parse_chunk_size", None)
+    if original is None:
+        return
+
+    def parse_chunk_size(unreader: Any, data: Any = None) -> tuple[int, Any]:
+        size, rest = original(unreader, data=data)
+        if size > CHUNK_MAX_BYTES:
+            raise InvalidChunkSize(b"a chunk over 4 GB")
+        return size, rest
+
+    reader.parse_chunk_size = parse_chunk_size  # this request's reader only
 
 
 def _body_length(req: Any) -> tuple[bool, int | None]:
@@ -253,12 +369,25 @@ class SlowClientGuard:
 
         def closing_app(environ: dict, start_response: Any) -> Any:
             def start(status: str, headers: list, exc_info: Any = None) -> Any:
-                if environ.get(CLOSE_CONNECTION):
+                body = environ.get("wsgi.input")
+                if environ.get(CLOSE_CONNECTION) or getattr(body, "closing", False):
                     # gunicorn writes Connection from its Response's should_close() and
                     # drops the app's own hop-by-hop headers: force_close is its way.
                     start_response.__self__.force_close()
                 return start_response(status, headers, exc_info)
 
+            coding = environ.get("HTTP_TRANSFER_ENCODING")
+            if coding is not None and coding.strip(" \t").lower() != "chunked":
+                # gunicorn passes gzip, deflate and compress through, still coded, for the
+                # application to undo; nothing here does (nginx answers 501 too).
+                environ[CLOSE_CONNECTION] = True
+                status, headers, body = wsgi_answer(
+                    501,
+                    "unsupported_transfer_coding",
+                    "the only transfer coding understood is chunked",
+                )
+                start(status, headers)
+                return [body]
             return app(environ, start)
 
         self.wsgi = closing_app
@@ -290,9 +419,12 @@ class SlowClientGuard:
     def _gather_head(self, conn: Any) -> None:
         conn.gateway_head = bytearray()
         conn.gateway_wants = None  # bytes of head and body to gather, once the head is in
+        conn.gateway_chunks = conn.gateway_body_start = None  # a chunked body's progress
+        conn.gateway_malformed = False
+        conn.gateway_held = conn.gateway_body_at = 0  # body bytes counted in the worker's total
         conn.timeout = time.monotonic() + HEADER_TIMEOUT_S
         conn.sock.setblocking(False)
-        self.pending_conns.append(conn)
+        self._insert_pending(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
 
     def _on_head_bytes(self, conn: Any, client: Any) -> None:
@@ -307,11 +439,19 @@ class SlowClientGuard:
             conn.close()
             return
         conn.gateway_head += data
+        if getattr(conn, "gateway_release", None) is not None:  # a body being gathered
+            conn.gateway_held += len(data)
+            self._gathered_bytes += len(data)
+            if self._gathered_bytes > GATHER_TOTAL_MAX_BYTES:
+                conn.gateway_wants = 0  # the worker holds enough: a thread reads the rest
         if conn.gateway_wants is None:
             conn.gateway_wants = self._bytes_to_gather(conn)
             if conn.gateway_wants is None:
                 return  # the head is not complete yet
-        if len(conn.gateway_head) < conn.gateway_wants:
+        elif conn.gateway_wants and getattr(conn, "gateway_chunks", None) is not None:
+            wants = self._chunked_wants(conn)
+            conn.gateway_wants = len(conn.gateway_head) + 1 if wants is None else wants
+        if conn.gateway_wants is None or len(conn.gateway_head) < conn.gateway_wants:
             return
         self._drop_pending(conn, closing=False)
         conn.data_ready = True
@@ -325,29 +465,115 @@ class SlowClientGuard:
         end = end + 4 if end >= 0 else head.find(b"\n\n") + 2 if b"\n\n" in head else -1
         if end < 0:
             return None if len(head) <= HEAD_GATHER_MAX_BYTES else 0
+        if _EXPECT.search(head, 0, end):
+            expect = _EXPECT_CONTINUE.search(head, 0, end)
+            if expect is None or not head.startswith(b"HTTP/1.1\r\n", head.find(b" HTTP/") + 1):
+                return 0  # gunicorn refuses it (417), or ignores it (HTTP/1.0)
+            # As nginx: the loop says 100 Continue itself and gathers what follows; the
+            # parser no longer sees the expectation, so it does not say it twice.
+            del head[expect.start() + 2 : expect.end()]
+            end -= expect.end() - expect.start() - 2
+            try:
+                conn.sock.send(CONTINUE)
+            except OSError:
+                return 0
+        conn.gateway_body_at = end
+        te = _TRANSFER_ENCODING.search(head, 0, end)
+        if te is not None:
+            if te.group(1).strip().lower() != b"chunked" or _CONTENT_LENGTH.search(head, 0, end):
+                return 0  # gunicorn's parser refuses or reads it
+            if not self._reserve(conn, GATHER_BODY_MAX_BYTES):
+                return 0
+            conn.gateway_chunks = end  # where the next chunk-size line starts
+            wants = self._chunked_wants(conn)
+            return len(head) + 1 if wants is None else wants  # None: more to come
         m = _CONTENT_LENGTH.search(head, 0, end)
         length = int(m.group(1)) if m else 0
         have = len(head) - end
-        if length <= have or length > GATHER_BODY_MAX_BYTES:
+        if length <= have:
             return 0
-        if self._gathered_bytes + length > GATHER_TOTAL_MAX_BYTES:
+        if length > GATHER_BODY_MAX_BYTES:  # its first bytes, then a thread reads the rest
+            length = PREFETCH_BYTES
+            if have >= length:
+                return 0
+        if not self._reserve(conn, length):
             return 0
-        self._gathered_bytes += length  # reserved until the connection leaves the loop
-        conn.gateway_release = partial(self._release_gathered, length)
-        conn.timeout = time.monotonic() + BODY_GRACE_S + length / BODY_MIN_RATE
-        self._requeue_pending(conn)
         return end + length
 
+    def _reserve(self, conn: Any, length: int) -> bool:
+        """Gather a body of up to ``length`` bytes, by its deadline.  The worker's total
+        counts the bytes that came, not those declared: a body that sends nothing holds
+        no room (when the total is reached, a body goes on in a thread)."""
+        held = len(conn.gateway_head) - conn.gateway_body_at
+        if self._gathered_bytes + held > GATHER_TOTAL_MAX_BYTES:
+            return False
+        self._gathered_bytes += held  # until the connection leaves the loop
+        conn.gateway_held = held
+        conn.gateway_release = partial(self._release_gathered, conn)
+        conn.timeout = time.monotonic() + BODY_GRACE_S + length / BODY_MIN_RATE
+        self._requeue_pending(conn)
+        return True
+
+    def _chunked_wants(self, conn: Any) -> int | None:
+        """Bytes to gather for a chunked body: its end once it is in, None while it is not,
+        0 to hand it to a thread (too large, or framing the parser should judge)."""
+        buf, pos = conn.gateway_head, conn.gateway_chunks
+        start = getattr(conn, "gateway_body_start", None)
+        if start is None:
+            start = conn.gateway_body_start = pos
+        while True:
+            if pos - start > GATHER_BODY_MAX_BYTES:
+                return 0
+            eol = buf.find(b"\r\n", pos, pos + CHUNK_LINE_MAX_BYTES)
+            if eol < 0:
+                return None if len(buf) - pos < CHUNK_LINE_MAX_BYTES else self._malformed(conn)
+            size = bytes(buf[pos:eol]).split(b";", 1)[0].strip(b" \t")
+            if not _CHUNK_SIZE.fullmatch(size) or int(size, 16) > CHUNK_MAX_BYTES:
+                return self._malformed(conn)
+            n = int(size, 16)
+            if n == 0:
+                end = self._trailers_end(buf, eol + 2)
+                return self._malformed(conn) if end == 0 else end
+            if eol + 2 + n + 2 > len(buf):
+                return None if eol + 2 + n - start <= GATHER_BODY_MAX_BYTES else 0
+            if buf[eol + 2 + n : eol + 4 + n] != b"\r\n":
+                return self._malformed(conn)
+            pos = conn.gateway_chunks = eol + 4 + n
+
+    @staticmethod
+    def _malformed(conn: Any) -> int:
+        """Framing no parser should guess at (gunicorn's waits for a size of 19 hex digits):
+        the thread answers 400 at the body's first read."""
+        conn.gateway_malformed = True
+        return 0
+
+    @staticmethod
+    def _trailers_end(buf: bytearray, pos: int) -> int | None:
+        for _ in range(64):
+            eol = buf.find(b"\r\n", pos, pos + CHUNK_LINE_MAX_BYTES)
+            if eol < 0:
+                return None if len(buf) - pos < CHUNK_LINE_MAX_BYTES else 0
+            if eol == pos:
+                return eol + 2
+            pos = eol + 2
+        return 0
+
     def _requeue_pending(self, conn: Any) -> None:
-        """Pending connections stay sorted by deadline (gunicorn closes them in order)."""
         self.pending_conns.remove(conn)
+        self._insert_pending(conn)
+
+    def _insert_pending(self, conn: Any) -> None:
+        """Pending connections stay sorted by deadline: gunicorn closes them from the first
+        until one is not due, so a new head's deadline (sooner than a gathered body's)
+        must not go behind a later one."""
         at = len(self.pending_conns)
         while at > 0 and self.pending_conns[at - 1].timeout > conn.timeout:
             at -= 1
         self.pending_conns.insert(at, conn)
 
-    def _release_gathered(self, length: int) -> None:
-        self._gathered_bytes -= length
+    def _release_gathered(self, conn: Any) -> None:
+        self._gathered_bytes -= conn.gateway_held
+        conn.gateway_held = 0
 
     def _drop_pending(self, conn: Any, closing: bool = True) -> None:
         release = getattr(conn, "gateway_release", None)
@@ -395,13 +621,16 @@ class SlowClientGuard:
         has_body, length = _body_length(req)
         body = None
         if has_body and req.body is not None:
-            size = length if length is not None else CHUNKED_BODY_BYTES
-            self.watchdog.watch(conn, time.monotonic() + BODY_GRACE_S + size / BODY_MIN_RATE)
+            if length is None:
+                _bounded_chunk_sizes(req.body)
             req.body = body = WatchedBody(
                 req.body,
                 length,
                 done=partial(self.watchdog.unwatch, conn),
                 timed_out=partial(self.watchdog.expired, conn),
+                extend=partial(self.watchdog.extend, conn),
+                watch=partial(self.watchdog.watch, conn),
+                malformed=getattr(conn, "gateway_malformed", False),
             )
         try:
             keep_alive = super().handle_request(req, conn)

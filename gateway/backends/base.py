@@ -237,3 +237,15 @@ class OutboundProtocol:
 
     def default_url(self, options: Any) -> str | None:
         return self.make_default_url(options) if self.make_default_url else None
+
+
+def too_many_detections(count: int, limit: int | None) -> BackendBadResponse | None:
+    """The refusal of a tile's answer with more rows than ``backend.max_detections_per_tile``
+    (every protocol's reader asks): a model that answers millions is broken, and the merge
+    and the answer would hold them all."""
+    if limit is None or count <= limit:
+        return None
+    return BackendBadResponse(
+        f"the model answered {count} detections for a tile, more than "
+        f"backend.max_detections_per_tile ({limit})"
+    )

@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
-from gateway.backends.http_pool import ConnectFailed, Disconnected, HostPool, Response, TimedOut
+from gateway.backends.http_pool import (
+    ConnectFailed,
+    Disconnected,
+    HostPool,
+    Response,
+    TimedOut,
+    TooLarge,
+)
 from gateway.config import BackendConfig
 from gateway.errors import (
     BackendBadResponse,
@@ -119,10 +126,24 @@ class ModelHttpClient:
     ) -> Response:
         """One attempt; a failure that is safe to retry raises :class:`Retryable`."""
         remaining = self.remaining(deadline)
+        limit = int(self.config.max_answer_mb * 1024 * 1024)
         try:
-            return self.pool.request(
-                method, path, body, self.headers(headers), min(remaining, 5.0), remaining
+            resp = self.pool.request(
+                method,
+                path,
+                body,
+                self.headers(headers),
+                min(remaining, 5.0),
+                remaining,
+                max_bytes=limit,
+                deadline=deadline,
             )
+        except TooLarge as exc:
+            raise BackendBadResponse(
+                f"the model's answer is larger than backend.max_answer_mb "
+                f"({self.config.max_answer_mb:g} MB)",
+                detail=str(exc),
+            ) from exc
         except ConnectFailed as exc:
             self._refused = True
             raise Retryable(BackendUnavailable("the model server is unreachable")) from exc
@@ -130,6 +151,14 @@ class ModelHttpClient:
             raise Retryable(BackendUnavailable("the model server is unreachable")) from exc
         except TimedOut as exc:
             raise BackendTimeout(self.timeout_message()) from exc
+        if resp.status < 200 or 300 <= resp.status < 400:
+            # Not an answer: an interim one, or a redirect (never followed, so a model
+            # server cannot send the gateway's requests and credentials elsewhere).
+            raise BackendBadResponse(
+                f"the model answered HTTP {resp.status}, which is not an answer",
+                detail=f"HTTP {resp.status} Location: {resp.headers.get('Location', '')}"[:300],
+            )
+        return resp
 
     def probe(self, path: str, deadline: float | None = None) -> Response | GatewayError:
         """One GET for readiness, without retries: the answer, or the failure as an error

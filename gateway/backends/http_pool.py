@@ -10,13 +10,25 @@ connection of its own.  Failures come out as three kinds each caller maps to its
 :class:`ConnectFailed` (nothing was sent: refused, unreachable, unknown host),
 :class:`TimedOut` and :class:`Disconnected` (the connection broke mid-exchange); an answer
 longer than a caller accepts is :class:`TooLarge`.
+
+A socket timeout bounds each read, not an exchange: a server that sends a byte now and
+then would hold the caller for ever.  Given an absolute ``deadline``, an exchange is
+watched by one thread for the whole process (:class:`DeadlineReaper`), which shuts the
+socket down when the deadline passes, so the blocked connect, send or read returns at
+once and the caller gets :class:`TimedOut`.  A server's interim answer (1xx) leaves the
+real one in the socket: that connection is never reused.
 """
 
 from __future__ import annotations
 
+import heapq
 import http.client
+import itertools
+import os
 import select
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -37,6 +49,57 @@ class Disconnected(OSError):
 
 class TooLarge(OSError):
     """The answer's body is longer than the caller's ``max_bytes``; the connection is closed."""
+
+
+class DeadlineReaper:
+    """Shuts sockets down when their exchange's deadline passes, from one thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[list] = []  # [deadline, seq, socket or None, fired]
+        self._seq = itertools.count()
+        self._pid: int | None = None  # the thread does not survive a fork
+
+    def watch(self, sock: socket.socket, deadline: float) -> list:
+        """A ticket for :meth:`unwatch`; the socket is shut down at ``deadline``."""
+        entry = [deadline, next(self._seq), sock, False]
+        with self._cond:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="backend-deadlines", daemon=True).start()
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    def unwatch(self, entry: list) -> bool:
+        """Stop watching; whether the deadline had passed (the socket was shut down)."""
+        with self._cond:
+            entry[2] = None
+            return entry[3]
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                entry = heapq.heappop(self._heap)
+                entry[3] = True
+                try:
+                    entry[2].shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                entry[2] = None
+
+
+REAPER = DeadlineReaper()
 
 
 @dataclass(frozen=True)
@@ -106,7 +169,10 @@ class HostPool:
         read_timeout: float,
         *,
         max_bytes: int | None = None,
+        deadline: float | None = None,
     ) -> Response:
+        """One exchange.  ``deadline`` (``time.monotonic()``) bounds it whole once connected;
+        ``max_bytes`` the answer's body, read no further (:class:`TooLarge`)."""
         conn = self._take()
         if conn is None:
             conn = self._new(connect_timeout)
@@ -118,21 +184,33 @@ class HostPool:
             except OSError as exc:
                 conn.close()
                 raise ConnectFailed(str(exc)) from exc
+        ticket = REAPER.watch(conn.sock, deadline) if deadline is not None else None
         try:
-            conn.sock.settimeout(read_timeout)
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read() if max_bytes is None else resp.read(max_bytes + 1)
+            try:
+                conn.sock.settimeout(read_timeout)
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                if max_bytes is not None and resp.length is not None and resp.length > max_bytes:
+                    data = None  # declared too long: not read at all
+                else:
+                    data = resp.read() if max_bytes is None else resp.read(max_bytes + 1)
+            finally:
+                late = ticket is not None and REAPER.unwatch(ticket)
         except TimeoutError as exc:
             conn.close()
             raise TimedOut(f"{self.host}:{self.port} did not answer in time", False) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
+            if late:
+                raise TimedOut(f"{self.host}:{self.port} did not answer in time", False) from exc
             raise Disconnected(f"{type(exc).__name__}: {exc}") from exc
-        if max_bytes is not None and len(data) > max_bytes:
+        if late:  # what was read before the cut may look complete: it is not
+            conn.close()
+            raise TimedOut(f"{self.host}:{self.port} did not answer in time", False)
+        if data is None or max_bytes is not None and len(data) > max_bytes:
             conn.close()
             raise TooLarge(f"the answer is longer than {max_bytes} bytes")
-        if resp.will_close:
+        if resp.will_close or resp.status < 200:  # an interim answer: the real one follows
             conn.close()
         else:
             self._give_back(conn)
@@ -184,6 +262,8 @@ class OriginPools:
             connect_timeout,
             read_timeout,
             max_bytes=max_bytes,
+            # A server that trickles is cut too: the connect and one read's time, at most.
+            deadline=time.monotonic() + connect_timeout + read_timeout,
         )
 
 
@@ -199,10 +279,18 @@ def request(
     """One exchange on a connection of its own, closed afterwards.
 
     For calls so rare that a kept connection would only be closed by the server meanwhile.
-    ``timeout`` bounds the connect and each read.  Any status comes back as a
+    ``timeout`` bounds the connect and each read, and twice ``timeout`` the whole call
+    (a server that trickles its answer is cut).  Any status comes back as a
     :class:`Response`; redirects are not followed.
     """
     origin, path = _origin_and_path(url)
     return HostPool(origin, maxsize=0).request(
-        method, path, body, headers or {}, timeout, timeout, max_bytes=max_bytes
+        method,
+        path,
+        body,
+        headers or {},
+        timeout,
+        timeout,
+        max_bytes=max_bytes,
+        deadline=time.monotonic() + 2 * timeout,
     )

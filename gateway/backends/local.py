@@ -16,7 +16,7 @@ import numpy as np
 
 from gateway.backends.base import BackendResult, Readiness, TileDetections, TileInput
 from gateway.config import ServiceConfig
-from gateway.errors import BackendTimeout, UnknownLabel, UnknownVersion
+from gateway.errors import BackendTimeout, UnknownLabel, UnknownVersion, shorten
 
 LOCAL_MODEL_VERSION = "1"
 
@@ -124,7 +124,7 @@ class LocalBackend:
     def _check(self, version: str | None, label: str | None) -> None:
         model = self.service.backend.model
         if label is not None:
-            raise UnknownLabel(f"Unrecognized servable version label: {label}")
+            raise UnknownLabel(f"Unrecognized servable version label: {shorten(label)}")
         if version is not None and version != LOCAL_MODEL_VERSION:
             raise UnknownVersion(f"Servable not found for request: Specific({model}, {version})")
 

@@ -43,6 +43,7 @@ from gateway.errors import (
     GatewayError,
     UnknownLabel,
     UnknownVersion,
+    echo,
 )
 from gateway.jsonio import b64encode
 from gateway.schema import Fields
@@ -171,7 +172,9 @@ class TFServingBackend:
 
         def read(data: bytes, sizes: list[tuple[int, int]]) -> list[TileDetections]:
             with self._lock:  # the label table is shared by the batches of one request
-                return wire.parse_backend_predictions(data, len(sizes), sizes, table)
+                return wire.parse_backend_predictions(
+                    data, len(sizes), sizes, table, self.service.backend.max_detections_per_tile
+                )
 
         results = self.client.exchange(bodies(), deadline, lambda b: self._post(b, deadline), read)
         self._await_version(status_future, deadline)
@@ -301,7 +304,7 @@ class TFServingBackend:
             raise UnknownVersion(f"the model server has no version {version} of this model")
         if isinstance(pinned, UnknownLabel):
             raise UnknownLabel(
-                f"the model server has no version labelled {label!r}", status=resp.status
+                f"the model server has no version labelled {echo(label)}", status=resp.status
             )
         if resp.status == 404:
             raise BackendUnavailable(

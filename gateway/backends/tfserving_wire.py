@@ -19,6 +19,7 @@ from gateway.backends.base import (
     Classification,
     ModelState,
     TileDetections,
+    too_many_detections,
 )
 from gateway.backends.boxes import to_tile_pixels
 from gateway.backends.labels import LabelTable
@@ -104,11 +105,21 @@ def _prediction_rows(body: bytes, column: str, expected: int, what: str) -> list
 
 
 def parse_backend_predictions(
-    body: bytes, expected: int, tile_sizes: Sequence[tuple[int, int]], table: LabelTable
+    body: bytes,
+    expected: int,
+    tile_sizes: Sequence[tuple[int, int]],
+    table: LabelTable,
+    max_detections: int | None = None,
 ) -> list[TileDetections]:
     """The model's answer for ``expected`` tiles, boxes converted to tile pixels."""
     result = []
     for i, p in enumerate(_prediction_rows(body, "detection_scores", expected, "tiles")):
+        for name in ("detection_boxes", "detection_scores"):
+            rows = p.get(name)
+            count = len(rows) if isinstance(rows, list) else 0
+            refusal = too_many_detections(count, max_detections)
+            if refusal is not None:
+                raise refusal
         boxes = _numbers(p.get("detection_boxes", []), "detection_boxes")
         scores = _numbers(p.get("detection_scores", []), "detection_scores")
         if boxes.size == 0:

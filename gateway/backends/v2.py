@@ -206,6 +206,7 @@ class V2Backend:
                     classes=o.classes,
                     box_format=o.box_format,
                     count=o.count,
+                    max_detections=self.service.backend.max_detections_per_tile,
                 )
 
         self._learn(deadline)

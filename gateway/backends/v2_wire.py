@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.backends.base import Classification, TileDetections
+from gateway.backends.base import Classification, TileDetections, too_many_detections
 from gateway.backends.boxes import BOX_FORMATS, to_tile_pixels
 from gateway.backends.labels import LabelTable
 from gateway.errors import BackendBadResponse
@@ -275,6 +275,7 @@ def parse_detections(
     classes: str | None,
     box_format: str,
     count: str | None = "num_detections",
+    max_detections: int | None = None,
 ) -> list[TileDetections]:
     """A detector's answer for ``expected`` tiles, boxes converted to tile pixels.
 
@@ -293,6 +294,9 @@ def parse_detections(
     if b.shape[2] != 4:
         raise _bad(f"{boxes!r} of shape {list(b.shape)}, not [n, k, 4]")
     k = b.shape[1]
+    refusal = too_many_detections(k, max_detections)
+    if refusal is not None:
+        raise refusal
     s = _numbers(_batch(outs, scores, expected, 2, "scores"), scores)
     if s.shape[1] != k:
         raise _bad(f"{scores!r} of shape {list(s.shape)} for {boxes!r} of {list(b.shape)}")

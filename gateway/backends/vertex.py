@@ -195,7 +195,9 @@ class VertexBackend:
 
         def read(data: bytes, sizes: list[tuple[int, int]]):
             with self._lock:  # the label table is shared by the batches of one request
-                found, version = wire.parse_detections(data, len(sizes), sizes, table)
+                found, version = wire.parse_detections(
+                    data, len(sizes), sizes, table, self.service.backend.max_detections_per_tile
+                )
                 self._note(version, seen)
             return found
 

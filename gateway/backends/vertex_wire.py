@@ -24,6 +24,7 @@ from gateway.backends.base import (
     Classification,
     ModelState,
     TileDetections,
+    too_many_detections,
 )
 from gateway.backends.boxes import to_tile_pixels
 from gateway.backends.tfserving_wire import LabelTable
@@ -226,6 +227,7 @@ def parse_detections(
     expected: int,
     tile_sizes: Sequence[tuple[int, int]],
     table: LabelTable,
+    max_detections: int | None = None,
 ) -> tuple[list[TileDetections], str | None]:
     """An object detector's answer for ``expected`` tiles, boxes in tile pixels, and the
     model version that answered."""
@@ -234,6 +236,12 @@ def parse_detections(
     doc = _document(body)
     result = []
     for i, p in enumerate(_predictions(doc, expected, "tiles")):
+        confidences = p.get("confidences")
+        refusal = too_many_detections(
+            len(confidences) if isinstance(confidences, list) else 0, max_detections
+        )
+        if refusal is not None:
+            raise refusal
         scores = _scores(p, i)
         n = len(scores)
         boxes = _boxes(p, i, n)

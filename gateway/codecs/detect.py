@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from gateway.codecs.tfserving_api import parse_threshold
-from gateway.errors import BadRequest, UnsupportedImage
+from gateway.errors import BadRequest, UnsupportedImage, echo
 from gateway.jsonio import b64decode_strict, loads
 from gateway.pipeline.merge import Merged
 
@@ -116,7 +116,7 @@ def parse_raw(body: bytes, query: Mapping[str, str]) -> DetectRequest:
 
 def unsupported_content_type(content_type: str) -> UnsupportedImage:
     return UnsupportedImage(
-        f"unsupported Content-Type {content_type!r}; send application/json, "
+        f"unsupported Content-Type {echo(content_type)}; send application/json, "
         "multipart/form-data or an image/* body",
         code="unsupported_media_type",
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, echo
 from gateway.jsonio import b64decode_strict, loads, loads_decoding
 from gateway.pipeline.merge import Merged
 
@@ -39,7 +39,7 @@ def parse_version(version: str | None) -> str | None:
     """A version from the path: TF Serving's versions are int64, written in digits."""
     if version is None or (version.isascii() and version.isdigit() and len(version) <= 19):
         return version
-    raise BadRequest(f"the model version must be a number, got {version!r}")
+    raise BadRequest(f"the model version must be a number, got {echo(version)}")
 
 
 def parse_threshold(value: Any, where: str) -> float | None:
@@ -130,7 +130,7 @@ def parse_predict_request(
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if doc.get("signature_name") not in SIGNATURES:
-        raise BadRequest(f"unknown signature_name {doc.get('signature_name')!r}")
+        raise BadRequest(f"unknown signature_name {echo(doc.get('signature_name'))}")
     has_rows, has_cols = "instances" in doc, "inputs" in doc
     if has_rows == has_cols:
         raise BadRequest('the body must have exactly one of "instances" or "inputs"')

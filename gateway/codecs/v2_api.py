@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gateway.codecs.tfserving_api import parse_threshold
-from gateway.errors import BadRequest, InvalidBase64, PayloadTooLarge
+from gateway.errors import BadRequest, InvalidBase64, PayloadTooLarge, echo
 from gateway.jsonio import b64decode_strict, dumps, loads
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -108,7 +108,7 @@ def _batch_of(shape: Any, where: str) -> int:
         or len(shape) not in (1, 2)
         or (len(shape) == 2 and shape[1] != 1)
     ):
-        raise BadRequest(f"{where} must have shape [n] or [n, 1], got {shape!r}")
+        raise BadRequest(f"{where} must have shape [n] or [n, 1], got {echo(shape)}")
     return shape[0]
 
 
@@ -163,15 +163,17 @@ def _read_input(doc: Any, i: int, tail: memoryview, pos: int) -> tuple[str, _Ten
     if not isinstance(doc, Mapping) or not isinstance(doc.get("name"), str):
         raise BadRequest(f'inputs[{i}] must be an object with a "name"')
     name = doc["name"]
-    where = f"input {name!r}"
+    where = f"input {echo(name)}"
     if doc.get("datatype") != "BYTES":
-        raise BadRequest(f'{where} must have datatype "BYTES", got {doc.get("datatype")!r}')
+        raise BadRequest(f'{where} must have datatype "BYTES", got {echo(doc.get("datatype"))}')
     count = _batch_of(doc.get("shape"), where)
     params = _object(doc.get("parameters"), f"{where}.parameters")
     _no_shared_memory(params, where)
     content_type = params.get("content_type")
     if content_type not in (None, "base64", "str"):
-        raise BadRequest(f'{where}: content_type must be "base64" or "str", got {content_type!r}')
+        raise BadRequest(
+            f'{where}: content_type must be "base64" or "str", got {echo(content_type)}'
+        )
     size, data = params.get("binary_data_size"), doc.get("data")
     if size is not None:
         if data is not None:
@@ -254,7 +256,7 @@ def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
     for i, doc in enumerate(value):
         if not isinstance(doc, Mapping) or not isinstance(doc.get("name"), str):
             raise BadRequest(f'outputs[{i}] must be an object with a "name"')
-        where = f"output {doc['name']!r}"
+        where = f"output {echo(doc['name'])}"
         if doc["name"] in seen:
             raise BadRequest(f"{where} is requested twice")
         seen.add(doc["name"])
@@ -295,7 +297,7 @@ def parse_infer_request(
     for i, item in enumerate(inputs):
         name, tensor, pos = _read_input(item, i, tail, pos)
         if name in tensors:
-            raise BadRequest(f"input {name!r} is given twice")
+            raise BadRequest(f"input {echo(name)} is given twice")
         tensors[name] = tensor
     if pos != len(tail):
         raise BadRequest(
@@ -409,7 +411,7 @@ def encode_infer_response(
         unknown = [o.name for o in request.outputs if o.name not in available]
         if unknown:
             raise BadRequest(
-                f"unknown output {unknown[0]!r}; the outputs are: {', '.join(available)}"
+                f"unknown output {echo(unknown[0])}; the outputs are: {', '.join(available)}"
             )
         wanted = [
             (o.name, request.binary_outputs if o.binary is None else o.binary)

@@ -41,5 +41,9 @@ def from_http_exception(exc: Any) -> GatewayError:
     if status < 400:
         status = 400
     code = CODES.get(status, "internal" if status >= 500 else "bad_request")
-    message = MESSAGES.get(status) or str(getattr(exc, "name", "error")).lower()
+    message = (
+        getattr(exc, "gateway_message", None)
+        or MESSAGES.get(status)
+        or str(getattr(exc, "name", "error")).lower()
+    )
     return GatewayError(message, status=status, code=code)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.errors import MethodNotAllowed, NotFound
+from gateway.errors import MethodNotAllowed, NotFound, shorten
 
 NAME = r"(?P<service>[^/:]{1,200})"  # unknown names get 404 unknown_service
 VERSION = r"(?P<version>[^/:]{1,200})"  # digits, checked by the handler (a clear 400)
@@ -139,6 +139,7 @@ def match(method: str, path: str) -> Match:
     if allowed:
         methods = ", ".join(sorted(set(allowed) | {"OPTIONS"}))
         raise MethodNotAllowed(
-            f"{method} is not allowed on {path}; use {methods}", headers={"Allow": methods}
+            f"{shorten(method)} is not allowed on {shorten(path)}; use {methods}",
+            headers={"Allow": methods},
         )
-    raise NotFound(f"no route for {path}")
+    raise NotFound(f"no route for {shorten(path)}")

@@ -88,7 +88,8 @@ def test_idle_and_half_sent_connections_do_not_starve_the_worker(short_deadlines
 
 
 def test_large_body_trickled_gets_a_408_and_frees_its_thread(short_deadlines):
-    """A body too large for the event loop is read by a thread, under a deadline."""
+    """A body too large for the event loop is read by a thread once its first bytes came
+    (the loop's read-ahead), under the minimum rate."""
     env = dict(short_deadlines, THREADS="1", GATEWAY_BODY_MIN_RATE="1048576")
     gateway = start_gateway(env=env)
     length = 5 * 1024 * 1024  # above what the loop gathers: a thread reads it
@@ -99,6 +100,7 @@ def test_large_body_trickled_gets_a_408_and_frees_its_thread(short_deadlines):
                 b"Content-Type: application/json\r\n"
                 + f"Content-Length: {length}\r\n\r\n".encode()
                 + b'{"instances": ['
+                + b" " * 300_000  # past the loop's read-ahead
             )
             t0 = time.monotonic()
             answer = b""
@@ -121,6 +123,7 @@ def test_large_body_trickled_gets_a_408_and_frees_its_thread(short_deadlines):
                     break
         assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
         assert b'"request_timeout"' in answer
+        assert b"\r\nConnection: close\r\n" in answer  # the connection closes: it says so
         # The only thread is free again.
         assert healthz(gateway.port).startswith(b"HTTP/1.1 200")
     finally:
