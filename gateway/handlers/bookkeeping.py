@@ -66,6 +66,7 @@ class Admitted:
                 compared = self.service.kind.compare(result, shadow_result, self.service.config)
             ctx.comparison = {
                 "kind": self.service.config.kind,
+                "compares": self.service.kind.compares,
                 "primary": {
                     "variant": self.variant,
                     "model": getattr(result.facts, "backend_model", None),

@@ -60,6 +60,9 @@ class Kind:
     cli: CliView | None = None
     outputs: tuple[Output, ...] = ()
     description: str = ""  # a sentence for people: what a service of this kind does
+    # What its comparison records hold (``compare``): "slides" (counts and boxes per slide)
+    # or "images" (a label per image); the agreement report reads them by this.
+    compares: str | None = None
 
     def options(self, values: dict[str, Any], where: str) -> Any:
         """The kind's typed options from its checked keys (ConfigError for the rest)."""

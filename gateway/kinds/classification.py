@@ -31,6 +31,7 @@ class Classification(Kind):
     )
     routes = (":classify", ":predict", "infer", "vertex")
     role = "classifier"
+    compares = "images"
     cli = CliView(
         route=":classify",
         columns=("label", "score", "seconds"),

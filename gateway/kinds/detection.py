@@ -48,6 +48,7 @@ class Detection(Kind):
     )
     routes = (":detect", ":predict", "infer", "vertex")
     role = "detector"
+    compares = "slides"
     embedded = True
     cli = CliView(
         route=":detect",

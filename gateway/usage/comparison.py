@@ -47,6 +47,7 @@ class _Pair:
     a: str
     b: str
     kind: str | None = None
+    compares: str | None = None  # "slides" or "images", as the service's kind wrote them
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     counts_a: list[float] = field(default_factory=list)
     counts_b: list[float] = field(default_factory=list)
@@ -74,6 +75,7 @@ def _orient(record: dict[str, Any], wanted: tuple[str, str] | None) -> tuple[str
 
 def _add(pair: _Pair, record: dict[str, Any], swapped: bool) -> None:
     pair.kind = pair.kind or record.get("kind")
+    pair.compares = pair.compares or record.get("compares")
     status = (record.get("shadow") or {}).get("status")
     pair.outcomes[status if status in OUTCOMES else "failed"] += 1
     if status != "ok":
@@ -107,7 +109,7 @@ def _figures(pair: _Pair, cutoff: float) -> dict[str, Any]:
         "requests": {"shadowed": sum(pair.outcomes.values()), "compared": pair.outcomes["ok"]},
         "shadow": {k: v for k, v in pair.outcomes.items() if k != "ok"},
     }
-    if pair.counts_a or pair.kind == "detection":
+    if pair.counts_a or pair.compares == "slides":
         a, b = pair.counts_a, pair.counts_b
         ba = ag.bland_altman(a, b)
         crossing = ag.cutoff_crossings(a, b, cutoff)
@@ -142,7 +144,7 @@ def _figures(pair: _Pair, cutoff: float) -> dict[str, Any]:
                 ),
             },
         )
-    if pair.labels_a or pair.kind == "classification":
+    if pair.labels_a or pair.compares == "images":
         a, b = pair.labels_a, pair.labels_b
         out.update(
             images=len(a),

@@ -26,6 +26,7 @@ def detection(i: int, a: int, b: int, primary="current", shadow="candidate", day
         "service": "eos",
         "day": day,
         "kind": "detection",
+        "compares": "slides",
         "primary": {"variant": primary},
         "shadow": {"variant": shadow, "status": "ok"},
         "slides": [
@@ -101,6 +102,7 @@ def test_classification_agreement_and_kappa():
             "service": "tissue",
             "day": "2026-12-01",
             "kind": "classification",
+            "compares": "images",
             "primary": {"variant": "v1"},
             "shadow": {"variant": "v2", "status": "ok"},
             "images": [{"primary_label": x, "shadow_label": y}],
