@@ -23,6 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers, imported as the tests do
 
+from certserver import SA_EMAIL, KeyPair  # noqa: E402
 from firestore_emulator import FirestoreEmulator  # noqa: E402
 from helpers import (  # noqa: E402
     DATA,
@@ -47,6 +48,7 @@ __all__ = [
     "DATA",
     "VENV_BIN",
     "FirestoreEmulator",
+    "KeyPair",
     "Proc",
     "RssSampler",
     "daily_counters",
@@ -61,6 +63,7 @@ __all__ = [
     "png",
     "run_clients",
     "scripted_server",
+    "service_account_file",
     "sha",
     "start_gateway",
     "start_stub",
@@ -110,6 +113,23 @@ def start_stub(delay_s: float) -> Proc:
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return Proc(argv, port, env, ROOT, "/v1/models/eos", "stub-backend").start()
+
+
+def service_account_file(path: Path, token_uri: str) -> Path:
+    """A service-account key file with a fresh RSA key, its ``token_uri`` the stub's
+    (bench/stub_backend.py), as a Vertex AI backend's ``credentials_file``."""
+    key = KeyPair.generate("bench")
+    info = {
+        "type": "service_account",
+        "project_id": "bench",
+        "private_key_id": key.kid,
+        "private_key": key.private_pem,
+        "client_email": SA_EMAIL,
+        "client_id": "1234567890",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(info), encoding="utf-8")
+    return path
 
 
 def start_bare(target: str = "read_body", port: int | None = None, start: bool = True) -> Proc:

@@ -3,8 +3,8 @@
     .venv/bin/python -m bench [--quick] [--only overhead,...] [--hide-libturbojpeg system|all]
 
 It starts what it needs on loopback: the gateway under ``functions-framework`` (gunicorn
-inside) as deployed, stub model servers speaking TF Serving's REST API and the Open
-Inference Protocol (bench/stub_backend.py) with a set latency, and bare
+inside) as deployed, stub model servers speaking TF Serving's REST API, the Open
+Inference Protocol and Vertex AI's (bench/stub_backend.py) with a set latency, and bare
 ``functions-framework`` functions (bench/bare_function.py) as references.  On a shared
 machine absolute times drift, so every figure is a ratio against a reference
 measured in the same run, interleaved with it, repeated, and summarised by the median.
@@ -29,8 +29,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,7 @@ from bench.common import (
     png,
     predict_body,
     save_results,
+    service_account_file,
     sha,
     slide_bytes,
     start_bare,
@@ -68,14 +71,20 @@ GOALS = {
     "cold_detect": 2.0,  # first :detect answer, API key, embedded detector / hello-world
     "memory": 3.0,  # peak RSS above idle / body size
     "merge_ms": 20.0,  # 5,000 raw detections from 9 tiles
-    "protocol": 1.10,  # a V2 service's own cost / the TF Serving service's, same slide
+    "protocol": 1.10,  # another protocol's service's own cost / TF Serving's, same slide
 }
 
-# The services of the protocols row: (label, service, bytes mode of a V2 backend or None).
-PROTOCOL_SERVICES = (
+# The services of the protocols row: (label, service, backend keys besides url and the
+# common ones; None for the reference, TF Serving's "eos").
+PROTOCOL_SERVICES: tuple[tuple[str, str, dict | None], ...] = (
     ("tfserving", "eos", None),
-    ("v2 binary", "v2-binary", "binary"),
-    ("v2 base64", "v2-base64", "base64"),
+    ("v2 binary", "v2-binary", {"protocol": "v2", "bytes": "binary", "model": "eos"}),
+    ("v2 base64", "v2-base64", {"protocol": "v2", "bytes": "base64", "model": "eos"}),
+    (
+        "vertex",
+        "vertex",
+        {"protocol": "vertex", "project": "bench", "location": "us-central1", "endpoint": "1"},
+    ),
 )
 
 
@@ -215,20 +224,20 @@ def small_jpeg() -> bytes:
     return jpeg(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), quality=90)
 
 
-def gateway_config(fast_url: str, slow_url: str, v2: bool = False) -> dict:
-    """TF Serving services on the stubs; with ``v2`` also the protocols row's V2 services,
-    on the same 0 ms stub (it answers both protocols)."""
+def gateway_config(fast_url: str, slow_url: str, key_file: Path | None = None) -> dict:
+    """TF Serving services on the stubs; with a ``key_file`` (a service-account key whose
+    token_uri is the 0 ms stub's) also the protocols row's other services, on that stub (it
+    answers every protocol)."""
     backend = {"max_parallel": 16, "timeout_s": 30}
     services = {
         "eos": {"backend": {"url": fast_url, "model": "eos", **backend}},
         "slow": {"backend": {"url": slow_url, "model": "eos", **backend}},
     }
-    for _, name, mode in PROTOCOL_SERVICES if v2 else ():
-        if mode is not None:
-            services[name] = {
-                "backend": {"protocol": "v2", "bytes": mode, "url": fast_url, "model": "eos"}
-                | backend
-            }
+    for _, name, keys in PROTOCOL_SERVICES if key_file is not None else ():
+        if keys is not None:
+            services[name] = {"backend": {"url": fast_url, **keys, **backend}}
+            if keys["protocol"] == "vertex":
+                services[name]["backend"]["credentials_file"] = str(key_file)
     return {"services": services}
 
 
@@ -301,14 +310,14 @@ def measure_protocols(gw_port: int, bare_port: int, rounds: int) -> list[dict]:
     tr, dec = median(t["bare"]), median(t["decode"])
     reference = median(t[PROTOCOL_SERVICES[0][0]]) - tr
     rows = []
-    for label, service, mode in PROTOCOL_SERVICES:
+    for label, service, keys in PROTOCOL_SERVICES:
         gw = median(t[label])
         own = gw - tr
         rows.append(
             {
                 "protocol": label,
                 "service": service,
-                "bytes": mode,
+                "bytes": (keys or {}).get("bytes"),
                 "slide": name,
                 "gateway_ms": gw * 1e3,
                 "transport_ms": tr * 1e3,
@@ -718,13 +727,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.perf_counter()
     procs = []
+    key_dir = None
     try:
         if only & {"overhead", "protocols", "fanout", "throughput", "memory", "cold_start"}:
             fast = start_stub(0.0)
             slow = start_stub(SLOW_MS / 1000.0)
             procs += [fast, slow]
         if only & {"overhead", "protocols", "fanout", "throughput", "memory"}:
-            gw = start_gateway(gateway_config(fast.url, slow.url, v2="protocols" in only))
+            key_file = None
+            if "protocols" in only:
+                key_dir = tempfile.mkdtemp(prefix="eos-bench-")
+                key_file = service_account_file(Path(key_dir) / "sa.json", fast.url + "/token")
+            gw = start_gateway(gateway_config(fast.url, slow.url, key_file))
             procs.append(gw)
             result["image_path"] = image_path(gw.port)
         if only & {"overhead", "protocols"}:
@@ -754,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in reversed(procs):
             p.stop()
+        if key_dir is not None:
+            shutil.rmtree(key_dir, ignore_errors=True)
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = table(result)
     print(text)

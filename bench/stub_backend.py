@@ -1,5 +1,5 @@
-"""A stub model server for benchmarks: answers TF Serving's ``:predict`` and the Open
-Inference Protocol's (V2) ``infer`` after a set delay.
+"""A stub model server for benchmarks: answers TF Serving's ``:predict``, the Open
+Inference Protocol's (V2) ``infer`` and a Vertex AI endpoint's ``:predict`` after a set delay.
 
 It does no image work, so what is measured is the gateway, not a model.  Calls are
 served concurrently (one thread per connection, HTTP/1.1 keep-alive), like TF Serving
@@ -8,6 +8,9 @@ gateway's answer parsing and merge, and both protocols answer the same detection
 flat row-major tensors (as Triton writes them), only the outputs the request names.  Of a
 V2 request it reads just enough to answer: the image count and the outputs asked for,
 from the JSON header of a binary request or around the base64 strings of a JSON one.
+Vertex is answered in its own box order (``[xMin, xMax, yMin, yMax]``), with the endpoint
+resource for readiness and ``POST /token`` as the OAuth token endpoint a service-account
+key file's ``token_uri`` names; a Vertex call must carry that token.
 
     .venv/bin/python -m bench.stub_backend --port 8601 --delay-ms 200
 """
@@ -26,6 +29,8 @@ V2_HEADER_LENGTH = "Inference-Header-Content-Length"
 _V2_SHAPE = re.compile(rb'"shape"\s*:\s*\[\s*(\d+)')
 _V2_ID = re.compile(rb'"id"\s*:\s*"([^"\\]*)"')
 _V2_OUTPUTS = b',"outputs":'  # the gateway writes the outputs asked for after the inputs
+VERTEX_PREFIX = "/v1/projects/"
+VERTEX_TOKEN = "bench"
 
 
 def _prediction(key: str) -> dict:
@@ -100,6 +105,27 @@ def v2_answer(n: int, names: list[str] | None, request_id: str) -> bytes:
     return json.dumps(doc).encode()
 
 
+def vertex_answer(n: int) -> bytes:
+    """A Vertex endpoint's answer for ``n`` images: the detections of ``_prediction``."""
+    preds = []
+    for i in range(n):
+        row = _prediction(f"tile-{i}")
+        preds.append(
+            {
+                "ids": ["1"] * DETECTIONS_PER_TILE,
+                "displayNames": row["detection_classes_as_text"],
+                "confidences": row["detection_scores"],
+                "bboxes": [[x0, x1, y0, y1] for y0, x0, y1, x1 in row["detection_boxes"]],
+            }
+        )
+    doc = {"predictions": preds, "deployedModelId": "1", "modelVersionId": "1"}
+    return json.dumps(doc).encode()
+
+
+VERTEX_ENDPOINT = {"deployedModels": [{"id": "1", "model": "eos", "modelVersionId": "1"}]}
+TOKEN_ANSWER = {"access_token": VERTEX_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
+
+
 V2_METADATA = {
     "name": "eos",
     "versions": ["1"],
@@ -139,7 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path.startswith("/v1/models/"):
+        if self.path.startswith(VERTEX_PREFIX):
+            self._send(200, json.dumps(VERTEX_ENDPOINT).encode())
+        elif self.path.startswith("/v1/models/"):
             body = {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}
             self._send(200, json.dumps(body).encode())
         elif self.path.startswith("/v2/models/") and self.path.endswith("/ready"):
@@ -152,7 +180,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length)
-        if self.path.endswith(":predict"):
+        if self.path == "/token":
+            self._send(200, json.dumps(TOKEN_ANSWER).encode())
+        elif self.path.startswith(VERTEX_PREFIX) and self.path.endswith(":predict"):
+            if self.headers.get("Authorization") != "Bearer " + VERTEX_TOKEN:
+                self._send(401, b'{"error": {"code": 401, "status": "UNAUTHENTICATED"}}')
+                return
+            answer = vertex_answer(data.count(b'"content"'))
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            self._send(200, answer)
+        elif self.path.endswith(":predict"):
             n = data.count(b'"b64"')
             if self.delay_s:
                 time.sleep(self.delay_s)
