@@ -579,7 +579,8 @@ def _service_entry(name: Any, body: Any, catalog: Catalog) -> ServiceConfig:
     empty one, which would otherwise be a second service on the embedded detector."""
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"service name {name!r} must be letters, digits, '-' or '_'")
-    if name in _service_shape(catalog).fields:
+    # A service's own keys (its kinds'), not its backend's: no protocol module is loaded.
+    if name in (SERVICE_FIELDS | _plugin_fields(catalog.kind, catalog.kind_names)).fields:
         raise ConfigError(
             f"services.{name} cannot be a service: {name!r} is a service's key; is it meant "
             "to be indented under a service?"
