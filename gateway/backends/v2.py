@@ -331,6 +331,7 @@ class V2Backend:
 
     def readiness(self, deadline: float | None = None) -> Readiness:
         model = self.service.backend.model
+        deadline = deadline or time.monotonic() + min(self.service.backend.timeout_s, 5.0)
         resp = self.client.probe(self.model_path + "/ready", deadline)
         if isinstance(resp, GatewayError):
             return not_ready(model, resp)
