@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.codecs.detect import parse_key
 from gateway.errors import BadRequest
-from gateway.jsonio import b64decode_strict, loads
+from gateway.jsonio import b64decode_strict, loads_decoding
 
 FIELDS = ("image", "key")
 
@@ -31,7 +31,7 @@ def _refuse_detection_options(values: Mapping[str, Any], where: str) -> None:
 
 
 def parse_json(body: bytes, query: Mapping[str, str]) -> ClassifyRequest:
-    doc = loads(body, unique_keys=True)
+    doc = loads_decoding(body, "image", unique_keys=True)  # the image never held as a str
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if "image" not in doc:

@@ -14,7 +14,7 @@ import numpy as np
 
 from gateway.codecs.tfserving_api import parse_threshold
 from gateway.errors import BadRequest, UnsupportedImage, echo
-from gateway.jsonio import b64decode_strict, loads
+from gateway.jsonio import b64decode_strict, loads_decoding
 from gateway.pipeline.merge import Merged
 
 RENDER_FORMATS = ("jpeg",)
@@ -61,7 +61,7 @@ def parse_key(value: Any) -> str | None:
 
 
 def parse_json(body: bytes, query: Mapping[str, str]) -> DetectRequest:
-    doc = loads(body, unique_keys=True)
+    doc = loads_decoding(body, "image", unique_keys=True)  # the image never held as a str
     if not isinstance(doc, Mapping):
         raise BadRequest("the request body must be a JSON object")
     if "image" not in doc:
