@@ -317,3 +317,17 @@ class Browser:
     def stop(self) -> None:
         self.driver.quit()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def child_pids(parent: int) -> set[int]:
+    """The processes whose parent is ``parent`` (gunicorn's workers of its arbiter)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+                found.add(int(entry))
+    return found

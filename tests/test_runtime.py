@@ -10,12 +10,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import requests
 from helpers import sha
-from procs import free_port, start_gateway
+from procs import child_pids, free_port, start_gateway
 
 # Every test here runs the gateway (or the CLI) as its own process.
 pytestmark = pytest.mark.process
@@ -80,28 +79,16 @@ def _admits(port: int, key: str) -> int:
     return resp.status_code
 
 
-def _workers(arbiter: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == arbiter:
-                found.add(int(entry))
-    return found
-
 
 def _new_workers(arbiter: int, old: set[int], count: int) -> set[int]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        new = _workers(arbiter) - old
+        new = child_pids(arbiter) - old
         if len(new) >= count:
             time.sleep(1.0)  # booted: each worker reloads before it accepts
             return new
         time.sleep(0.2)
-    raise AssertionError(f"no new workers after the signal: {sorted(_workers(arbiter))}")
+    raise AssertionError(f"no new workers after the signal: {sorted(child_pids(arbiter))}")
 
 
 def test_a_reload_that_cannot_read_the_file_keeps_the_last_good_configuration(tmp_path):

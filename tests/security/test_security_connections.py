@@ -10,11 +10,10 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from helpers import sha
-from procs import start_gateway
+from procs import child_pids, start_gateway
 
 # Every test here runs the gateway (or the CLI) as its own process.
 pytestmark = pytest.mark.process
@@ -151,18 +150,6 @@ def _status(port: int, key: str) -> int | str:
         return type(exc).__name__
 
 
-def _worker_pids(arbiter: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == arbiter:
-                pids.append(int(entry))
-    return pids
-
 
 class Hammer:
     """Requests back to back on new connections; every answer that is not HTTP is kept."""
@@ -222,7 +209,7 @@ def test_one_workers_exit_does_not_stop_the_others():
     gateway = start_gateway(env={"WORKERS": "2", "THREADS": "4"})
     try:
         deadline = time.monotonic() + 20
-        while len(workers := _worker_pids(gateway.pid)) < 2 and time.monotonic() < deadline:
+        while len(workers := sorted(child_pids(gateway.pid))) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)  # the second worker may still be starting
         assert len(workers) == 2
         with Hammer(gateway.port) as hammer:
